@@ -1,0 +1,1312 @@
+#!/usr/bin/env python3
+"""upscale.py - make low-resolution video sharper and bigger with deep-learning super-resolution.
+
+Each frame of the source is read with OpenCV, enlarged with one of OpenCV's pre-trained
+dnn_superres networks (FSRCNN, FSRCNN-small, ESPCN, LapSRN, EDSR) or a classic
+interpolation baseline, written to a temporary file, and finally muxed by ffmpeg with the
+source's audio, subtitles, chapters and metadata. The finished file appears under its
+final name only when it is complete.
+
+Usage:
+    python upscale.py clip.mp4                       # FSRCNN x4 -> clip_fsrcnn_x4.mp4
+    python upscale.py clip.mp4 --model espcn --scale 2
+    python upscale.py videos/ --output-dir out/      # every video directly inside videos/
+    for f in clips/*.mp4; do python upscale.py "$f" --model fsrcnn-small; done
+
+Model files (.pb) are looked up in --model-dir, then $UPSCALE_MODEL_DIR, then models/ beside
+this script, and downloaded on demand from their official repositories (SHA-256 checked).
+Run `python upscale.py --help` for every option.
+"""
+
+import argparse
+import dataclasses
+import fractions
+import hashlib
+import math
+import os
+import queue
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# OpenCV's own log lines (an ERROR and a WARN while loading ESPCN under OpenCV 5, decoder
+# chatter from its bundled FFmpeg) are noise to the user; they must be silenced before import.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+__version__ = "1.0.0"
+
+# ---------------------------------------------------------------------------------------------
+# Constants and tables
+# ---------------------------------------------------------------------------------------------
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .ts .m2ts .mts .3gp .ogv".split())
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_MODEL_DIR = HERE / "models"
+MODEL_URL_ENV = "UPSCALE_MODEL_URL"     # overrides every official base URL (mirrors, tests)
+MODEL_DIR_ENV = "UPSCALE_MODEL_DIR"
+
+FSRCNN_URL = "https://raw.githubusercontent.com/Saafke/FSRCNN_Tensorflow/master/models"
+ESPCN_URL = "https://raw.githubusercontent.com/fannymonori/TF-ESPCN/master/export"
+LAPSRN_URL = "https://raw.githubusercontent.com/fannymonori/TF-LapSRN/master/export"
+EDSR_URL = "https://raw.githubusercontent.com/Saafke/EDSR_Tensorflow/master/models"
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way of enlarging frames: a dnn_superres network, cv2.resize, or ffmpeg's scaler."""
+    name: str
+    scales: tuple
+    runs: str                  # "luma" / "bgr" network, "resize" or "ffmpeg"
+    algo: str = ""             # dnn_superres algorithm name
+    file_pattern: str = ""     # official file name, {scale} filled in
+    url: str = ""              # official folder the file is downloaded from
+    interpolation: int = cv2.INTER_CUBIC
+    about: str = ""
+
+    @property
+    def is_network(self):
+        return self.runs in ("luma", "bgr")
+
+    def file_name(self, scale):
+        return self.file_pattern.format(scale=scale)
+
+
+ANY_SCALE = tuple(range(2, 9))
+
+METHODS = {m.name: m for m in (
+    Method("fsrcnn", (2, 3, 4), "luma", "fsrcnn", "FSRCNN_x{scale}.pb", FSRCNN_URL,
+           about="fast, good (default)"),
+    Method("fsrcnn-small", (2, 3, 4), "luma", "fsrcnn", "FSRCNN-small_x{scale}.pb", FSRCNN_URL,
+           about="fastest network"),
+    Method("espcn", (2, 3, 4), "luma", "espcn", "ESPCN_x{scale}.pb", ESPCN_URL,
+           about="fast, good"),
+    Method("lapsrn", (2, 4, 8), "luma", "lapsrn", "LapSRN_x{scale}.pb", LAPSRN_URL,
+           about="slow (~100x FSRCNN), x8 capable"),
+    Method("edsr", (2, 3, 4), "bgr", "edsr", "EDSR_x{scale}.pb", EDSR_URL,
+           about="very slow, best quality"),
+    Method("nearest", ANY_SCALE, "resize", interpolation=cv2.INTER_NEAREST,
+           about="baseline: cv2.resize nearest"),
+    Method("linear", ANY_SCALE, "resize", interpolation=cv2.INTER_LINEAR,
+           about="baseline: cv2.resize bilinear"),
+    Method("cubic", ANY_SCALE, "resize", interpolation=cv2.INTER_CUBIC,
+           about="baseline: cv2.resize bicubic"),
+    Method("area", ANY_SCALE, "resize", interpolation=cv2.INTER_AREA,
+           about="baseline: cv2.resize area"),
+    Method("lanczos", ANY_SCALE, "resize", interpolation=cv2.INTER_LANCZOS4,
+           about="baseline: cv2.resize Lanczos-4"),
+    Method("ffmpeg", ANY_SCALE, "ffmpeg", about="baseline: ffmpeg's bicubic scaler"),
+)}
+
+# Every official file is pinned. EDSR's files could not be fetched where this was written, so
+# they are pinned by their git blob ids in the official repository (sha1 of "blob <size>\0" +
+# content), which identify the bytes just as well.
+MODEL_CHECKSUMS = {
+    "ESPCN_x2.pb": "sha256:59f77351e1d7c0057bf6fe088b4a8a07e42c468c8c8aebb674a6b4ea1823221d",
+    "ESPCN_x3.pb": "sha256:0e667db7a431d14c32568ed79bf21701a64df8b1d162e48ca1f8800affe2c2b3",
+    "ESPCN_x4.pb": "sha256:e403f06309229cf36009cd8fb0da032ba7643fae9f15cf94fe562e8edf8fef47",
+    "FSRCNN-small_x2.pb":
+        "sha256:429e4793d049c1ae16ddbbc322fd11c3c08831c0c20137390b4d098976a2b0d9",
+    "FSRCNN-small_x3.pb":
+        "sha256:58e72d0c4231b8e754180e787d7348f45ae6230ee3c5af7dc12b558467f593f7",
+    "FSRCNN-small_x4.pb":
+        "sha256:92a9f57c28494813b4dc073b51a300cb909401454d77541bcdc96b4d55901d02",
+    "FSRCNN_x2.pb": "sha256:366b33f0084c7b3f2bf6724f0a2c77bca94fcec9d7b6d72389d330073b380d5c",
+    "FSRCNN_x3.pb": "sha256:efd38655a815908c6c8954db6052f128e76a735f1de657894c477d0dc0b64481",
+    "FSRCNN_x4.pb": "sha256:5c68d18db561aed8ead4ffedf1b897ea615baaf60ebf6c35f8e641f8fa4a21bf",
+    "LapSRN_x2.pb": "sha256:f59c86e6835bbca646dbd81588f07820dfe3bd09e3702976ae2d90b5fc0f0b21",
+    "LapSRN_x4.pb": "sha256:d3e95c93cafae5ce5a8ed57ce9abf07f2de58da8c5d6d656b766774969835ee2",
+    "LapSRN_x8.pb": "sha256:a00211938b2b4c7d23691525a9267d9d0bbb345cdb9f38a7fc917414a5a1884f",
+    "EDSR_x2.pb": "gitblob:7087df167eae8865b25b4f6032c819aacde25b8a",
+    "EDSR_x3.pb": "gitblob:9b9082ceca0d5a2fc6d6bae7456e2c7934b3aa4d",
+    "EDSR_x4.pb": "gitblob:09b872b26a6ba8d43abe433e65e65477ff8714ea",
+}
+
+# EDSR's mean of the DIV2K training set, subtracted before and added after the network.
+EDSR_MEAN_BGR = (103.1545782, 111.561547, 114.35629928)
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A video codec of the final file: what the temporary file holds and how ffmpeg ends it."""
+    name: str
+    temp_fourcc: str           # what cv2.VideoWriter writes
+    ffmpeg_args: tuple         # () means the temporary stream is copied as it is
+    about: str
+
+
+CODECS = {c.name: c for c in (
+    Codec("mp4v", "mp4v", (), "MPEG-4 part 2 straight from cv2.VideoWriter (fastest)"),
+    # The others are encoded from a lossless FFV1 temporary file, so only one lossy step.
+    Codec("h264", "FFV1", ("-c:v", "libx264", "-pix_fmt", "yuv420p"),
+          "H.264, plays everywhere including browsers"),
+    Codec("h265", "FFV1", ("-c:v", "libx265", "-pix_fmt", "yuv420p", "-tag:v", "hvc1"),
+          "H.265/HEVC, smaller files"),
+    Codec("ffv1", "FFV1", ("-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv444p"),
+          "lossless FFV1 (Matroska), for further editing"),
+)}
+
+# Audio codecs MP4 can carry as they are; anything else is re-encoded to AAC there.
+MP4_AUDIO_CODECS = frozenset("aac mp3 mp2 ac3 eac3 alac flac opus".split())
+TEXT_SUBTITLE_CODECS = frozenset("subrip srt ass ssa webvtt mov_text text".split())
+AUDIO_REENCODE_ARGS = ("aac", "256k")
+
+PROGRESS_INTERVAL_TTY = 0.25      # seconds between redraws of the progress line
+PROGRESS_INTERVAL_LOG = 10.0      # seconds between plain progress lines in logs
+QUEUE_DEPTH = 4                   # frames in flight between stages: bounds memory
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors and messages
+# ---------------------------------------------------------------------------------------------
+
+class UpscaleError(Exception):
+    """An input failed; the message is one line for the user that says what to do."""
+
+
+class UsageError(UpscaleError):
+    """The command line itself is wrong: nothing is started."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; unwinds like KeyboardInterrupt so every cleanup runs."""
+
+
+def say(message, quiet=False):
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def warn(message):
+    print(f"upscale: warning: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# ffmpeg: finding it and reading what a file holds
+# ---------------------------------------------------------------------------------------------
+
+def find_ffmpeg():
+    """Path of an ffmpeg binary: $UPSCALE_FFMPEG, then PATH, then the imageio-ffmpeg wheel."""
+    explicit = os.environ.get("UPSCALE_FFMPEG")
+    if explicit is not None:
+        if explicit and shutil.which(explicit):
+            return shutil.which(explicit)
+        raise UpscaleError(f"ffmpeg not found at UPSCALE_FFMPEG={explicit!r}; "
+                           "unset it or point it at an ffmpeg binary")
+    on_path = shutil.which("ffmpeg")
+    if on_path:
+        return on_path
+    try:
+        import imageio_ffmpeg
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:
+        raise UpscaleError("ffmpeg not found; install it (pip install imageio-ffmpeg, "
+                           "or your system's ffmpeg package)") from None
+
+
+@dataclass
+class Stream:
+    index: int
+    kind: str                  # "video", "audio", "subtitle", "data", "attachment"
+    codec: str
+    language: str = ""
+    attached_pic: bool = False
+    pix_fmt: str = ""
+    color: dict = field(default_factory=dict)   # range, space, transfer, primaries
+
+
+@dataclass
+class Probe:
+    streams: list
+    duration: float = 0.0     # seconds, 0 when unknown
+
+    def of_kind(self, kind):
+        return [s for s in self.streams if s.kind == kind]
+
+    @property
+    def video(self):
+        return [s for s in self.of_kind("video") if not s.attached_pic]
+
+
+STREAM_RE = re.compile(
+    r"^\s*Stream #0:(\d+)(?:\[0x[0-9a-f]+\])?(?:\(([^)]*)\))?: "
+    r"(Video|Audio|Subtitle|Data|Attachment): (\w+)(.*)$")
+DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+PIX_FMT_RE = re.compile(r"^(\w+)(?:\(([^)]*)\))?$")
+
+
+def top_level_fields(text):
+    """Comma-separated fields of an ffmpeg stream line, ignoring commas inside brackets."""
+    fields, depth, current = [], 0, ""
+    for ch in text:
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            fields.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    return fields + [current.strip()]
+
+
+def parse_color(rest):
+    """Pixel format and colour tags from the part of ffmpeg's video stream line after the
+    codec name, e.g. ' (High), yuv420p(tv, bt709, progressive), 1920x1080 ...' or
+    ', yuv420p10le(tv, bt2020nc/bt2020/smpte2084), ...'."""
+    fields = top_level_fields(rest)
+    match = PIX_FMT_RE.match(fields[1]) if len(fields) > 1 else None
+    if not match:
+        return "", {}
+    pix_fmt, inner = match.group(1), match.group(2) or ""
+    color = {}
+    for part in (p.strip() for p in inner.split(",")):
+        if part in ("tv", "pc"):
+            color["range"] = part
+        elif "/" in part:
+            space, primaries, transfer = (part.split("/") + ["", ""])[:3]
+            color.update(space=space, primaries=primaries, transfer=transfer)
+        elif part.startswith(("bt", "smpte", "fcc")) or part in ("gbr", "ycgco"):
+            color.update(space=part, primaries=part, transfer=part)
+    return pix_fmt, color
+
+
+def parse_probe(text):
+    """What `ffmpeg -i FILE` printed about input #0, as a Probe."""
+    streams, duration = [], 0.0
+    for line in text.splitlines():
+        if line.startswith("Output #"):
+            break
+        d = DURATION_RE.search(line)
+        if d and not duration:
+            h, m, s = d.groups()
+            duration = int(h) * 3600 + int(m) * 60 + float(s)
+        match = STREAM_RE.match(line)
+        if match:
+            index, lang, kind, codec, rest = match.groups()
+            stream = Stream(int(index), kind.lower(), codec, (lang or "").strip(),
+                            attached_pic="(attached pic)" in rest)
+            if stream.kind == "video":
+                stream.pix_fmt, stream.color = parse_color(rest)
+            streams.append(stream)
+    return Probe(streams, duration)
+
+
+def probe(ffmpeg, path):
+    """Streams and duration of a media file, read from ffmpeg's own report (no ffprobe)."""
+    result = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            errors="replace")
+    info = parse_probe(result.stderr)
+    if not info.streams:
+        last = result.stderr.strip().splitlines()[-1:] or ["no streams"]
+        reason = last[0].split(": ", 1)[-1].strip()
+        raise UpscaleError(f"{path}: not a video file ffmpeg can read ({reason})")
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Model files: finding, downloading, verifying, loading
+# ---------------------------------------------------------------------------------------------
+
+def model_search_dirs(model_dir=None):
+    """Folders searched for model files, in order."""
+    dirs = []
+    if model_dir:
+        dirs.append(Path(model_dir))
+    if os.environ.get(MODEL_DIR_ENV):
+        dirs.append(Path(os.environ[MODEL_DIR_ENV]))
+    dirs.append(DEFAULT_MODEL_DIR)
+    return dirs
+
+
+def model_url(method, scale):
+    """Where the official file is downloaded from ($UPSCALE_MODEL_URL replaces the base)."""
+    base = os.environ.get(MODEL_URL_ENV) or method.url
+    return f"{base.rstrip('/')}/{method.file_name(scale)}"
+
+
+def new_digest(checksum):
+    algo, _ = checksum.split(":", 1)
+    return hashlib.sha256() if algo == "sha256" else hashlib.sha1()
+
+
+def file_digest(path, checksum):
+    """Hex digest of a file in the form its pinned checksum uses."""
+    digest = new_digest(checksum)
+    if checksum.startswith("gitblob:"):
+        digest.update(b"blob %d\0" % os.path.getsize(path))
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{checksum.split(':', 1)[0]}:{digest.hexdigest()}"
+
+
+def verify_model_file(path, url):
+    checksum = MODEL_CHECKSUMS[path.name]
+    if os.path.getsize(path) == 0 or file_digest(path, checksum) != checksum:
+        raise UpscaleError(f"model file {path} is corrupt or not the official file (checksum "
+                           f"mismatch); delete it to download it again, or replace it with {url}")
+
+
+def download_model(url, dest, checksum, quiet=False):
+    """Download url to dest atomically: the file appears only when complete and verified."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        say(f"downloading {dest.name} from {url}", quiet)
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            expected = response.headers.get("Content-Length")
+            size = 0
+            for chunk in iter(lambda: response.read(1 << 16), b""):
+                out.write(chunk)
+                size += len(chunk)
+            if expected is not None and size != int(expected):
+                raise UpscaleError(f"download of {dest.name} from {url} was cut off "
+                                   f"({size} of {expected} bytes); try again")
+        if file_digest(tmp, checksum) != checksum:
+            raise UpscaleError(f"downloaded {dest.name} from {url} does not match its pinned "
+                               f"checksum; nothing was saved. Put the official file in "
+                               f"{dest.parent} yourself")
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise UpscaleError(f"cannot download model file {dest.name} from {url} ({reason}); "
+                           f"download it yourself and put it in {dest.parent}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def locate_model(method, scale, model_dir=None, quiet=False):
+    """Path of a verified model file, downloading it if no search folder has it."""
+    name, url = method.file_name(scale), model_url(method, scale)
+    for folder in model_search_dirs(model_dir):
+        candidate = folder / name
+        if candidate.is_file():
+            verify_model_file(candidate, url)
+            return candidate
+    target_dir = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+    return download_model(url, target_dir / name, MODEL_CHECKSUMS[name], quiet)
+
+
+# ---------------------------------------------------------------------------------------------
+# Upscalers: each splits its work in three so reading, inference and writing can overlap
+#   prepare(frame) runs in the reader thread, infer(x) in the main thread,
+#   finish(y) in the writer thread. Each is a pure function of its argument.
+# ---------------------------------------------------------------------------------------------
+
+def silence_opencv():
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+class ResizeUpscaler:
+    """The cv2.resize baselines."""
+
+    def __init__(self, method, scale):
+        self.scale, self.interpolation = scale, method.interpolation
+
+    def prepare(self, frame):
+        return frame
+
+    def infer(self, frame):
+        return cv2.resize(frame, None, fx=self.scale, fy=self.scale,
+                          interpolation=self.interpolation)
+
+    def finish(self, frame):
+        return frame
+
+    def upscale(self, frame):
+        return self.finish(self.infer(self.prepare(frame)))
+
+
+class NetworkUpscaler(ResizeUpscaler):
+    """A dnn_superres network run on OpenCV's DNN module directly.
+
+    DnnSuperResImpl.upsample converts the whole frame to float YCrCb and back at the output
+    size; the luma networks only need Y, so chroma is resized on uint8 instead (same result
+    within rounding, half the time). EDSR runs on BGR with the DIV2K mean removed, as
+    DnnSuperResImpl does it.
+    """
+
+    def __init__(self, method, scale, model_path):
+        silence_opencv()
+        # Creating a DnnSuperResImpl registers the DepthToSpace layer these graphs need.
+        self._keepalive = cv2.dnn_superres.DnnSuperResImpl_create()
+        self.scale, self.runs = scale, method.runs
+        try:
+            self.net = cv2.dnn.readNetFromTensorflow(str(model_path))
+        except cv2.error:
+            raise UpscaleError(f"model file {model_path} cannot be loaded by OpenCV; delete "
+                               "it to download it again") from None
+
+    def prepare(self, frame):
+        if self.runs == "luma":
+            ycrcb = cv2.cvtColor(frame, cv2.COLOR_BGR2YCrCb)
+            return ycrcb, cv2.dnn.blobFromImage(ycrcb[:, :, 0], 1.0 / 255.0)
+        return frame, cv2.dnn.blobFromImage(frame.astype(np.float32), 1.0, mean=EDSR_MEAN_BGR)
+
+    def infer(self, prepared):
+        source, blob = prepared
+        self.net.setInput(blob)
+        return source, self.net.forward()
+
+    def finish(self, inferred):
+        source, out = inferred
+        if self.runs == "luma":
+            y = out[0, 0]
+            y8 = cv2.addWeighted(y, 255.0, y, 0.0, 0.0, dtype=cv2.CV_8U)   # rounds, saturates
+            h, w = y8.shape
+            chroma = cv2.resize(source, (w, h), interpolation=cv2.INTER_LINEAR)
+            chroma[:, :, 0] = y8
+            return cv2.cvtColor(chroma, cv2.COLOR_YCrCb2BGR)
+        bgr = out[0].transpose(1, 2, 0) + np.array(EDSR_MEAN_BGR, np.float32)
+        return np.clip(bgr + 0.5, 0, 255).astype(np.uint8)
+
+
+def make_upscaler(method, scale, model_dir=None, quiet=False):
+    if method.is_network:
+        return NetworkUpscaler(method, scale, locate_model(method, scale, model_dir, quiet))
+    return ResizeUpscaler(method, scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading frames
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class SourceVideo:
+    """What OpenCV says of a source: frames come out already rotated for display."""
+    width: int
+    height: int
+    fps: float
+    frame_count_hint: int     # container's claim: for progress display only
+
+    @property
+    def nominal_interval_ms(self):
+        return 1000.0 / self.fps if 0 < self.fps < 1000 else 1000.0 / 30
+
+
+def open_capture(path):
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        raise UpscaleError(f"{path}: OpenCV cannot open this video; check that it plays, "
+                           "or convert it with ffmpeg first")
+    return cap
+
+
+def read_frames(cap):
+    """Yield (frame, time_ms) for every decodable frame, in order."""
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return
+        yield frame, cap.get(cv2.CAP_PROP_POS_MSEC)
+
+
+def monotonic_times(times_ms, interval_ms):
+    """Frame times made strictly increasing: broken or missing timestamps get the nominal
+    interval after the previous frame rather than a duplicate or backward time."""
+    fixed = []
+    for t in times_ms:
+        if fixed and not (t > fixed[-1]):
+            t = fixed[-1] + interval_ms
+        fixed.append(t)
+    return fixed
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline: reader thread -> inference (this thread) -> writer thread
+# ---------------------------------------------------------------------------------------------
+
+_DONE = object()
+
+
+class Stage(threading.Thread):
+    """A worker that moves items from one bounded queue to the next, or stops on error."""
+
+    def __init__(self, name, work, inbox, outbox, stop):
+        super().__init__(name=name, daemon=True)
+        self.work, self.inbox, self.outbox, self.stop = work, inbox, outbox, stop
+        self.error = None
+
+    def put(self, item):
+        while not self.stop.is_set():
+            try:
+                self.outbox.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self):
+        try:
+            self.work(self)
+        except BaseException as exc:   # handed to the main thread, which reports it
+            self.error = exc
+            self.stop.set()
+        finally:
+            if self.outbox is not None:
+                self.put(_DONE)
+
+
+def get_item(inbox, stop, *workers):
+    """Next item of a queue, or _DONE once a worker failed or the queue closed."""
+    while True:
+        try:
+            return inbox.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set() or any(w.error for w in workers):
+                return _DONE
+
+
+def pad_to_even(frame):
+    """yuv420p codecs need even sizes: replicate the last row/column rather than lose one."""
+    h, w = frame.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return frame
+    return cv2.copyMakeBorder(frame, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
+
+
+def even_size(width, height):
+    return width + width % 2, height + height % 2
+
+
+@dataclass
+class FrameResult:
+    count: int
+    times_ms: list
+    width: int                # exact upscaled size, before any padding
+    height: int
+
+
+def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None):
+    """Upscale every frame of cap into temp_path; returns a FrameResult.
+
+    Three stages overlap: decoding and colour conversion, the network, and chroma
+    reconstruction plus encoding. Queues of QUEUE_DEPTH bound memory to a few frames.
+    """
+    stop = threading.Event()
+    to_infer, to_write = queue.Queue(QUEUE_DEPTH), queue.Queue(QUEUE_DEPTH)
+    times, state = [], {}
+
+    def read(stage):
+        for frame, t in read_frames(cap):
+            times.append(t)
+            if not stage.put(upscaler.prepare(frame)):
+                return
+
+    def write(stage):
+        writer = None
+        try:
+            while True:
+                item = get_item(to_write, stop)
+                if item is _DONE:
+                    return
+                frame = upscaler.finish(item)
+                if writer is None:
+                    h, w = frame.shape[:2]
+                    state["size"] = (w, h)
+                    writer = cv2.VideoWriter(str(temp_path), cv2.VideoWriter_fourcc(*fourcc),
+                                             fps, even_size(w, h))
+                    if not writer.isOpened():
+                        raise UpscaleError(f"cannot write temporary video {temp_path}; "
+                                           "check free space and permissions")
+                writer.write(pad_to_even(frame))
+                state["written"] = state.get("written", 0) + 1
+                if progress:
+                    progress.update(state["written"])
+        finally:
+            if writer is not None:
+                writer.release()
+
+    reader = Stage("reader", read, None, to_infer, stop)
+    writer = Stage("writer", write, to_write, None, stop)
+    reader.start()
+    writer.start()
+    try:
+        while True:
+            item = get_item(to_infer, stop, reader, writer)
+            if item is _DONE:
+                break
+            out = upscaler.infer(item)
+            while not stop.is_set():
+                try:
+                    to_write.put(out, timeout=0.1)
+                    break
+                except queue.Full:
+                    if writer.error:
+                        break
+        while not stop.is_set():
+            try:
+                to_write.put(_DONE, timeout=0.1)
+                break
+            except queue.Full:
+                if writer.error:
+                    break
+        writer.join()
+    finally:
+        stop.set()
+        reader.join()
+        writer.join()
+    for worker in (reader, writer):
+        if worker.error is not None:
+            raise worker.error
+    count = state.get("written", 0)
+    w, h = state.get("size", (0, 0))
+    return FrameResult(count, times[:count], w, h)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing: the VideoWriter writes at a constant rate; the source's frame times are put back by
+# rewriting the MP4's sample table (stts), so variable frame rates survive the muxing.
+# ---------------------------------------------------------------------------------------------
+
+CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
+COMMON_TIMESCALES = (24000, 30000, 60000, 90000, 48000, 25000, 50000, 1000, 600, 120000)
+
+
+def choose_timescale(times_ms):
+    """The smallest common timescale in which every frame time is an integer tick (so
+    30000/1001 and 24000/1001 rates stay exact); 90000 (error < 6 us) when none is."""
+    for timescale in sorted(COMMON_TIMESCALES):
+        ticks = [t * timescale / 1000.0 for t in times_ms]
+        if all(abs(x - round(x)) < 0.02 for x in ticks):
+            return timescale
+    return 90000
+
+
+def frame_ticks(times_ms, timescale, last_interval_ms):
+    """Per-sample durations (stts deltas) in ticks for frames shown at times_ms."""
+    starts = [round((t - times_ms[0]) * timescale / 1000.0) for t in times_ms]
+    end = starts[-1] + max(1, round(last_interval_ms * timescale / 1000.0))
+    return [b - a for a, b in zip(starts, starts[1:] + [end])]
+
+
+def run_length(deltas):
+    runs = []
+    for d in deltas:
+        if runs and runs[-1][1] == d:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, d])
+    return runs
+
+
+def parse_boxes(data):
+    """[(type, payload or children)] for an MP4 byte string; containers are parsed."""
+    boxes, pos = [], 0
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", data[pos + 8:pos + 16])[0], 16
+        elif size == 0:
+            size = len(data) - pos
+        body = data[pos + header:pos + size]
+        boxes.append((kind, parse_boxes(body) if kind in CONTAINER_BOXES else body))
+        pos += size
+    return boxes
+
+
+def build_boxes(boxes):
+    out = []
+    for kind, body in boxes:
+        payload = build_boxes(body) if isinstance(body, list) else body
+        out.append(struct.pack(">I4s", 8 + len(payload), kind) + payload)
+    return b"".join(out)
+
+
+def find_box(boxes, *path):
+    for kind, body in boxes:
+        if kind == path[0]:
+            return body if len(path) == 1 else find_box(body, *path[1:])
+    return None
+
+
+def replace_box(boxes, path, new_body):
+    for i, (kind, body) in enumerate(boxes):
+        if kind == path[0]:
+            if len(path) == 1:
+                boxes[i] = (kind, new_body)
+            else:
+                replace_box(body, path[1:], new_body)
+            return
+
+
+def set_duration(full_box, duration, offset_v0, offset_v1):
+    """A copy of an mvhd/tkhd/mdhd payload with its duration field set."""
+    body = bytearray(full_box)
+    if body[0] == 1:
+        struct.pack_into(">Q", body, offset_v1, duration)
+    else:
+        struct.pack_into(">I", body, offset_v0, min(duration, 0xFFFFFFFF))
+    return bytes(body)
+
+
+def rewrite_mp4_timing(path, times_ms, last_interval_ms):
+    """Give the single video track of an MP4 (moov after mdat, as VideoWriter writes it)
+    the frame times times_ms, in place."""
+    with open(path, "rb") as f:
+        data = f.read()
+    top = parse_boxes(data)
+    kinds = [k for k, _ in top]
+    if b"moov" not in kinds or kinds[-1] != b"moov":
+        raise UpscaleError(f"unexpected layout of temporary file {path}")
+    moov = find_box(top, b"moov")
+    timescale = choose_timescale(times_ms)
+    deltas = frame_ticks(times_ms, timescale, last_interval_ms)
+    runs = run_length(deltas)
+    stts = struct.pack(">4sI", b"\0\0\0\0", len(runs)) + b"".join(
+        struct.pack(">II", n, d) for n, d in runs)
+    track_ticks = sum(deltas)
+    trak = [(k, b) for k, b in moov if k == b"trak"][0][1]
+    trak[:] = [(k, b) for k, b in trak if k != b"edts"]   # no edit list: starts at 0
+    replace_box(trak, (b"mdia", b"minf", b"stbl", b"stts"), stts)
+    mdhd = bytearray(find_box(trak, b"mdia", b"mdhd"))
+    struct.pack_into(">I", mdhd, 20 if mdhd[0] == 1 else 12, timescale)
+    replace_box(trak, (b"mdia", b"mdhd"), set_duration(mdhd, track_ticks, 16, 24))
+    mvhd = find_box(moov, b"mvhd")
+    movie_scale = struct.unpack_from(">I", mvhd, 20 if mvhd[0] == 1 else 12)[0]
+    movie_ticks = round(track_ticks * movie_scale / timescale)
+    replace_box(moov, (b"mvhd",), set_duration(mvhd, movie_ticks, 16, 24))
+    replace_box(trak, (b"tkhd",), set_duration(find_box(trak, b"tkhd"), movie_ticks, 20, 28))
+    moov_start = last_box_offset(data)
+    with open(path, "r+b") as f:
+        f.truncate(moov_start)
+        f.seek(moov_start)
+        f.write(build_boxes([(b"moov", moov)]))
+
+
+def last_box_offset(data):
+    pos = last = 0
+    while pos + 8 <= len(data):
+        size = struct.unpack(">I", data[pos:pos + 4])[0]
+        if size == 1:
+            size = struct.unpack(">Q", data[pos + 8:pos + 16])[0]
+        last, pos = pos, pos + (size or len(data) - pos)
+    return last
+
+
+# ---------------------------------------------------------------------------------------------
+# Muxing: the upscaled picture plus everything else the source had
+# ---------------------------------------------------------------------------------------------
+
+def container_of(path, fmt=None):
+    """"matroska" or "mp4", from --format or the output's extension."""
+    if fmt:
+        return "matroska" if fmt in ("mkv", "matroska") else "mp4"
+    return "matroska" if Path(path).suffix.lower() in (".mkv", ".webm") else "mp4"
+
+
+def color_args(stream):
+    """ffmpeg options that tag the output with the source's colour description."""
+    color, args = stream.color if stream else {}, []
+    for key, option in (("primaries", "-color_primaries"), ("transfer", "-color_trc"),
+                        ("space", "-colorspace")):
+        value = color.get(key, "")
+        if value and value not in ("unknown", "reserved"):
+            args += [option, value]
+    # OpenCV converts through 8-bit BGR and writes limited range whatever the source had.
+    return args + ["-color_range", "tv"]
+
+
+def stream_plan(info, container):
+    """(ffmpeg args, notes) mapping the source's audio, subtitles, attachments, chapters
+    and metadata (input 1) into the output."""
+    args, notes = [], []
+    for k, s in enumerate(info.of_kind("audio")):
+        args += ["-map", f"1:{s.index}"]
+        if container == "mp4" and s.codec not in MP4_AUDIO_CODECS:
+            codec, bitrate = AUDIO_REENCODE_ARGS
+            args += [f"-c:a:{k}", codec, f"-b:a:{k}", bitrate]
+            notes.append(f"audio stream {k + 1} ({s.codec}) cannot go into MP4 as it is: "
+                         f"re-encoded to AAC {bitrate} (use an .mkv output to keep it exact)")
+        else:
+            args += [f"-c:a:{k}", "copy"]
+    k = 0
+    for s in info.of_kind("subtitle"):
+        if container == "matroska":
+            args += ["-map", f"1:{s.index}", f"-c:s:{k}", "copy"]
+        elif s.codec in TEXT_SUBTITLE_CODECS:
+            args += ["-map", f"1:{s.index}", f"-c:s:{k}", "mov_text"]
+        else:
+            notes.append(f"subtitle stream ({s.codec}) cannot go into MP4 and was dropped "
+                         "(use an .mkv output to keep it)")
+            continue
+        k += 1
+    if container == "matroska" and info.of_kind("attachment"):
+        args += ["-map", "1:t"]
+    args += ["-map_metadata", "1", "-map_chapters", "1"]
+    if info.video:
+        args += ["-map_metadata:s:v:0", f"1:s:{info.video[0].index}"]
+    return args, notes
+
+
+def mux_command(ffmpeg, temp_video, source, info, out_path, settings):
+    """The ffmpeg command that makes the final file from the temporary video and the source."""
+    container = container_of(settings.output_name_hint or out_path, settings.format)
+    codec = settings.codec
+    args = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            "-i", str(temp_video), "-i", str(source), "-map", "0:v:0"]
+    if codec.ffmpeg_args:
+        args += list(codec.ffmpeg_args) + ["-fps_mode", "passthrough"]
+        if codec.name in ("h264", "h265"):
+            args += ["-crf", str(settings.crf), "-preset", settings.preset]
+    else:
+        args += ["-c:v", "copy"]
+    args += color_args(info.video[0] if info.video else None)
+    streams, notes = stream_plan(info, container)
+    args += streams
+    if container == "mp4":
+        args += ["-movflags", "+faststart", "-f", "mp4"]
+    else:
+        args += ["-f", "matroska"]
+    return args + [str(out_path)], notes
+
+
+def ffmpeg_scale_command(ffmpeg, source, temp_video, scale, codec):
+    """The ffmpeg baseline: ffmpeg's bicubic scaler writes the temporary video itself."""
+    vcodec = ["-c:v", "mpeg4", "-q:v", "2", "-tag:v", "mp4v"] if codec.temp_fourcc == "mp4v" \
+        else ["-c:v", "ffv1", "-pix_fmt", "bgr0"]
+    return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(source),
+            "-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
+            "-vf", f"scale=iw*{scale}:ih*{scale}:flags=bicubic,pad=ceil(iw/2)*2:ceil(ih/2)*2",
+            *vcodec, "-f", "mp4", str(temp_video)]
+
+
+def run_ffmpeg(args, what):
+    """Run ffmpeg; one clear error line on failure; the child dies with us on interrupt."""
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        _, err = proc.communicate()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    if proc.returncode != 0:
+        lines = err.decode(errors="replace").strip().splitlines()
+        detail = lines[-1] if lines else f"exit status {proc.returncode}"
+        raise UpscaleError(f"ffmpeg failed while {what}: {detail}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress
+# ---------------------------------------------------------------------------------------------
+
+def format_eta(seconds):
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Progress:
+    """Frames done / total, fps and ETA on stderr: one redrawn line on a terminal, a plain
+    line every PROGRESS_INTERVAL_LOG seconds otherwise. The total is the container's claim,
+    used for nothing but this display."""
+
+    def __init__(self, label, total_hint, quiet=False, stream=None):
+        self.label, self.total = label, max(0, int(total_hint))
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = self.stream.isatty()
+        self.start = self.last = time.monotonic()
+        self.done = 0
+
+    def line(self, now):
+        elapsed = max(now - self.start, 1e-6)
+        fps = self.done / elapsed
+        if self.total and self.done <= self.total:
+            pct = 100.0 * self.done / self.total
+            eta = (self.total - self.done) / fps if fps > 0 else 0
+            return (f"{self.label}: {self.done}/{self.total} frames ({pct:.0f}%), "
+                    f"{fps:.1f} fps, ETA {format_eta(eta)}")
+        return f"{self.label}: {self.done} frames, {fps:.1f} fps"
+
+    def update(self, done):
+        self.done = done
+        if self.quiet:
+            return
+        now = time.monotonic()
+        interval = PROGRESS_INTERVAL_TTY if self.tty else PROGRESS_INTERVAL_LOG
+        if now - self.last >= interval:
+            self.last = now
+            if self.tty:
+                self.stream.write("\r\x1b[K" + self.line(now))
+            else:
+                self.stream.write(self.line(now) + "\n")
+            self.stream.flush()
+
+    def close(self):
+        if self.quiet:
+            return
+        if self.tty:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs: one input file to one output file
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run was asked to do, checked and resolved once."""
+    method: Method
+    scale: int
+    codec: Codec
+    crf: int = 18
+    preset: str = "medium"
+    format: str = ""           # "mp4", "mkv" or "" (from the output's extension)
+    output: Path = None        # -o, one input only
+    output_dir: Path = None
+    overwrite: bool = False
+    quiet: bool = False
+    model_dir: Path = None
+    output_name_hint: str = ""
+
+
+def default_extension(settings):
+    if settings.format in ("mkv", "matroska") or (not settings.format and
+                                                  settings.codec.name == "ffv1"):
+        return ".mkv"
+    return ".mp4"
+
+
+def output_path_for(source, settings):
+    """Where the result of source goes: -o, or <stem>_<model>_x<scale><ext> beside the
+    source or in --output-dir. Names sort with their source in a folder listing."""
+    if settings.output:
+        return Path(settings.output)
+    folder = Path(settings.output_dir) if settings.output_dir else Path(source).parent
+    name = f"{Path(source).stem}_{settings.method.name}_x{settings.scale}"
+    return folder / (name + default_extension(settings))
+
+
+def same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def publish(temp, final, overwrite):
+    """Move the finished temporary file to its final name in one step. Without overwrite a
+    hard link refuses an existing name, so two runs racing for one output never mix."""
+    if overwrite:
+        os.replace(temp, final)
+        return
+    try:
+        os.link(temp, final)
+    except FileExistsError:
+        raise UpscaleError(f"{final} appeared while this run was working (another run?); "
+                           "kept that one, use --overwrite to replace it") from None
+    except OSError:                 # filesystems without hard links
+        if os.path.exists(final):
+            raise UpscaleError(f"{final} already exists; use --overwrite to replace it") \
+                from None
+        os.replace(temp, final)
+        return
+    os.unlink(temp)
+
+
+def check_source(path):
+    p = Path(path)
+    if not p.exists():
+        raise UpscaleError(f"{path}: no such file; check the path")
+    if p.is_dir():
+        raise UpscaleError(f"{path}: is a directory with no video files")
+    if not os.access(p, os.R_OK):
+        raise UpscaleError(f"{path}: permission denied; check the file's permissions")
+    if p.stat().st_size == 0:
+        raise UpscaleError(f"{path}: empty file (0 bytes), not a video")
+
+
+def temp_name(final, tag):
+    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".{tag}", dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def upscale_file(source, out_path, settings, ffmpeg, upscaler):
+    """Upscale one file to out_path. Temporary files live beside the output and are removed
+    whatever happens; out_path appears only complete."""
+    check_source(source)
+    info = probe(ffmpeg, source)
+    if not info.video:
+        kinds = ", ".join(sorted({s.kind for s in info.streams})) or "nothing"
+        raise UpscaleError(f"{source}: has no video stream (only {kinds}); nothing to upscale")
+    if len(info.video) > 1:
+        say(f"note: {source} has {len(info.video)} video streams; upscaling the first",
+            settings.quiet)
+    if info.video[0].pix_fmt and re.search(r"(10|12|16)(le|be)$", info.video[0].pix_fmt) or \
+            info.video[0].color.get("transfer") in ("smpte2084", "arib-std-b67"):
+        warn(f"{source} is {info.video[0].pix_fmt} "
+             f"{info.video[0].color.get('transfer', '')}: output is 8-bit SDR")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    temps = []
+    try:
+        temp_video = temp_name(out_path, "video.mp4")
+        temps.append(temp_video)
+        if settings.method.runs == "ffmpeg":
+            say(f"{source.name}: scaling with ffmpeg", settings.quiet)
+            run_ffmpeg(ffmpeg_scale_command(ffmpeg, source, temp_video, settings.scale,
+                                            settings.codec), "scaling the video")
+        else:
+            frames = upscale_video(source, temp_video, settings, upscaler)
+            if frames.width % 2 or frames.height % 2:
+                warn(f"{source.name}: {frames.width}x{frames.height} is odd-sized; padded to "
+                     f"{' x '.join(map(str, even_size(frames.width, frames.height)))} by "
+                     "repeating the last column/row (codecs need even sizes)")
+        temp_final = temp_name(out_path, "part")
+        temps.append(temp_final)
+        command, notes = mux_command(ffmpeg, temp_video, source, info, temp_final, settings)
+        for note in notes:
+            say(f"note: {source.name}: {note}", settings.quiet)
+        run_ffmpeg(command, "muxing the output")
+        os.chmod(temp_final, 0o666 & ~current_umask())
+        publish(temp_final, out_path, settings.overwrite)
+    finally:
+        for t in temps:
+            try:
+                os.unlink(t)
+            except FileNotFoundError:
+                pass
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def upscale_video(source, temp_video, settings, upscaler):
+    """Decode, upscale and write the picture of source into temp_video with its frame times."""
+    cap = open_capture(source)
+    try:
+        video = SourceVideo(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                            cap.get(cv2.CAP_PROP_FPS),
+                            int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        progress = Progress(source.name, video.frame_count_hint, settings.quiet)
+        try:
+            fps = video.fps if 0 < video.fps < 1000 else 30.0
+            result = upscale_frames(cap, upscaler, temp_video, settings.codec.temp_fourcc,
+                                    fps, progress)
+        finally:
+            progress.close()
+    finally:
+        cap.release()
+    if result.count == 0:
+        raise UpscaleError(f"{source}: no frame could be decoded; the file is damaged or not "
+                           "a video")
+    times = monotonic_times(result.times_ms, video.nominal_interval_ms)
+    rewrite_mp4_timing(temp_video, times, last_interval(times, video.nominal_interval_ms))
+    return result
+
+
+def last_interval(times_ms, nominal_ms):
+    """How long the last frame stays on screen: as long as the one before it."""
+    return times_ms[-1] - times_ms[-2] if len(times_ms) > 1 else nominal_ms
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+EXAMPLES = """\
+examples:
+  python upscale.py clip.mp4                          FSRCNN x4 -> clip_fsrcnn_x4.mp4
+  python upscale.py clip.mp4 --model espcn --scale 2  ESPCN x2  -> clip_espcn_x2.mp4
+  python upscale.py clip.mov -o big.mkv --codec h264  choose the output name and codec
+  python upscale.py clips/ --output-dir big/          every video directly inside clips/
+  for f in clips/*.mp4; do python upscale.py "$f" --quiet; done
+
+models (scales): {models}
+model files are searched in --model-dir, $UPSCALE_MODEL_DIR, then {default_dir},
+and downloaded there on first use if missing.
+exit status: 0 all done (or already done), 1 some input failed, 2 usage error,
+130/143 interrupted.
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        print(f"upscale: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def scale_arg(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"scale must be a whole number like 2, 3 or 4, "
+                                         f"not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"scale must be 2 or more, not {value}")
+    return value
+
+
+def build_parser():
+    models = ", ".join(f"{m.name} ({'/'.join(map(str, m.scales))})"
+                       for m in METHODS.values() if m.is_network)
+    parser = Parser(
+        prog="upscale.py",
+        description="Upscale videos with OpenCV's deep-learning super-resolution models, "
+                    "keeping their audio, subtitles and timing.",
+        epilog=EXAMPLES.format(models=models, default_dir=DEFAULT_MODEL_DIR),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="video files, or folders whose videos are all upscaled")
+    parser.add_argument("-m", "--model", default="fsrcnn", choices=list(METHODS),
+                        metavar="NAME", help="super-resolution model or baseline: "
+                        + ", ".join(METHODS) + " (default: fsrcnn)")
+    parser.add_argument("-s", "--scale", type=scale_arg, default=4,
+                        help="enlargement factor; must be one the model has (default: 4)")
+    parser.add_argument("-o", "--output", type=Path, metavar="PATH",
+                        help="output file (one input only); .mkv gives Matroska")
+    parser.add_argument("--output-dir", type=Path, metavar="DIR",
+                        help="folder for outputs (created if missing); default: beside "
+                             "each input")
+    parser.add_argument("--format", choices=("mp4", "mkv"), default="",
+                        help="output container (default: from -o's extension, else mp4)")
+    parser.add_argument("--codec", choices=list(CODECS), default="mp4v",
+                        help="video codec of the output: " + "; ".join(
+                            f"{c.name}: {c.about}" for c in CODECS.values())
+                        + " (default: mp4v)")
+    parser.add_argument("--crf", type=int, default=18,
+                        help="quality for h264/h265, lower is better (default: 18)")
+    parser.add_argument("--preset", default="medium",
+                        help="x264/x265 speed preset (default: medium)")
+    parser.add_argument("--model-dir", type=Path, metavar="DIR",
+                        help="folder of model files searched first, and where downloads go")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing outputs (default: skip them, so a rerun "
+                             "resumes a batch)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress or notes; errors and warnings only")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def settings_from_args(args):
+    """Checked Settings, or UsageError before any work is done."""
+    method = METHODS[args.model]
+    if args.scale not in method.scales:
+        valid = ", ".join(map(str, method.scales))
+        raise UsageError(f"{method.name} has no x{args.scale} model; its scales are {valid}")
+    if args.output and len(args.inputs) > 1:
+        raise UsageError("-o/--output takes one input; use --output-dir for several")
+    if args.output and args.output_dir:
+        raise UsageError("use either -o/--output or --output-dir, not both")
+    if not 0 <= args.crf <= 51:
+        raise UsageError(f"--crf must be between 0 and 51, not {args.crf}")
+    fmt = args.format
+    if args.output and not fmt:
+        suffix = args.output.suffix.lower()
+        if suffix not in (".mp4", ".m4v", ".mov", ".mkv"):
+            raise UsageError(f"output {args.output} must end in .mp4, .m4v, .mov or .mkv "
+                             "(or give --format)")
+        fmt = "mkv" if suffix == ".mkv" else "mp4"
+    return Settings(method=method, scale=args.scale, codec=CODECS[args.codec], crf=args.crf,
+                    preset=args.preset, format=fmt, output=args.output,
+                    output_dir=args.output_dir, overwrite=args.overwrite, quiet=args.quiet,
+                    model_dir=args.model_dir)
+
+
+OUTPUT_NAME_RE = re.compile(r"_(%s)_x\d+$" % "|".join(re.escape(m) for m in METHODS))
+
+
+def expand_inputs(paths):
+    """Input files in order: a folder stands for the videos directly inside it, by name,
+    leaving out earlier outputs of this tool. Missing paths are kept to be reported."""
+    files = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(c for c in p.iterdir()
+                           if c.is_file() and c.suffix.lower() in VIDEO_EXTENSIONS
+                           and not c.name.startswith(".") and not OUTPUT_NAME_RE.search(c.stem))
+            files += found if found else [p]     # an empty folder is reported as an error
+        else:
+            files.append(p)
+    return files
+
+
+def handle_sigterm(signum, frame):
+    raise Terminated()
+
+
+def run(settings, inputs):
+    """Process every input; returns the exit status."""
+    failures, done, skipped = [], 0, 0
+    ffmpeg = upscaler = None
+    for source in inputs:
+        try:
+            out_path = output_path_for(source, settings)
+            if same_file(source, out_path) or Path(source).resolve() == out_path.resolve():
+                raise UpscaleError(f"{source}: output would overwrite the input; choose "
+                                   "another -o or --output-dir")
+            check_source(source)
+            if out_path.exists() and not settings.overwrite:
+                say(f"skip: {out_path} exists (use --overwrite to replace it)", settings.quiet)
+                skipped += 1
+                continue
+            ffmpeg = ffmpeg or find_ffmpeg()
+            if upscaler is None and settings.method.runs != "ffmpeg":
+                upscaler = make_upscaler(settings.method, settings.scale, settings.model_dir,
+                                         settings.quiet)
+            started = time.monotonic()
+            upscale_file(Path(source), out_path, settings, ffmpeg, upscaler)
+            say(f"done: {source} -> {out_path} ({time.monotonic() - started:.1f} s)",
+                settings.quiet)
+            done += 1
+        except UpscaleError as exc:
+            print(f"upscale: error: {exc}", file=sys.stderr, flush=True)
+            failures.append(str(source))
+    if len(inputs) > 1:
+        summary = f"{done} done, {skipped} skipped, {len(failures)} failed"
+        say(summary + (": " + ", ".join(failures) if failures else ""),
+            settings.quiet and not failures)
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except UsageError as exc:
+        print(f"upscale: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    signal.signal(signal.SIGTERM, handle_sigterm)
+    try:
+        return run(settings, expand_inputs(args.inputs))
+    except KeyboardInterrupt:
+        print("\nupscale: interrupted; unfinished output removed", file=sys.stderr)
+        return EXIT_SIGINT
+    except Terminated:
+        print("upscale: terminated; unfinished output removed", file=sys.stderr)
+        return EXIT_SIGTERM
+
+
+if __name__ == "__main__":
+    sys.exit(main())
