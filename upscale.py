@@ -833,7 +833,7 @@ def stream_plan(info, container):
     and metadata (input 1) into the output."""
     args, notes = [], []
     for k, s in enumerate(info.of_kind("audio")):
-        args += ["-map", f"1:{s.index}"]
+        args += ["-map", f"1:{s.index}", f"-map_metadata:s:a:{k}", f"1:s:{s.index}"]
         if container == "mp4" and s.codec not in MP4_AUDIO_CODECS:
             codec, bitrate = AUDIO_REENCODE_ARGS
             args += [f"-c:a:{k}", codec, f"-b:a:{k}", bitrate]
@@ -844,13 +844,17 @@ def stream_plan(info, container):
     k = 0
     for s in info.of_kind("subtitle"):
         if container == "matroska":
-            args += ["-map", f"1:{s.index}", f"-c:s:{k}", "copy"]
+            codec = "copy"
         elif s.codec in TEXT_SUBTITLE_CODECS:
-            args += ["-map", f"1:{s.index}", f"-c:s:{k}", "mov_text"]
+            codec = "mov_text"
         else:
             notes.append(f"subtitle stream ({s.codec}) cannot go into MP4 and was dropped "
                          "(use an .mkv output to keep it)")
             continue
+        # Naming any -map_metadata turns off ffmpeg's default copying of stream metadata
+        # (language, title), so every stream gets its own.
+        args += ["-map", f"1:{s.index}", f"-c:s:{k}", codec,
+                 f"-map_metadata:s:s:{k}", f"1:s:{s.index}"]
         k += 1
     if container == "matroska" and info.of_kind("attachment"):
         args += ["-map", "1:t"]
@@ -1063,7 +1067,7 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
         warn(f"{source} is {info.video[0].pix_fmt} "
              f"{info.video[0].color.get('transfer', '')}: output is 8-bit SDR")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    temps = []
+    temps, frames = [], None
     try:
         temp_video = temp_name(out_path, "video.mp4")
         temps.append(temp_video)
@@ -1074,9 +1078,9 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
         else:
             frames = upscale_video(source, temp_video, settings, upscaler)
             if frames.width % 2 or frames.height % 2:
+                w, h = even_size(frames.width, frames.height)
                 warn(f"{source.name}: {frames.width}x{frames.height} is odd-sized; padded to "
-                     f"{' x '.join(map(str, even_size(frames.width, frames.height)))} by "
-                     "repeating the last column/row (codecs need even sizes)")
+                     f"{w}x{h} by repeating the last column/row (codecs need even sizes)")
         temp_final = temp_name(out_path, "part")
         temps.append(temp_final)
         command, notes = mux_command(ffmpeg, temp_video, source, info, temp_final, settings)
@@ -1085,6 +1089,7 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
         run_ffmpeg(command, "muxing the output")
         os.chmod(temp_final, 0o666 & ~current_umask())
         publish(temp_final, out_path, settings.overwrite)
+        return frames.count if frames else None
     finally:
         for t in temps:
             try:
@@ -1276,9 +1281,10 @@ def run(settings, inputs):
                 upscaler = make_upscaler(settings.method, settings.scale, settings.model_dir,
                                          settings.quiet)
             started = time.monotonic()
-            upscale_file(Path(source), out_path, settings, ffmpeg, upscaler)
-            say(f"done: {source} -> {out_path} ({time.monotonic() - started:.1f} s)",
-                settings.quiet)
+            count = upscale_file(Path(source), out_path, settings, ffmpeg, upscaler)
+            seconds = time.monotonic() - started
+            rate = f"{count} frames, {count / seconds:.1f} fps, " if count else ""
+            say(f"done: {source} -> {out_path} ({rate}{seconds:.1f} s)", settings.quiet)
             done += 1
         except UpscaleError as exc:
             print(f"upscale: error: {exc}", file=sys.stderr, flush=True)

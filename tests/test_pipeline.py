@@ -1,0 +1,231 @@
+"""The core pipeline on real clips: frames, size, duration and audio come through."""
+import subprocess
+
+import pytest
+
+from conftest import (decoded_frame_count, leftovers, make_clip, packet_times, probe,
+                      run_cli, video_size)
+
+CONTAINERS = {
+    "mp4": (("-c:v", "libx264", "-pix_fmt", "yuv420p"), ("-c:a", "aac")),
+    "mov": (("-c:v", "libx264", "-pix_fmt", "yuv420p"), ("-c:a", "pcm_s16le")),
+    "mkv": (("-c:v", "libx264", "-pix_fmt", "yuv420p"), ("-c:a", "libvorbis")),
+    "webm": (("-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-deadline", "realtime"),
+             ("-c:a", "libopus")),
+    "avi": (("-c:v", "mpeg4", "-q:v", "3"), ("-c:a", "libmp3lame")),
+}
+
+
+@pytest.mark.parametrize("container", sorted(CONTAINERS))
+def test_every_container_gives_all_frames_scaled_size_and_audio(ffmpeg, tmp_path, container):
+    vcodec, acodec = CONTAINERS[container]
+    src = make_clip(ffmpeg, tmp_path / f"clip.{container}", size="64x48", seconds=1,
+                    vcodec=vcodec, acodec=acodec)
+    result = run_cli(src, "--model", "fsrcnn", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "clip_fsrcnn_x2.mp4"
+    assert decoded_frame_count(ffmpeg, out) == decoded_frame_count(ffmpeg, src)
+    assert video_size(out) == (128, 96)
+    assert len(probe(ffmpeg, out).of_kind("audio")) == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_duration_is_within_one_frame_of_source(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", rate="25", seconds=2)
+    assert run_cli(src, "--scale", "2").returncode == 0
+    src_times = packet_times(ffmpeg, src)
+    out_times = packet_times(ffmpeg, tmp_path / "clip_fsrcnn_x2.mp4")
+    assert len(out_times) == len(src_times) == 50
+    assert abs(float(out_times[-1] - src_times[-1])) <= 1 / 25
+
+
+def test_source_without_audio_gives_video_only_output(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "silent.mp4", audio=False)
+    result = run_cli(src, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    info = probe(ffmpeg, tmp_path / "silent_fsrcnn_x2.mp4")
+    assert [s.kind for s in info.streams] == ["video"]
+
+
+def test_pcm_audio_is_reencoded_for_mp4_not_lost(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "pcm.mov", acodec=("-c:a", "pcm_s16le"))
+    result = run_cli(src, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    audio = probe(ffmpeg, tmp_path / "pcm_fsrcnn_x2.mp4").of_kind("audio")
+    assert [a.codec for a in audio] == ["aac"]
+    assert "re-encoded" in result.stderr
+
+
+def test_every_audio_stream_is_kept(ffmpeg, tmp_path):
+    src = tmp_path / "two.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:d=1",
+                    "-f", "lavfi", "-i", "sine=f=440:d=1", "-f", "lavfi", "-i", "sine=f=660:d=1",
+                    "-map", "0", "-map", "1", "-map", "2", "-c:v", "libx264", "-c:a", "aac",
+                    "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=fra",
+                    str(src)], check=True)
+    assert run_cli(src, "--scale", "2").returncode == 0
+    audio = probe(ffmpeg, tmp_path / "two_fsrcnn_x2.mp4").of_kind("audio")
+    assert [a.language for a in audio] == ["eng", "fra"]
+
+
+def test_odd_sized_source_at_x2_keeps_exact_size(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "odd.mkv", vfilter="format=yuv444p,crop=51:37",
+                    vcodec=("-c:v", "ffv1", "-pix_fmt", "yuv444p"), audio=False)
+    assert run_cli(src, "--scale", "2").returncode == 0
+    assert video_size(tmp_path / "odd_fsrcnn_x2.mp4") == (102, 74)
+
+
+def test_odd_output_size_is_padded_to_even_with_a_warning(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "odd.mkv", vfilter="format=yuv444p,crop=51:37",
+                    vcodec=("-c:v", "ffv1", "-pix_fmt", "yuv444p"), audio=False)
+    result = run_cli(src, "--scale", "3")
+    assert result.returncode == 0, result.stderr
+    assert video_size(tmp_path / "odd_fsrcnn_x3.mp4") == (154, 112)
+    assert result.stderr.count("is odd-sized; padded to 154x112") == 1
+
+
+def test_rotated_source_is_upscaled_upright(ffmpeg, tmp_path):
+    plain = make_clip(ffmpeg, tmp_path / "plain.mp4", size="64x48")
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-display_rotation", "90", "-i", str(plain),
+                    "-c", "copy", str(rotated)], check=True)
+    assert run_cli(rotated, "--scale", "2").returncode == 0
+    assert video_size(tmp_path / "rotated_fsrcnn_x2.mp4") == (96, 128)
+
+
+@pytest.mark.parametrize("method,scales", [
+    ("fsrcnn", (2, 3, 4)), ("fsrcnn-small", (2, 3, 4)), ("espcn", (2, 3, 4)),
+    ("lapsrn", (2, 4, 8)),
+])
+def test_every_model_and_scale_upscales(ffmpeg, tmp_path, method, scales):
+    src = make_clip(ffmpeg, tmp_path / "tiny.mp4", size="32x24", rate="5", seconds=0.6)
+    for scale in scales:
+        result = run_cli(src, "--model", method, "--scale", scale)
+        assert result.returncode == 0, result.stderr
+        out = tmp_path / f"tiny_{method}_x{scale}.mp4"
+        assert video_size(out) == (32 * scale, 24 * scale)
+        assert decoded_frame_count(ffmpeg, out) == 3
+
+
+@pytest.mark.parametrize("method", ["nearest", "linear", "cubic", "area", "lanczos", "ffmpeg"])
+def test_every_baseline_upscales_with_audio(ffmpeg, tmp_path, method):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="40x30", seconds=0.5)
+    result = run_cli(src, "--model", method, "--scale", "3")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / f"clip_{method}_x3.mp4"
+    assert video_size(out) == (120, 90)
+    assert decoded_frame_count(ffmpeg, out) == decoded_frame_count(ffmpeg, src)
+    assert len(probe(ffmpeg, out).of_kind("audio")) == 1
+
+
+def test_opencv_log_noise_does_not_reach_the_user(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", audio=False, seconds=0.2)
+    result = run_cli(src, "--model", "espcn", "--scale", "2")
+    assert result.returncode == 0
+    assert "[ERROR" not in result.stderr and "[WARN" not in result.stderr
+
+
+def test_several_inputs_and_folder_inputs_are_all_done(ffmpeg, tmp_path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("b", "a"):
+        make_clip(ffmpeg, folder / f"{name}.mp4", seconds=0.2)
+    (folder / "notes.txt").write_text("not a video")
+    single = make_clip(ffmpeg, tmp_path / "c.mkv", seconds=0.2)
+    result = run_cli(folder, single, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    done = [line for line in result.stderr.splitlines() if line.startswith("done:")]
+    assert [line.split()[1].rsplit("/", 1)[-1] for line in done] == ["a.mp4", "b.mp4", "c.mkv"]
+
+
+def test_folder_rerun_skips_earlier_outputs_as_inputs(ffmpeg, tmp_path):
+    make_clip(ffmpeg, tmp_path / "a.mp4", seconds=0.2)
+    assert run_cli(tmp_path, "--scale", "2").returncode == 0
+    again = run_cli(tmp_path, "--scale", "2")
+    assert again.returncode == 0
+    assert "a_fsrcnn_x2_fsrcnn_x2" not in " ".join(p.name for p in tmp_path.iterdir())
+    assert "skip:" in again.stderr
+
+
+def test_default_output_name_and_output_dir(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "my clip.mp4", seconds=0.2)
+    out_dir = tmp_path / "new" / "folder"
+    result = run_cli(src, "--model", "espcn", "--scale", "3", "--output-dir", out_dir)
+    assert result.returncode == 0, result.stderr
+    assert (out_dir / "my clip_espcn_x3.mp4").is_file()
+
+
+def test_explicit_mkv_output_is_matroska(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    out = tmp_path / "result.mkv"
+    assert run_cli(src, "--scale", "2", "-o", out).returncode == 0
+    assert out.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"      # EBML magic
+
+
+def test_existing_output_is_skipped_then_replaced_with_overwrite(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    out = tmp_path / "clip_fsrcnn_x2.mp4"
+    out.write_bytes(b"keep me")
+    skipped = run_cli(src, "--scale", "2")
+    assert skipped.returncode == 0 and out.read_bytes() == b"keep me"
+    assert "--overwrite" in skipped.stderr
+    replaced = run_cli(src, "--scale", "2", "--overwrite")
+    assert replaced.returncode == 0 and video_size(out) == (128, 96)
+
+
+def test_input_is_never_modified(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.3)
+    before = src.read_bytes()
+    assert run_cli(src, "--scale", "2").returncode == 0
+    assert src.read_bytes() == before
+
+
+def test_progress_goes_to_stderr_and_quiet_silences_it(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.3)
+    loud = run_cli(src, "--scale", "2")
+    assert "frames" in loud.stderr and loud.stdout == ""
+    quiet = run_cli(src, "--scale", "2", "--overwrite", "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_help_shows_examples_and_models():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "examples:" in result.stdout and "lapsrn (2/4/8)" in result.stdout
+
+
+class FakeTerminal:
+    """A text stream that says it is a terminal, to see what a user's terminal gets."""
+
+    def __init__(self, tty):
+        self.text, self.tty = "", tty
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_progress_on_a_terminal_redraws_one_line_with_eta():
+    import upscale
+    term = FakeTerminal(tty=True)
+    progress = upscale.Progress("clip.mp4", 100, stream=term)
+    progress.last -= 1            # as if the last redraw was a second ago
+    progress.update(50)
+    progress.close()
+    assert term.text.startswith("\r\x1b[K") and "50/100 frames (50%)" in term.text
+    assert "ETA" in term.text and "\n" not in term.text
+
+
+def test_progress_in_a_log_is_plain_lines():
+    import upscale
+    log = FakeTerminal(tty=False)
+    progress = upscale.Progress("clip.mp4", 0, stream=log)
+    progress.last -= upscale.PROGRESS_INTERVAL_LOG
+    progress.update(7)
+    assert log.text == log.text.strip("\r") and log.text.endswith("\n")
+    assert "7 frames" in log.text and "\x1b" not in log.text
