@@ -1289,6 +1289,12 @@ def run(settings, inputs):
         except UpscaleError as exc:
             print(f"upscale: error: {exc}", file=sys.stderr, flush=True)
             failures.append(str(source))
+        except OSError as exc:          # disk full, permissions, a path that is a file...
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"upscale: error: {source}: cannot write the output: "
+                  f"{exc.strerror or exc}{where}; check the output folder and free space",
+                  file=sys.stderr, flush=True)
+            failures.append(str(source))
     if len(inputs) > 1:
         summary = f"{done} done, {skipped} skipped, {len(failures)} failed"
         say(summary + (": " + ", ".join(failures) if failures else ""),

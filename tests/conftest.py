@@ -36,7 +36,7 @@ def model_dir():
 
 def cli_env(**extra):
     env = dict(os.environ)
-    env.setdefault("UPSCALE_MODEL_DIR", str(MODEL_DIR))
+    env["UPSCALE_MODEL_DIR"] = str(MODEL_DIR)       # absolute: tests run in other folders
     env["UPSCALE_MODEL_URL"] = NO_NETWORK_URL
     env.update({k: v for k, v in extra.items() if v is not None})
     for k, v in extra.items():

@@ -1,0 +1,145 @@
+"""Bad input: one clear line on stderr, the right exit status, nothing left behind."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import SCRIPT, cli_env, leftovers, make_clip, run_cli
+
+
+def error_lines(result):
+    return [line for line in result.stderr.splitlines() if line.startswith("upscale: error")]
+
+
+def assert_one_clear_error(result, status, *words):
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = error_lines(result)
+    assert len(errors) == 1, result.stderr
+    for word in words:
+        assert word in errors[0]
+
+
+def test_missing_file_is_an_error(tmp_path):
+    assert_one_clear_error(run_cli(tmp_path / "nope.mp4"), 1, "nope.mp4", "no such file")
+
+
+def test_folder_with_no_videos_is_an_error(tmp_path):
+    (tmp_path / "readme.txt").write_text("hello")
+    assert_one_clear_error(run_cli(tmp_path), 1, "no video files")
+
+
+def test_empty_file_is_an_error(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    assert_one_clear_error(run_cli(tmp_path / "empty.mp4"), 1, "empty.mp4", "empty")
+    assert leftovers(tmp_path) == []
+
+
+def test_text_file_named_mp4_is_an_error(tmp_path):
+    (tmp_path / "fake.mp4").write_text("this is not a video\n" * 100)
+    assert_one_clear_error(run_cli(tmp_path / "fake.mp4"), 1, "fake.mp4", "not a video")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.mp4"]
+
+
+def test_audio_only_file_is_an_error(ffmpeg, tmp_path):
+    src = tmp_path / "song.m4a"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=d=0.5", "-c:a", "aac",
+                    str(src)], check=True)
+    assert_one_clear_error(run_cli(src), 1, "no video stream")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.m4a"]
+
+
+def test_unknown_model_is_a_usage_error(tmp_path):
+    assert_one_clear_error(run_cli(tmp_path / "x.mp4", "--model", "superres9000"), 2,
+                           "superres9000")
+
+
+def test_unsupported_scale_names_the_valid_ones(tmp_path):
+    assert_one_clear_error(run_cli(tmp_path / "x.mp4", "--model", "lapsrn", "--scale", "3"),
+                           2, "2, 4, 8")
+
+
+@pytest.mark.parametrize("scale", ["0", "-2", "2.5", "two"])
+def test_nonsense_scale_is_a_usage_error(tmp_path, scale):
+    assert_one_clear_error(run_cli(tmp_path / "x.mp4", "--scale", scale), 2, "scale")
+
+
+def test_output_option_with_several_inputs_is_a_usage_error(tmp_path):
+    assert_one_clear_error(run_cli("a.mp4", "b.mp4", "-o", tmp_path / "o.mp4"), 2, "-o")
+
+
+def test_output_equal_to_input_is_refused(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    before = src.read_bytes()
+    assert_one_clear_error(run_cli(src, "-o", src, "--overwrite", "--scale", "2"), 1, "input")
+    assert src.read_bytes() == before
+
+
+def test_one_bad_input_does_not_stop_the_others(ffmpeg, tmp_path):
+    good = make_clip(ffmpeg, tmp_path / "good.mp4", seconds=0.2)
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("garbage")
+    result = run_cli(bad, good, "--scale", "2")
+    assert result.returncode == 1
+    assert (tmp_path / "good_fsrcnn_x2.mp4").is_file()
+    assert "1 done, 0 skipped, 1 failed" in result.stderr and "bad.mp4" in result.stderr
+    assert leftovers(tmp_path) == []
+
+
+def test_missing_ffmpeg_is_an_error(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    result = run_cli(src, env=cli_env(UPSCALE_FFMPEG=str(tmp_path / "no-ffmpeg")))
+    assert_one_clear_error(result, 1, "ffmpeg")
+    assert leftovers(tmp_path) == [] and not (tmp_path / "clip_fsrcnn_x4.mp4").exists()
+
+
+def test_ffmpeg_failing_during_mux_leaves_nothing(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    failing = tmp_path / "bin" / "ffmpeg"
+    failing.parent.mkdir()
+    # A real ffmpeg that fails only when asked to write the final MP4 (the mux step).
+    failing.write_text(f'#!/bin/sh\ncase "$*" in *"-f mp4"*faststart*|*faststart*"-f mp4"*) '
+                       f'echo "disk on fire" >&2; exit 1;; esac\nexec "{ffmpeg}" "$@"\n')
+    failing.chmod(0o755)
+    result = run_cli(src, "--scale", "2", env=cli_env(UPSCALE_FFMPEG=str(failing)))
+    assert_one_clear_error(result, 1, "muxing", "disk on fire")
+    assert leftovers(tmp_path) == [] and not (tmp_path / "clip_fsrcnn_x2.mp4").exists()
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_mid_run_leaves_nothing(ffmpeg, tmp_path, sig, status):
+    src = make_clip(ffmpeg, tmp_path / "long.mp4", size="160x120", seconds=20, rate="25")
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(src), "--model", "lapsrn",
+                             "--scale", "4"], env=cli_env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            p.name.endswith(".video.mp4") and p.stat().st_size > 0 for p in tmp_path.iterdir()):
+        time.sleep(0.1)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
+
+
+def test_unwritable_output_folder_is_an_error(ffmpeg, tmp_path):
+    if os.geteuid() == 0:
+        # root ignores permissions; a path under a regular file cannot be written by anyone
+        target = tmp_path / "file-not-dir" / "out"
+        (tmp_path / "file-not-dir").write_text("x")
+    else:
+        target = tmp_path / "locked"
+        target.mkdir(mode=0o500)
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    assert_one_clear_error(run_cli(src, "--scale", "2", "--output-dir", target), 1)
+
+
+def test_path_with_spaces_quotes_unicode_and_leading_dash_works(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "-it's \"my\" clip ünï.mp4", seconds=0.2)
+    result = run_cli("--scale", "2", "--", src.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "-it's \"my\" clip ünï_fsrcnn_x2.mp4").is_file()
