@@ -437,6 +437,15 @@ class ResizeUpscaler:
         return self.finish(self.infer(self.prepare(frame)))
 
 
+def read_network(model_path):
+    """OpenCV 5's classic DNN engine runs these small graphs faster than its new one (and
+    parses ESPCN without a detour); OpenCV 4 has only that engine."""
+    classic = getattr(cv2.dnn, "ENGINE_CLASSIC", None)
+    if classic is None:
+        return cv2.dnn.readNetFromTensorflow(str(model_path))
+    return cv2.dnn.readNetFromTensorflow(str(model_path), "", classic)
+
+
 class NetworkUpscaler(ResizeUpscaler):
     """A dnn_superres network run on OpenCV's DNN module directly.
 
@@ -452,7 +461,7 @@ class NetworkUpscaler(ResizeUpscaler):
         self._keepalive = cv2.dnn_superres.DnnSuperResImpl_create()
         self.scale, self.runs = scale, method.runs
         try:
-            self.net = cv2.dnn.readNetFromTensorflow(str(model_path))
+            self.net = read_network(model_path)
         except cv2.error:
             raise UpscaleError(f"model file {model_path} cannot be loaded by OpenCV; delete "
                                "it to download it again") from None
@@ -1135,6 +1144,125 @@ def last_interval(times_ms, nominal_ms):
 
 
 # ---------------------------------------------------------------------------------------------
+# Benchmark: every stage and the plain sequential loop, measured side by side in one run
+# ---------------------------------------------------------------------------------------------
+
+def plain_loop(source, out_path, method, scale, model_path, ffmpeg, info):
+    """The reference loop the pipeline is measured against: VideoCapture -> one
+    DnnSuperResImpl.upsample (or cv2.resize) per frame -> VideoWriter mp4v -> ffmpeg mux."""
+    temp_video = temp_name(out_path, "plain.mp4")
+    try:
+        if method.is_network:
+            sr = cv2.dnn_superres.DnnSuperResImpl_create()
+            sr.readModel(str(model_path))
+            sr.setModel(method.algo, scale)
+            enlarge = sr.upsample
+        else:
+            enlarge = ResizeUpscaler(method, scale).upscale
+        cap = open_capture(source)
+        writer, count = None, 0
+        for frame, _ in read_frames(cap):
+            big = enlarge(frame)
+            if writer is None:
+                h, w = big.shape[:2]
+                writer = cv2.VideoWriter(str(temp_video), cv2.VideoWriter_fourcc(*"mp4v"),
+                                         cap.get(cv2.CAP_PROP_FPS) or 30, even_size(w, h))
+            writer.write(pad_to_even(big))
+            count += 1
+        writer.release()
+        cap.release()
+        settings = Settings(method=method, scale=scale, codec=CODECS["mp4v"])
+        command, _ = mux_command(ffmpeg, temp_video, source, info, out_path, settings)
+        run_ffmpeg(command, "muxing the plain loop's output")
+        return count
+    finally:
+        if temp_video.exists():
+            temp_video.unlink()
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - start, result
+
+
+def peak_rss_mb():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def benchmark(source, settings, repeats=2, out=sys.stdout):
+    """Print frames per second of decode, inference and encode alone, of the pipeline end
+    to end and of the plain loop, with their ratio; every figure is measured here and now."""
+    source = Path(source)
+    check_source(source)
+    ffmpeg = find_ffmpeg()
+    info = probe(ffmpeg, source)
+    method, scale = settings.method, settings.scale
+    if method.runs == "ffmpeg":
+        raise UsageError("--benchmark measures OpenCV methods; pick a model or cv2 baseline")
+    model_path = locate_model(method, scale, settings.model_dir, settings.quiet) \
+        if method.is_network else None
+    upscaler = make_upscaler(method, scale, settings.model_dir, True)
+    quiet = dataclasses.replace(settings, quiet=True, overwrite=True, output=None,
+                                output_dir=None)
+
+    cap = open_capture(source)
+    t_decode, frames = timed(lambda: [f for f, _ in read_frames(cap)])
+    cap.release()
+    n = len(frames)
+    if n == 0:
+        raise UpscaleError(f"{source}: no frame could be decoded")
+    prepared = [upscaler.prepare(f) for f in frames]
+    t_infer, inferred = timed(lambda: [upscaler.infer(p) for p in prepared])
+    t_convert, finished = timed(lambda: [upscaler.finish(i) for i in inferred])
+    del inferred, prepared
+    with tempfile.TemporaryDirectory(prefix="upscale-bench-") as tmp:
+        tmp = Path(tmp)
+        h, w = finished[0].shape[:2]
+
+        def encode():
+            writer = cv2.VideoWriter(str(tmp / "enc.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                                     25, even_size(w, h))
+            for f in finished:
+                writer.write(pad_to_even(f))
+            writer.release()
+        t_encode, _ = timed(encode)
+        psnr = float("nan")
+        if method.is_network:
+            sr = cv2.dnn_superres.DnnSuperResImpl_create()
+            sr.readModel(str(model_path))
+            sr.setModel(method.algo, scale)
+            checks = [cv2.PSNR(sr.upsample(f), g) for f, g in zip(frames[:20], finished)]
+            psnr = min(checks)
+        del finished, frames
+        plain, ours = [], []
+        for i in range(repeats):      # alternate so drift in machine load hits both alike
+            plain.append(timed(plain_loop, source, tmp / f"plain{i}.mp4", method, scale,
+                               model_path, ffmpeg, info)[0])
+            ours.append(timed(upscale_file, source, tmp / f"ours{i}.mp4", quiet, ffmpeg,
+                              upscaler)[0])
+    t_plain, t_ours = min(plain), min(ours)
+    rows = [("decode (VideoCapture)", t_decode), ("inference alone (network)", t_infer),
+            ("colour convert / merge", t_convert), ("encode (VideoWriter mp4v)", t_encode),
+            ("plain sequential loop, end to end", t_plain),
+            ("upscale.py pipeline, end to end", t_ours)]
+    print(f"benchmark: {source.name}, {w // scale}x{h // scale} -> {w}x{h}, {n} frames, "
+          f"{method.name} x{scale}, OpenCV {cv2.__version__}, {os.cpu_count()} cores, "
+          f"best of {repeats}", file=out)
+    print(f"{'stage':<36}{'seconds':>9}{'fps':>9}", file=out)
+    for name, seconds in rows:
+        print(f"{name:<36}{seconds:>9.2f}{n / seconds:>9.1f}", file=out)
+    print(f"speed-up over the plain loop: {t_plain / t_ours:.2f}x", file=out)
+    print(f"pipeline fps / inference-alone fps: {t_infer / t_ours:.2f}", file=out)
+    if method.is_network:
+        print(f"PSNR of pipeline frames vs DnnSuperResImpl.upsample (min of 20): {psnr:.1f} dB",
+              file=out)
+    print(f"peak resident memory: {peak_rss_mb():.0f} MB", file=out)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
 
@@ -1209,6 +1337,9 @@ def build_parser():
                              "resumes a batch)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress or notes; errors and warnings only")
+    parser.add_argument("--benchmark", action="store_true",
+                        help="measure each stage, the pipeline and the plain sequential loop "
+                             "on the first input, and print the figures (writes no output)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -1311,7 +1442,12 @@ def main(argv=None):
         return EXIT_USAGE
     signal.signal(signal.SIGTERM, handle_sigterm)
     try:
+        if args.benchmark:
+            return benchmark(expand_inputs(args.inputs)[0], settings)
         return run(settings, expand_inputs(args.inputs))
+    except UpscaleError as exc:
+        print(f"upscale: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
     except KeyboardInterrupt:
         print("\nupscale: interrupted; unfinished output removed", file=sys.stderr)
         return EXIT_SIGINT

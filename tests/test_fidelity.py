@@ -1,0 +1,135 @@
+"""Everything but the pixel count comes through: timing, streams, metadata, codecs."""
+import subprocess
+from fractions import Fraction
+
+import pytest
+
+import upscale
+from conftest import make_clip, packet_times, probe, run_cli, video_size
+
+
+def test_variable_frame_rate_keeps_every_frame_time(ffmpeg, tmp_path):
+    # 30 fps for one second, then 10 fps: a phone-style rate change, in Matroska (1 ms base).
+    src = make_clip(ffmpeg, tmp_path / "vfr.mkv", rate="30", seconds=3,
+                    vfilter="setpts='if(lt(N,30),N/30/TB,(1+(N-30)/10)/TB)'",
+                    extra=("-fps_mode", "vfr"))
+    result = run_cli(src, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    before = packet_times(ffmpeg, src)
+    after = packet_times(ffmpeg, tmp_path / "vfr_fsrcnn_x2.mp4")
+    assert len(after) == len(before)
+    smallest_interval = min(b - a for a, b in zip(before, before[1:]))
+    assert max(abs(a - b) for a, b in zip(before, after)) <= smallest_interval / 2
+
+
+def test_ntsc_rate_stays_exact(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "ntsc.mp4", rate="30000/1001", seconds=1)
+    assert run_cli(src, "--scale", "2").returncode == 0
+    times = packet_times(ffmpeg, tmp_path / "ntsc_fsrcnn_x2.mp4")
+    assert {b - a for a, b in zip(times, times[1:])} == {Fraction(1001, 30000)}
+
+
+def test_film_rate_stays_exact(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "film.mkv", rate="24000/1001", seconds=1)
+    assert run_cli(src, "--scale", "2", "--format", "mkv").returncode == 0
+    times = packet_times(ffmpeg, tmp_path / "film_fsrcnn_x2.mkv")
+    # Matroska stores milliseconds: each time must be the exact one rounded to 1 ms.
+    exact = [Fraction(1001 * i, 24000) for i in range(len(times))]
+    assert all(abs(t - e) <= Fraction(1, 2000) for t, e in zip(times, exact))
+
+
+def test_mp4_film_rate_is_exact_in_mp4(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "film.mp4", rate="24000/1001", seconds=1)
+    assert run_cli(src, "--scale", "2").returncode == 0
+    times = packet_times(ffmpeg, tmp_path / "film_fsrcnn_x2.mp4")
+    assert {b - a for a, b in zip(times, times[1:])} == {Fraction(1001, 24000)}
+
+
+@pytest.fixture
+def multitrack(ffmpeg, tmp_path):
+    """Two audio languages, a subtitle track and two chapters, in Matroska."""
+    srt = tmp_path / "subs.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,800\nHello\n")
+    chapters = tmp_path / "chapters.txt"
+    chapters.write_text(";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=500\ntitle=One\n"
+                        "[CHAPTER]\nTIMEBASE=1/1000\nSTART=500\nEND=1000\ntitle=Two\n")
+    src = tmp_path / "multi.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:d=1",
+                    "-f", "lavfi", "-i", "sine=f=440:d=1", "-f", "lavfi", "-i", "sine=f=660:d=1",
+                    "-i", str(srt), "-i", str(chapters),
+                    "-map", "0", "-map", "1", "-map", "2", "-map", "3", "-map_chapters", "4",
+                    "-c:v", "libx264", "-c:a", "libopus", "-c:s", "srt",
+                    "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=fra",
+                    "-metadata:s:s:0", "language=ger", str(src)], check=True)
+    return src
+
+
+def chapter_titles(ffmpeg, path):
+    text = subprocess.run([ffmpeg, "-hide_banner", "-i", str(path)], capture_output=True,
+                          text=True).stderr
+    return [line.split(":", 1)[1].strip() for line in text.splitlines()
+            if line.strip().startswith("title") and "Chapter" not in line]
+
+
+def test_matroska_output_keeps_audio_subtitles_and_chapters(ffmpeg, multitrack, tmp_path):
+    out = tmp_path / "out.mkv"
+    assert run_cli(multitrack, "--scale", "2", "-o", out).returncode == 0
+    info = probe(ffmpeg, out)
+    assert [(s.kind, s.codec, s.language) for s in info.streams[1:]] == [
+        ("audio", "opus", "eng"), ("audio", "opus", "fra"), ("subtitle", "subrip", "ger")]
+    assert chapter_titles(ffmpeg, out)[:2] == ["One", "Two"]
+
+
+def test_mp4_output_turns_text_subtitles_into_mov_text(ffmpeg, multitrack, tmp_path):
+    result = run_cli(multitrack, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    info = probe(ffmpeg, tmp_path / "multi_fsrcnn_x2.mp4")
+    subs = info.of_kind("subtitle")
+    assert [(s.codec, s.language) for s in subs] == [("mov_text", "ger")]
+    assert [a.language for a in info.of_kind("audio")] == ["eng", "fra"]
+
+
+def test_h264_output_is_browser_playable(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.5)
+    result = run_cli(src, "--scale", "2", "--codec", "h264", "-o", tmp_path / "web.mp4")
+    assert result.returncode == 0, result.stderr
+    video = probe(ffmpeg, tmp_path / "web.mp4").video[0]
+    assert (video.codec, video.pix_fmt) == ("h264", "yuv420p")
+    data = (tmp_path / "web.mp4").read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")        # faststart
+    assert video_size(tmp_path / "web.mp4") == (128, 96)
+
+
+def test_ffv1_output_is_lossless_matroska(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.3)
+    assert run_cli(src, "--scale", "2", "--codec", "ffv1").returncode == 0
+    assert probe(ffmpeg, tmp_path / "clip_fsrcnn_x2.mkv").video[0].codec == "ffv1"
+
+
+def test_bt709_source_is_tagged_bt709(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "hd.mkv", seconds=0.3,
+                    extra=("-color_primaries", "bt709", "-color_trc", "bt709",
+                           "-colorspace", "bt709"))
+    assert run_cli(src, "--scale", "2", "--format", "mkv").returncode == 0
+    color = probe(ffmpeg, tmp_path / "hd_fsrcnn_x2.mkv").video[0].color
+    assert color.get("space") == "bt709"
+
+
+def test_ten_bit_source_warns_of_8_bit_output(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "deep.mkv", seconds=0.2, audio=False,
+                    vcodec=("-c:v", "ffv1", "-pix_fmt", "yuv420p10le"))
+    result = run_cli(src, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert "8-bit SDR" in result.stderr
+
+
+def test_timescale_choice_is_exact_for_common_rates():
+    ntsc = [i * 1001 / 30 for i in range(100)]
+    assert upscale.choose_timescale(ntsc) == 30000
+    film = [i * 1001 / 24 for i in range(100)]
+    assert upscale.choose_timescale(film) == 24000
+    assert upscale.frame_ticks(film, 24000, 1001 / 24) == [1001] * 100
+
+
+def test_broken_timestamps_are_made_strictly_increasing():
+    assert upscale.monotonic_times([0, 40, 40, 30, 120], 40) == [0, 40, 80, 120, 160]
