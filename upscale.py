@@ -778,7 +778,9 @@ def rewrite_mp4_timing(path, times_ms, last_interval_ms):
     top = parse_boxes(data)
     kinds = [k for k, _ in top]
     if b"moov" not in kinds or kinds[-1] != b"moov":
-        raise UpscaleError(f"unexpected layout of temporary file {path}")
+        # VideoWriter reports no write errors; an unfinished file is how they show.
+        raise UpscaleError(f"writing the temporary video {Path(path).name} failed (disk "
+                           f"full?); free some space in {Path(path).parent} and try again")
     moov = find_box(top, b"moov")
     timescale = choose_timescale(times_ms)
     deltas = frame_ticks(times_ms, timescale, last_interval_ms)
@@ -917,7 +919,12 @@ def run_ffmpeg(args, what):
         raise
     if proc.returncode != 0:
         lines = err.decode(errors="replace").strip().splitlines()
-        detail = lines[-1] if lines else f"exit status {proc.returncode}"
+        if proc.returncode < 0:
+            name = signal.Signals(-proc.returncode).name
+            detail = f"killed by {name}" + (" (file size limit reached)"
+                                            if name == "SIGXFSZ" else "")
+        else:
+            detail = lines[-1] if lines else f"exit status {proc.returncode}"
         raise UpscaleError(f"ffmpeg failed while {what}: {detail}")
 
 
@@ -1085,7 +1092,7 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
             run_ffmpeg(ffmpeg_scale_command(ffmpeg, source, temp_video, settings.scale,
                                             settings.codec), "scaling the video")
         else:
-            frames = upscale_video(source, temp_video, settings, upscaler)
+            frames = upscale_video(source, temp_video, settings, upscaler, info.duration)
             if frames.width % 2 or frames.height % 2:
                 w, h = even_size(frames.width, frames.height)
                 warn(f"{source.name}: {frames.width}x{frames.height} is odd-sized; padded to "
@@ -1113,7 +1120,7 @@ def current_umask():
     return mask
 
 
-def upscale_video(source, temp_video, settings, upscaler):
+def upscale_video(source, temp_video, settings, upscaler, duration_s=0.0):
     """Decode, upscale and write the picture of source into temp_video with its frame times."""
     cap = open_capture(source)
     try:
@@ -1135,6 +1142,11 @@ def upscale_video(source, temp_video, settings, upscaler):
                            "a video")
     times = monotonic_times(result.times_ms, video.nominal_interval_ms)
     rewrite_mp4_timing(temp_video, times, last_interval(times, video.nominal_interval_ms))
+    decoded_s = (times[-1] + last_interval(times, video.nominal_interval_ms)) / 1000.0
+    if duration_s and decoded_s < duration_s - max(0.5, 0.05 * duration_s):
+        warn(f"{source.name}: decoding stopped at frame {result.count} ({decoded_s:.1f} s of "
+             f"{duration_s:.1f} s); the file looks truncated or damaged. Kept the "
+             f"{result.count} frames that decoded")
     return result
 
 

@@ -143,3 +143,48 @@ def test_path_with_spaces_quotes_unicode_and_leading_dash_works(ffmpeg, tmp_path
     result = run_cli("--scale", "2", "--", src.name, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "-it's \"my\" clip ünï_fsrcnn_x2.mp4").is_file()
+
+
+def test_truncated_video_keeps_the_decodable_frames_with_a_warning(ffmpeg, tmp_path):
+    whole = make_clip(ffmpeg, tmp_path / "whole.mkv", size="64x48", seconds=4, rate="25",
+                      audio=False)
+    cut = tmp_path / "cut.mkv"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    result = run_cli(cut, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert "truncated" in result.stderr
+    from conftest import decoded_frame_count
+    frames = decoded_frame_count(ffmpeg, tmp_path / "cut_fsrcnn_x2.mp4")
+    assert 10 < frames < 100
+    assert leftovers(tmp_path) == []
+
+
+def test_disk_full_while_writing_leaves_nothing(ffmpeg, tmp_path):
+    import resource
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="160x120", seconds=2)
+    limit = 200_000          # bytes: the source fits, the x4 output does not
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    assert src.stat().st_size < limit
+    result = subprocess.run([sys.executable, str(SCRIPT), str(src), "--scale", "4"],
+                            env=cli_env(), capture_output=True, text=True,
+                            preexec_fn=small_disk, timeout=120)
+    assert_one_clear_error(result, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_two_runs_for_one_output_never_mix(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="96x64", seconds=2)
+    runs = [subprocess.Popen([sys.executable, str(SCRIPT), str(src), "--scale", "2", "-o",
+                              str(tmp_path / "out.mp4")], env=cli_env(),
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in runs]
+    codes = sorted(code for code, _ in results)
+    # Either both saw the output already there at start (one skips) or they raced to the
+    # end (one reports the other won); never two writers into one file.
+    assert codes in ([0, 0], [0, 1]), results
+    from conftest import decoded_frame_count
+    assert decoded_frame_count(ffmpeg, tmp_path / "out.mp4") == 50
+    assert leftovers(tmp_path) == []
