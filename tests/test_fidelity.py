@@ -133,3 +133,12 @@ def test_timescale_choice_is_exact_for_common_rates():
 
 def test_broken_timestamps_are_made_strictly_increasing():
     assert upscale.monotonic_times([0, 40, 40, 30, 120], 40) == [0, 40, 80, 120, 160]
+
+
+def test_bt709_source_is_tagged_bt709_in_mp4_too(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "hd.mp4", seconds=0.3,
+                    extra=("-color_primaries", "bt709", "-color_trc", "bt709",
+                           "-colorspace", "bt709"))
+    assert run_cli(src, "--scale", "2").returncode == 0
+    color = probe(ffmpeg, tmp_path / "hd_fsrcnn_x2.mp4").video[0].color
+    assert (color.get("space"), color.get("range")) == ("bt709", "tv")
