@@ -20,9 +20,7 @@ Run `python upscale.py --help` for every option.
 
 import argparse
 import dataclasses
-import fractions
 import hashlib
-import math
 import os
 import queue
 import re
@@ -882,9 +880,9 @@ def stream_plan(info, container):
     return args, notes
 
 
-def mux_command(ffmpeg, temp_video, source, info, out_path, settings):
-    """The ffmpeg command that makes the final file from the temporary video and the source."""
-    container = container_of(settings.output_name_hint or out_path, settings.format)
+def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container):
+    """The ffmpeg command that makes out_path ("mp4" or "matroska" container) from the
+    temporary video and the source."""
     codec = settings.codec
     args = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
             "-i", str(temp_video), "-i", str(source), "-map", "0:v:0"]
@@ -1010,7 +1008,6 @@ class Settings:
     overwrite: bool = False
     quiet: bool = False
     model_dir: Path = None
-    output_name_hint: str = ""
 
 
 def default_extension(settings):
@@ -1107,7 +1104,8 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
                      f"{w}x{h} by repeating the last column/row (codecs need even sizes)")
         temp_final = temp_name(out_path, "part")
         temps.append(temp_final)
-        command, notes = mux_command(ffmpeg, temp_video, source, info, temp_final, settings)
+        command, notes = mux_command(ffmpeg, temp_video, source, info, temp_final, settings,
+                                     container_of(out_path, settings.format))
         for note in notes:
             say(f"note: {source.name}: {note}", settings.quiet)
         run_ffmpeg(command, "muxing the output")
@@ -1212,7 +1210,7 @@ def plain_loop(source, out_path, method, scale, model_path, ffmpeg, info):
         writer.release()
         cap.release()
         settings = Settings(method=method, scale=scale, codec=CODECS["mp4v"])
-        command, _ = mux_command(ffmpeg, temp_video, source, info, out_path, settings)
+        command, _ = mux_command(ffmpeg, temp_video, source, info, out_path, settings, "mp4")
         run_ffmpeg(command, "muxing the plain loop's output")
         return count
     finally:
@@ -1256,7 +1254,6 @@ def benchmark(source, settings, repeats=2, out=sys.stdout):
     prepared = [upscaler.prepare(f) for f in frames]
     t_infer, inferred = timed(lambda: [upscaler.infer(p) for p in prepared])
     t_convert, finished = timed(lambda: [upscaler.finish(i) for i in inferred])
-    del inferred, prepared
     with tempfile.TemporaryDirectory(prefix="upscale-bench-") as tmp:
         tmp = Path(tmp)
         h, w = finished[0].shape[:2]
@@ -1275,7 +1272,6 @@ def benchmark(source, settings, repeats=2, out=sys.stdout):
             sr.setModel(method.algo, scale)
             checks = [cv2.PSNR(sr.upsample(f), g) for f, g in zip(frames[:20], finished)]
             psnr = min(checks)
-        del finished, frames
         plain, ours = [], []
         for i in range(repeats):      # alternate so drift in machine load hits both alike
             plain.append(timed(plain_loop, source, tmp / f"plain{i}.mp4", method, scale,
@@ -1298,7 +1294,9 @@ def benchmark(source, settings, repeats=2, out=sys.stdout):
     if method.is_network:
         print(f"PSNR of pipeline frames vs DnnSuperResImpl.upsample (min of 20): {psnr:.1f} dB",
               file=out)
-    print(f"peak resident memory: {peak_rss_mb():.0f} MB", file=out)
+    # A high-water mark of this process, which held every decoded frame for the per-stage
+    # figures above: the pipeline alone keeps only QUEUE_DEPTH frames per stage in flight.
+    print(f"peak resident memory of this benchmark: {peak_rss_mb():.0f} MB", file=out)
     return EXIT_OK
 
 

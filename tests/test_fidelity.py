@@ -103,7 +103,9 @@ def test_h264_output_is_browser_playable(ffmpeg, tmp_path):
 def test_ffv1_output_is_lossless_matroska(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.3)
     assert run_cli(src, "--scale", "2", "--codec", "ffv1").returncode == 0
-    assert probe(ffmpeg, tmp_path / "clip_fsrcnn_x2.mkv").video[0].codec == "ffv1"
+    out = tmp_path / "clip_fsrcnn_x2.mkv"
+    assert probe(ffmpeg, out).video[0].codec == "ffv1"
+    assert out.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"      # EBML magic: Matroska
 
 
 def test_bt709_source_is_tagged_bt709(ffmpeg, tmp_path):
