@@ -775,18 +775,38 @@ def set_duration(full_box, duration, offset_v0, offset_v1):
     return bytes(body)
 
 
+def top_level_boxes(f):
+    """[(type, offset, size)] of a file's top-level MP4 boxes, read by seeking over them."""
+    boxes, pos, end = [], 0, os.fstat(f.fileno()).st_size
+    while pos + 8 <= end:
+        f.seek(pos)
+        size, kind = struct.unpack(">I4s", f.read(8))
+        if size == 1:
+            size = struct.unpack(">Q", f.read(8))[0]
+        elif size == 0:
+            size = end - pos
+        if size < 8:
+            break
+        boxes.append((kind, pos, size))
+        pos += size
+    return boxes
+
+
 def rewrite_mp4_timing(path, times_ms, last_interval_ms):
     """Give the single video track of an MP4 (moov after mdat, as VideoWriter writes it)
-    the frame times times_ms, in place."""
+    the frame times times_ms, in place. Only the moov box is read: memory stays small
+    however long the video."""
     with open(path, "rb") as f:
-        data = f.read()
-    top = parse_boxes(data)
-    kinds = [k for k, _ in top]
-    if b"moov" not in kinds or kinds[-1] != b"moov":
-        # VideoWriter reports no write errors; an unfinished file is how they show.
-        raise UpscaleError(f"writing the temporary video {Path(path).name} failed (disk "
-                           f"full?); free some space in {Path(path).parent} and try again")
-    moov = find_box(top, b"moov")
+        boxes = top_level_boxes(f)
+        last = boxes[-1] if boxes else None
+        complete = last and last[0] == b"moov" and last[1] + last[2] == os.fstat(f.fileno()).st_size
+        if not complete:
+            # VideoWriter reports no write errors; an unfinished file is how they show.
+            raise UpscaleError(f"writing the temporary video {Path(path).name} failed (disk "
+                               f"full?); free some space in {Path(path).parent} and try again")
+        moov_start = last[1]
+        f.seek(moov_start)
+        moov = parse_boxes(f.read(last[2]))[0][1]
     timescale = choose_timescale(times_ms)
     deltas = frame_ticks(times_ms, timescale, last_interval_ms)
     runs = run_length(deltas)
@@ -804,21 +824,10 @@ def rewrite_mp4_timing(path, times_ms, last_interval_ms):
     movie_ticks = round(track_ticks * movie_scale / timescale)
     replace_box(moov, (b"mvhd",), set_duration(mvhd, movie_ticks, 16, 24))
     replace_box(trak, (b"tkhd",), set_duration(find_box(trak, b"tkhd"), movie_ticks, 20, 28))
-    moov_start = last_box_offset(data)
     with open(path, "r+b") as f:
         f.truncate(moov_start)
         f.seek(moov_start)
         f.write(build_boxes([(b"moov", moov)]))
-
-
-def last_box_offset(data):
-    pos = last = 0
-    while pos + 8 <= len(data):
-        size = struct.unpack(">I", data[pos:pos + 4])[0]
-        if size == 1:
-            size = struct.unpack(">Q", data[pos + 8:pos + 16])[0]
-        last, pos = pos, pos + (size or len(data) - pos)
-    return last
 
 
 # ---------------------------------------------------------------------------------------------
