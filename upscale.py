@@ -562,13 +562,8 @@ class Stage(threading.Thread):
         self.error = None
 
     def put(self, item):
-        while not self.stop.is_set():
-            try:
-                self.outbox.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        put_item(self.outbox, item, self.stop)
+        return not self.stop.is_set()
 
     def run(self):
         try:
@@ -589,6 +584,16 @@ def get_item(inbox, stop, *workers):
         except queue.Empty:
             if stop.is_set() or any(w.error for w in workers):
                 return _DONE
+
+
+def put_item(outbox, item, stop):
+    """Put item on a bounded queue unless the run stopped (a failed stage sets stop)."""
+    while not stop.is_set():
+        try:
+            outbox.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 def pad_to_even(frame):
@@ -660,21 +665,8 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None):
             item = get_item(to_infer, stop, reader, writer)
             if item is _DONE:
                 break
-            out = upscaler.infer(item)
-            while not stop.is_set():
-                try:
-                    to_write.put(out, timeout=0.1)
-                    break
-                except queue.Full:
-                    if writer.error:
-                        break
-        while not stop.is_set():
-            try:
-                to_write.put(_DONE, timeout=0.1)
-                break
-            except queue.Full:
-                if writer.error:
-                    break
+            put_item(to_write, upscaler.infer(item), stop)
+        put_item(to_write, _DONE, stop)
         writer.join()
     finally:
         stop.set()
