@@ -526,12 +526,33 @@ def open_capture(path):
     return cap
 
 
-def read_frames(cap):
-    """Yield (frame, time_ms) for every decodable frame, in order."""
+MAX_FAILED_READS = 16   # consecutive failed reads taken as the end of the stream
+
+
+@dataclass
+class ReadStats:
+    skipped: int = 0        # frames that failed to decode between good ones
+
+
+def read_frames(cap, stats=None):
+    """Yield (frame, time_ms) for every decodable frame, in order.
+
+    VideoCapture.read() returns False for a frame it cannot decode just as it does at the
+    end of the file, and carries on with the next frame when asked again. So a failure is
+    only the end after MAX_FAILED_READS in a row; failures followed by a good frame are
+    corrupted frames, counted in stats.skipped.
+    """
+    failed = 0
     while True:
         ok, frame = cap.read()
         if not ok:
-            return
+            failed += 1
+            if failed > MAX_FAILED_READS:
+                return
+            continue
+        if stats is not None:
+            stats.skipped += failed
+        failed = 0
         yield frame, cap.get(cv2.CAP_PROP_POS_MSEC)
 
 
@@ -614,6 +635,7 @@ class FrameResult:
     times_ms: list
     width: int                # exact upscaled size, before any padding
     height: int
+    skipped: int = 0          # corrupted frames that could not be decoded
 
 
 def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None):
@@ -624,10 +646,10 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None):
     """
     stop = threading.Event()
     to_infer, to_write = queue.Queue(QUEUE_DEPTH), queue.Queue(QUEUE_DEPTH)
-    times, state = [], {}
+    times, state, stats = [], {}, ReadStats()
 
     def read(stage):
-        for frame, t in read_frames(cap):
+        for frame, t in read_frames(cap, stats):
             times.append(t)
             if not stage.put(upscaler.prepare(frame)):
                 return
@@ -677,7 +699,7 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None):
             raise worker.error
     count = state.get("written", 0)
     w, h = state.get("size", (0, 0))
-    return FrameResult(count, times[:count], w, h)
+    return FrameResult(count, times[:count], w, h, stats.skipped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1169,6 +1191,10 @@ def upscale_video(source, temp_video, settings, upscaler, duration_s=0.0):
                            "a video")
     times = monotonic_times(result.times_ms, video.nominal_interval_ms)
     rewrite_mp4_timing(temp_video, times, last_interval(times, video.nominal_interval_ms))
+    if result.skipped:
+        warn(f"{source.name}: {result.skipped} corrupted frame(s) could not be decoded and "
+             f"were skipped; the {result.count} others keep their times, so sound stays "
+             "in sync")
     decoded_s = (times[-1] + last_interval(times, video.nominal_interval_ms)) / 1000.0
     if duration_s and decoded_s < duration_s - max(0.5, 0.05 * duration_s):
         warn(f"{source.name}: decoding stopped at frame {result.count} ({decoded_s:.1f} s of "

@@ -1,5 +1,6 @@
 """Bad input: one clear line on stderr, the right exit status, nothing left behind."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,15 +128,21 @@ def test_interrupt_mid_run_leaves_nothing(ffmpeg, tmp_path, sig, status):
 
 
 def test_unwritable_output_folder_is_an_error(ffmpeg, tmp_path):
-    if os.geteuid() == 0:
-        # root ignores permissions; a path under a regular file cannot be written by anyone
-        target = tmp_path / "file-not-dir" / "out"
-        (tmp_path / "file-not-dir").write_text("x")
-    else:
-        target = tmp_path / "locked"
-        target.mkdir(mode=0o500)
+    target = tmp_path / "locked"
+    target.mkdir(mode=0o500)
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
-    assert_one_clear_error(run_cli(src, "--scale", "2", "--output-dir", target), 1)
+    result = subprocess.run(as_user_without_root_powers(
+        [sys.executable, str(SCRIPT), str(src), "--scale", "2", "--output-dir", str(target)]),
+        env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert_one_clear_error(result, 1, "clip.mp4", "Permission denied")
+    assert list(target.iterdir()) == []
+
+
+def test_output_folder_that_is_a_file_is_an_error(ffmpeg, tmp_path):
+    (tmp_path / "file-not-dir").write_text("x")
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    result = run_cli(src, "--scale", "2", "--output-dir", tmp_path / "file-not-dir" / "out")
+    assert_one_clear_error(result, 1, "Not a directory")
 
 
 def test_path_with_spaces_quotes_unicode_and_leading_dash_works(ffmpeg, tmp_path):
@@ -223,3 +230,54 @@ def test_file_with_two_video_streams_uses_the_first_with_a_note(ffmpeg, tmp_path
     assert "2 video streams; upscaling the first" in result.stderr
     from conftest import video_size
     assert video_size(tmp_path / "two_fsrcnn_x2.mp4") == (128, 96)
+
+
+def corrupt_middle(path, seed=1):
+    """Overwrite 20 random 50-byte runs in the middle fifth of a file."""
+    import random
+    rng = random.Random(seed)
+    data = bytearray(path.read_bytes())
+    n = len(data)
+    for _ in range(20):
+        p = rng.randint(n * 4 // 10, n * 6 // 10)
+        data[p:p + 50] = bytes(rng.getrandbits(8) for _ in range(50))
+    path.write_bytes(bytes(data))
+
+
+def test_corrupted_frames_in_the_middle_are_skipped_counted_and_reported(ffmpeg, tmp_path):
+    from conftest import decoded_frame_count
+    src = make_clip(ffmpeg, tmp_path / "bad.mp4", size="160x120", seconds=4, audio=False,
+                    vcodec=("-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p"))
+    corrupt_middle(src)
+    ffmpeg_frames = decoded_frame_count(ffmpeg, src)
+    result = run_cli(src, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    out_frames = decoded_frame_count(ffmpeg, tmp_path / "bad_fsrcnn_x2.mp4")
+    assert out_frames >= ffmpeg_frames - 5 and out_frames > 90      # kept going to the end
+    skipped = int(result.stderr.split("corrupted frame(s)")[0].rsplit(" ", 2)[-2])
+    assert skipped == 100 - out_frames
+    assert "[h264" not in result.stderr                    # decoder noise stays hidden
+
+
+def as_user_without_root_powers(command):
+    """Root reads any file; drop its file-permission override so permissions bite."""
+    if os.geteuid() != 0:
+        return command
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("running as root without setpriv: cannot test unreadable files")
+    return [setpriv, "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search", *command]
+
+
+def test_unreadable_file_is_an_error_and_the_others_continue(ffmpeg, tmp_path):
+    locked = make_clip(ffmpeg, tmp_path / "locked.mp4", seconds=0.2)
+    locked.chmod(0)
+    good = make_clip(ffmpeg, tmp_path / "good.mp4", seconds=0.2)
+    result = subprocess.run(as_user_without_root_powers(
+        [sys.executable, str(SCRIPT), str(locked), str(good), "--scale", "2"]),
+        env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert_one_clear_error(result, 1, "locked.mp4", "permission denied")
+    assert (tmp_path / "good_fsrcnn_x2.mp4").is_file()
+    assert not (tmp_path / "locked_fsrcnn_x2.mp4").exists()
+    assert leftovers(tmp_path) == []
