@@ -855,16 +855,42 @@ def container_of(path, fmt=None):
     return "matroska" if Path(path).suffix.lower() in (".mkv", ".webm") else "mp4"
 
 
-def color_args(stream):
-    """ffmpeg options that tag the output with the source's colour description."""
-    color, args = stream.color if stream else {}, []
-    for key, option in (("primaries", "-color_primaries"), ("transfer", "-color_trc"),
-                        ("space", "-colorspace")):
-        value = color.get(key, "")
-        if value and value not in ("unknown", "reserved"):
-            args += [option, value]
-    # OpenCV converts through 8-bit BGR and writes limited range whatever the source had.
-    return args + ["-color_range", "tv"]
+# Matrices swscale can convert to, by the name ffmpeg reports for a stream's colour space.
+SWS_MATRICES = {"bt709": "bt709", "fcc": "fcc", "bt470bg": "bt601", "smpte170m": "bt601",
+                "smpte240m": "smpte240m", "bt2020nc": "bt2020"}
+TAG_OPTIONS = {"primaries": "-color_primaries", "transfer": "-color_trc",
+               "space": "-colorspace", "range": "-color_range"}
+SETPARAMS_NAMES = {"primaries": "color_primaries", "transfer": "color_trc",
+                   "space": "colorspace", "range": "range"}
+
+
+def color_args(stream, reencode, written_by_opencv=True):
+    """(video filter args, tag args) that make the output look like the source.
+
+    OpenCV decodes with the source's own matrix and range into BGR, so the BGR frames are
+    right; what matters is how they go back to YUV. cv2.VideoWriter always uses BT.601,
+    limited range: an mp4v output is tagged as exactly that (a BT.709 tag on BT.601 numbers
+    would shift colours). A re-encode converts with the source's matrix and range and tags
+    them. Primaries and transfer are properties of the picture and are kept either way.
+    The ffmpeg baseline scales YUV to YUV, so its stream keeps the source's matrix.
+    """
+    color = stream.color if stream else {}
+    tags = {key: color[key] for key in ("primaries", "transfer")
+            if color.get(key) not in (None, "", "unknown", "reserved")}
+    space = color.get("space", "")
+    if not reencode:
+        tags["space"] = "smpte170m" if written_by_opencv or not space else space
+        tags["range"] = "tv"
+        vfilter = []
+    else:
+        tags["space"] = space if space in SWS_MATRICES else "smpte170m"
+        tags["range"] = "pc" if color.get("range") == "pc" else "tv"
+        # With a filter graph ffmpeg takes the tags from the frames, not from the output
+        # options: setparams stamps them on.
+        params = ":".join(f"{SETPARAMS_NAMES[k]}={v}" for k, v in tags.items())
+        vfilter = ["-vf", f"scale=out_color_matrix={SWS_MATRICES[tags['space']]}:"
+                          f"out_range={tags['range']},setparams={params}"]
+    return vfilter, [arg for k, v in tags.items() for arg in (TAG_OPTIONS[k], v)]
 
 
 def stream_plan(info, container):
@@ -915,7 +941,9 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container)
             args += ["-crf", str(settings.crf), "-preset", settings.preset]
     else:
         args += ["-c:v", "copy"]
-    args += color_args(info.video[0] if info.video else None)
+    vfilter, tags = color_args(info.video[0] if info.video else None,
+                               bool(codec.ffmpeg_args), settings.method.runs != "ffmpeg")
+    args += vfilter + tags
     streams, notes = stream_plan(info, container)
     args += streams
     if container == "mp4":
@@ -928,11 +956,13 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container)
 
 def ffmpeg_scale_command(ffmpeg, source, temp_video, scale, codec):
     """The ffmpeg baseline: ffmpeg's bicubic scaler writes the temporary video itself."""
-    vcodec = ["-c:v", "mpeg4", "-q:v", "2", "-tag:v", "mp4v"] if codec.temp_fourcc == "mp4v" \
+    vcodec = ["-c:v", "mpeg4", "-q:v", "2", "-tag:v", "mp4v", "-pix_fmt", "yuv420p"] \
+        if codec.temp_fourcc == "mp4v" \
         else ["-c:v", "ffv1", "-pix_fmt", "bgr0"]
     return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(source),
             "-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
-            "-vf", f"scale=iw*{scale}:ih*{scale}:flags=bicubic,pad=ceil(iw/2)*2:ceil(ih/2)*2",
+            "-vf", f"scale=iw*{scale}:ih*{scale}:flags=bicubic:out_range=tv,"
+                   "pad=ceil(iw/2)*2:ceil(ih/2)*2",
             *vcodec, "-f", "mp4", str(temp_video)]
 
 
