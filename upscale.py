@@ -234,6 +234,7 @@ class Stream:
     codec: str
     language: str = ""
     attached_pic: bool = False
+    dispositions: tuple = ()   # "default", "forced", ...
     pix_fmt: str = ""
     color: dict = field(default_factory=dict)   # range, space, transfer, primaries
 
@@ -254,6 +255,8 @@ class Probe:
 STREAM_RE = re.compile(
     r"^\s*Stream #0:(\d+)(?:\[0x[0-9a-f]+\])?(?:\(([^)]*)\))?: "
     r"(Video|Audio|Subtitle|Data|Attachment): (\w+)(.*)$")
+DISPOSITION_RE = re.compile(r"\((default|forced|dub|original|comment|lyrics|karaoke|"
+                            r"hearing impaired|visual impaired|captions|descriptions)\)")
 DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 PIX_FMT_RE = re.compile(r"^(\w+)(?:\(([^)]*)\))?$")
 
@@ -306,7 +309,8 @@ def parse_probe(text):
         if match:
             index, lang, kind, codec, rest = match.groups()
             stream = Stream(int(index), kind.lower(), codec, (lang or "").strip(),
-                            attached_pic="(attached pic)" in rest)
+                            attached_pic="(attached pic)" in rest,
+                            dispositions=tuple(DISPOSITION_RE.findall(rest)))
             if stream.kind == "video":
                 stream.pix_fmt, stream.color = parse_color(rest)
             streams.append(stream)
@@ -324,6 +328,25 @@ def probe(ffmpeg, path):
         reason = last[0].split(": ", 1)[-1].strip()
         raise UpscaleError(f"{path}: not a video file ffmpeg can read ({reason})")
     return info
+
+
+def video_start(ffmpeg, path, stream_index, packets=64):
+    """When the video stream starts (seconds) on the timeline ffmpeg gives the file's
+    streams when muxing. OpenCV counts frame times from the video's own start, so a video
+    that begins after the audio (an edit list, a camera that starts sound first) must be
+    shifted by this much to stay in sync. Reads the first packets only, decodes nothing."""
+    result = subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(path), "-map",
+                             f"0:{stream_index}", "-c", "copy", "-frames:v", str(packets),
+                             "-f", "framecrc", "-"], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, errors="replace")
+    timebase, times = None, []
+    for line in result.stdout.splitlines():
+        if line.startswith("#tb 0:"):
+            num, den = line.split(":", 1)[1].strip().split("/")
+            timebase = int(num) / int(den)
+        elif line and not line.startswith("#") and timebase:
+            times.append(int(line.split(",")[2]) * timebase)
+    return max(0.0, min(times)) if times else 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -929,12 +952,15 @@ def stream_plan(info, container):
     return args, notes
 
 
-def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container):
+def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
+                video_offset=0.0):
     """The ffmpeg command that makes out_path ("mp4" or "matroska" container) from the
-    temporary video and the source."""
+    temporary video, whose first frame belongs at video_offset seconds, and the source."""
     codec = settings.codec
-    args = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-            "-i", str(temp_video), "-i", str(source), "-map", "0:v:0"]
+    args = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    if video_offset:
+        args += ["-itsoffset", f"{video_offset:.6f}"]
+    args += ["-i", str(temp_video), "-i", str(source), "-map", "0:v:0"]
     if codec.ffmpeg_args:
         args += list(codec.ffmpeg_args) + ["-fps_mode", "passthrough"]
         if codec.name in ("h264", "h265"):
@@ -1157,8 +1183,10 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
                      f"{w}x{h} by repeating the last column/row (codecs need even sizes)")
         temp_final = temp_name(out_path, "part")
         temps.append(temp_final)
+        # Both OpenCV's frames and ffmpeg's scaled copy start at 0 in the temporary file.
+        offset = video_start(ffmpeg, source, info.video[0].index)
         command, notes = mux_command(ffmpeg, temp_video, source, info, temp_final, settings,
-                                     container_of(out_path, settings.format))
+                                     container_of(out_path, settings.format), offset)
         for note in notes:
             say(f"note: {source.name}: {note}", settings.quiet)
         run_ffmpeg(command, "muxing the output")

@@ -180,3 +180,32 @@ def test_timescale_choice_is_exact_for_common_rates():
 
 def test_broken_timestamps_are_made_strictly_increasing():
     assert upscale.monotonic_times([0, 40, 40, 30, 120], 40) == [0, 40, 80, 120, 160]
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv"])
+@pytest.mark.parametrize("method", ["fsrcnn", "ffmpeg"])
+def test_video_that_starts_after_the_audio_stays_in_sync(ffmpeg, tmp_path, container, method):
+    src = tmp_path / f"late.{container}"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x48:r=25:d=2",
+                    "-f", "lavfi", "-i", "sine=d=2.5", "-filter_complex",
+                    "[0]setpts=PTS+0.5/TB[v]", "-map", "[v]", "-map", "1", "-c:v", "libx264",
+                    "-c:a", "aac", str(src)], check=True)
+    result = run_cli(src, "--model", method, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / f"late_{method}_x2.mp4"
+
+    def lead(path):
+        return packet_times(ffmpeg, path, "v:0")[0] - packet_times(ffmpeg, path, "a:0")[0]
+    assert lead(src) > Fraction(4, 10)
+    assert abs(lead(out) - lead(src)) <= Fraction(1, 50)       # half a frame at 25 fps
+
+
+def test_default_and_forced_flags_are_kept(ffmpeg, multitrack, tmp_path):
+    flagged = tmp_path / "flagged.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(multitrack), "-map", "0", "-c", "copy",
+                    "-disposition:a:0", "0", "-disposition:a:1", "default",
+                    "-disposition:s:0", "forced", str(flagged)], check=True)
+    out = tmp_path / "out.mkv"
+    assert run_cli(flagged, "--scale", "2", "-o", out).returncode == 0
+    flags = [(s.kind, s.dispositions) for s in probe(ffmpeg, out).streams[1:]]
+    assert flags == [("audio", ()), ("audio", ("default",)), ("subtitle", ("forced",))]
