@@ -21,6 +21,7 @@ Run `python upscale.py --help` for every option.
 import argparse
 import dataclasses
 import hashlib
+import json
 import os
 import queue
 import re
@@ -1386,6 +1387,393 @@ def benchmark(source, settings, repeats=2, out=sys.stdout):
 
 
 # ---------------------------------------------------------------------------------------------
+# Comparing methods (--compare): the same frames through each method, side by side, measured
+# ---------------------------------------------------------------------------------------------
+
+IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .tif .tiff .webp".split())
+COMPARE_METHODS = ("fsrcnn", "espcn", "lapsrn", "edsr", "cubic", "linear", "ffmpeg")
+PSNR_CAP = 100.0          # dB reported for identical frames (no error at all)
+GRID_MAX_WIDTH = 1920     # grid videos and pictures are scaled down to this width
+REPORT_KEYS = ("input", "method", "scale", "frames", "psnr", "ssim", "vmaf", "ms_per_frame",
+               "psnr_encoded", "ssim_encoded", "status", "reason")
+
+
+def psnr(truth, test):
+    """PSNR over the BGR frame as cv2.PSNR computes it, capped at PSNR_CAP for identical
+    frames (where cv2.PSNR gives a meaningless 361 dB)."""
+    return min(PSNR_CAP, cv2.PSNR(truth, test))
+
+
+def ssim(truth, test):
+    """SSIM as OpenCV's dnn_superres quality benchmark computes it: the mean over the B, G
+    and R channels of cv2.quality's SSIM (11x11 Gaussian window)."""
+    return float(np.mean(cv2.quality.QualitySSIM_compute(test, truth)[0][:3]))
+
+
+def truth_and_low(frame, scale):
+    """The high-resolution truth (cropped from the top-left to a multiple of scale) and its
+    low-resolution copy, made as OpenCV's dnn_superres benchmark makes it."""
+    h, w = frame.shape[:2]
+    truth = frame[:h - h % scale, :w - w % scale]
+    return truth, cv2.resize(truth, None, fx=1.0 / scale, fy=1.0 / scale)
+
+
+def compare_inputs(paths):
+    """(name, path, kind) for each input: "image", or "video"; a folder stands for the
+    images and videos directly inside it."""
+    found = []
+    for raw in paths:
+        p = Path(raw)
+        members = sorted(c for c in p.iterdir() if c.is_file()) if p.is_dir() else [p]
+        for c in members:
+            suffix = c.suffix.lower()
+            if suffix in IMAGE_EXTENSIONS:
+                found.append((c, "image"))
+            elif suffix in VIDEO_EXTENSIONS or not p.is_dir():
+                found.append((c, "video"))
+        if p.is_dir() and not found:
+            raise UpscaleError(f"{p}: no images or videos inside")
+    return found
+
+
+def read_source(path, kind, max_frames):
+    """Frames of an image (one) or a video (up to max_frames; 0 means all)."""
+    if kind == "image":
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise UpscaleError(f"{path}: OpenCV cannot read this image")
+        yield image
+        return
+    check_source(path)
+    cap = open_capture(path)
+    try:
+        for i, (frame, _) in enumerate(read_frames(cap)):
+            if max_frames and i >= max_frames:
+                return
+            yield frame
+    finally:
+        cap.release()
+
+
+def label_tile(image, text):
+    """A copy of image with text written in its top-left corner, legible on any picture."""
+    tile = image.copy()
+    scale = max(0.4, min(1.2, tile.shape[1] / 400))
+    thickness = max(1, int(scale * 2))
+    origin = (6, int(22 * scale) + 4)
+    cv2.putText(tile, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 3,
+                cv2.LINE_AA)
+    cv2.putText(tile, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                thickness, cv2.LINE_AA)
+    return tile
+
+
+def grid_layout(count, tile_w, tile_h, max_width=GRID_MAX_WIDTH, gap=4):
+    """(columns, rows, tile width, tile height) of a grid of count tiles at most max_width
+    wide; sizes even so the grid can be encoded."""
+    cols = min(4, count)
+    rows = -(-count // cols)
+    shrink = min(1.0, (max_width - gap * (cols - 1)) / (cols * tile_w))
+    w = max(2, int(tile_w * shrink) // 2 * 2)
+    h = max(2, int(tile_h * shrink) // 2 * 2)
+    return cols, rows, w, h
+
+
+def grid_image(tiles, max_width=GRID_MAX_WIDTH, gap=4):
+    """[(label, frame)] of one size, laid out in a labelled grid."""
+    th, tw = tiles[0][1].shape[:2]
+    cols, rows, w, h = grid_layout(len(tiles), tw, th, max_width, gap)
+    grid = np.zeros((rows * h + gap * (rows - 1), cols * w + gap * (cols - 1), 3), np.uint8)
+    for i, (label, frame) in enumerate(tiles):
+        r, c = divmod(i, cols)
+        small = frame if (w, h) == (tw, th) else cv2.resize(frame, (w, h),
+                                                             interpolation=cv2.INTER_AREA)
+        grid[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = \
+            label_tile(small, label)
+    return pad_to_even(grid)
+
+
+def detail_picture(tiles):
+    """The grid of whole frames above a grid of the same central crop enlarged, so the
+    differences between methods can be seen."""
+    th, tw = tiles[0][1].shape[:2]
+    ch, cw = max(8, th // 4), max(8, tw // 4)
+    y, x = (th - ch) // 2, (tw - cw) // 2
+    crops = [(f"{label} (detail)", cv2.resize(frame[y:y + ch, x:x + cw], (tw, th),
+                                               interpolation=cv2.INTER_NEAREST))
+             for label, frame in tiles]
+    whole, detail = grid_image(tiles), grid_image(crops)
+    width = max(whole.shape[1], detail.shape[1])
+    pad = [cv2.copyMakeBorder(g, 0, 0, 0, width - g.shape[1], cv2.BORDER_CONSTANT)
+           for g in (whole, detail)]
+    return np.vstack([pad[0], np.zeros((8, width, 3), np.uint8), pad[1]])
+
+
+def has_libvmaf(ffmpeg):
+    filters = subprocess.run([ffmpeg, "-hide_banner", "-filters"], capture_output=True,
+                             text=True, errors="replace").stdout
+    return " libvmaf " in filters
+
+
+def vmaf_score(ffmpeg, test_video, truth_video):
+    """Mean VMAF of test against truth (two lossless videos of the same frames)."""
+    result = subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-i", str(test_video), "-i",
+                             str(truth_video), "-lavfi",
+                             "[0:v]format=yuv420p[d];[1:v]format=yuv420p[r];[d][r]libvmaf",
+                             "-f", "null", "-"], capture_output=True, text=True,
+                            errors="replace")
+    match = re.search(r"VMAF score: ([\d.]+)", result.stderr)
+    return float(match.group(1)) if match else None
+
+
+class LosslessWriter:
+    """Frames kept on disk (FFV1 in Matroska, written by cv2.VideoWriter) instead of
+    memory, so long clips compare in bounded memory."""
+
+    def __init__(self, path, fourcc="FFV1"):
+        self.path, self.fourcc, self.writer, self.count = Path(path), fourcc, None, 0
+
+    def write(self, frame):
+        if self.writer is None:
+            h, w = frame.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc),
+                                          25, (w, h))
+            if not self.writer.isOpened():
+                raise UpscaleError(f"cannot write {self.path}; check free space")
+        self.writer.write(frame)
+        self.count += 1
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.release()
+
+    def frames(self):
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            yield from (frame for frame, _ in read_frames(cap))
+        finally:
+            cap.release()
+
+
+@dataclass
+class MethodRun:
+    """One method's results on one input, accumulated frame by frame."""
+    method: Method
+    upscaler: object = None
+    status: str = "ok"
+    reason: str = ""
+    seconds: float = 0.0
+    frames: int = 0
+    psnr: list = field(default_factory=list)
+    ssim: list = field(default_factory=list)
+    lossless: LosslessWriter = None
+    encoded: LosslessWriter = None
+    ffmpeg_frames: object = None     # iterator over the ffmpeg baseline's frames
+
+    def row(self, name, scale, vmaf, encoded):
+        frames = self.frames
+        mean = (lambda xs: round(float(np.mean(xs)), 4) if xs else None)
+        return {"input": name, "method": self.method.name, "scale": scale, "frames": frames,
+                "psnr": mean(self.psnr), "ssim": mean(self.ssim), "vmaf": vmaf,
+                "ms_per_frame": round(1000 * self.seconds / frames, 3) if frames else None,
+                "psnr_encoded": encoded[0], "ssim_encoded": encoded[1],
+                "status": self.status, "reason": self.reason}
+
+
+def prepare_runs(names, scale, settings, quiet):
+    """A MethodRun per method name; a method that cannot run is kept, marked skipped with
+    its reason, never dropped silently."""
+    runs = []
+    for name in names:
+        method = METHODS[name]
+        run = MethodRun(method)
+        if scale not in method.scales:
+            run.status, run.reason = "skipped", f"no x{scale} model (scales " \
+                f"{', '.join(map(str, method.scales))})"
+        elif method.runs != "ffmpeg":
+            try:
+                run.upscaler = make_upscaler(method, scale, settings.model_dir, quiet)
+            except UpscaleError as exc:
+                run.status, run.reason = "skipped", str(exc)
+        runs.append(run)
+    return runs
+
+
+def ffmpeg_upscaled(ffmpeg, low_video, scale, out_path):
+    """Run ffmpeg's bicubic scaler over a lossless video of low-resolution frames;
+    returns (LosslessWriter-like reader of the result, seconds taken)."""
+    start = time.perf_counter()
+    run_ffmpeg([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i",
+                str(low_video), "-vf", f"scale=iw*{scale}:ih*{scale}:flags=bicubic",
+                "-c:v", "ffv1", "-pix_fmt", "bgr0", str(out_path)], "scaling with ffmpeg")
+    return LosslessWriter(out_path), time.perf_counter() - start
+
+
+def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_frames,
+                grid_video, picture, vmaf_ok):
+    """Compare every method on one input; returns its report rows."""
+    runs = prepare_runs(names, scale, settings, settings.quiet)
+    label = path.name
+    # The low-resolution frames go to disk first: ffmpeg's scaler works on whole files,
+    # and every other method reads them back frame by frame.
+    low = LosslessWriter(tmp / "low.mkv")
+    truth = LosslessWriter(tmp / "truth.mkv") if reference else None
+    count = 0
+    for frame in read_source(path, kind, max_frames):
+        if reference:
+            high, small = truth_and_low(frame, scale)
+            truth.write(high)
+        else:
+            small = frame
+        low.write(small)
+        count += 1
+    low.close()
+    if truth:
+        truth.close()
+    if count == 0:
+        raise UpscaleError(f"{path}: no frame could be read")
+    for run in runs:
+        if run.status == "ok" and run.method.runs == "ffmpeg":
+            try:
+                result, run.seconds = ffmpeg_upscaled(ffmpeg, low.path, scale,
+                                                      tmp / "ffmpeg-scaled.mkv")
+                run.ffmpeg_frames = result.frames()
+            except UpscaleError as exc:
+                run.status, run.reason = "skipped", str(exc)
+    active = [r for r in runs if r.status == "ok"]
+    for run in active:
+        run.lossless = LosslessWriter(tmp / f"{run.method.name}.mkv")
+        run.encoded = LosslessWriter(tmp / f"{run.method.name}.mp4", "mp4v")
+    grid = LosslessWriter(grid_video, "mp4v") if grid_video else None
+    progress = Progress(f"{label}: comparing {len(active)} methods", count, settings.quiet)
+    truth_frames = truth.frames() if truth else None
+    chosen, tiles = count // 2, None
+    for i, small in enumerate(low.frames()):
+        high = next(truth_frames) if truth_frames else None
+        frame_tiles = [("truth", high)] if reference else \
+            [("input (nearest)", cv2.resize(small, None, fx=scale, fy=scale,
+                                            interpolation=cv2.INTER_NEAREST))]
+        for run in active:
+            if run.ffmpeg_frames is not None:
+                big = next(run.ffmpeg_frames)
+            else:
+                start = time.perf_counter()
+                big = run.upscaler.upscale(small)
+                run.seconds += time.perf_counter() - start
+            if reference:
+                run.psnr.append(psnr(high, big))
+                run.ssim.append(ssim(high, big))
+            run.frames += 1
+            run.lossless.write(big)
+            run.encoded.write(pad_to_even(big))
+            frame_tiles.append((run.method.name, big))
+        if grid:
+            grid.write(grid_image(frame_tiles))
+        if i == chosen or tiles is None:
+            tiles = frame_tiles
+        progress.update(i + 1)
+    progress.close()
+    if grid:
+        grid.close()
+    if picture:
+        cv2.imwrite(str(picture), detail_picture(tiles))
+    rows = []
+    for run in runs:
+        vmaf, encoded = None, (None, None)
+        if run.status == "ok" and reference:
+            run.lossless.close()
+            run.encoded.close()
+            if vmaf_ok:
+                vmaf = vmaf_score(ffmpeg, run.lossless.path, truth.path)
+            pairs = list(zip(truth.frames(), run.encoded.frames()))
+            encoded = (round(float(np.mean([psnr(t, e[:t.shape[0], :t.shape[1]])
+                                            for t, e in pairs])), 4),
+                       round(float(np.mean([ssim(t, e[:t.shape[0], :t.shape[1]])
+                                            for t, e in pairs])), 4))
+        elif run.status == "ok":
+            run.lossless.close()
+            run.encoded.close()
+        rows.append(run.row(str(path), scale, None if vmaf is None else round(vmaf, 3),
+                            encoded))
+    return rows, count
+
+
+def format_table(rows, out):
+    """Methods as rows, measures as columns; the best value of each column marked *."""
+    columns = [("psnr", "PSNR dB", max), ("ssim", "SSIM", max), ("vmaf", "VMAF", max),
+               ("ms_per_frame", "ms/frame", min), ("psnr_encoded", "PSNR mp4v", max),
+               ("ssim_encoded", "SSIM mp4v", max)]
+    best = {}
+    for key, _, pick in columns:
+        values = [r[key] for r in rows if r[key] is not None]
+        best[key] = pick(values) if values else None
+    print(f"{'method':<14}" + "".join(f"{title:>12}" for _, title, _ in columns), file=out)
+    for r in rows:
+        cells = []
+        for key, _, _ in columns:
+            value = r[key]
+            text = "-" if value is None else f"{value:.4f}" if key.startswith("ssim") \
+                else f"{value:.2f}"
+            cells.append(f"{text + ('*' if value is not None and value == best[key] else ' '):>12}")
+        line = f"{r['method']:<14}" + "".join(cells)
+        if r["status"] != "ok":
+            line = f"{r['method']:<14}  skipped: {r['reason']}"
+        print(line, file=out)
+
+
+def compare_output_paths(path, settings, kind, several):
+    """Grid video and picture paths for one input: -o (one input only), or
+    <stem>_compare_x<scale>.mp4/.png beside the input or in --output-dir."""
+    folder = Path(settings.output_dir) if settings.output_dir else path.parent
+    stem = f"{path.stem}_compare_x{settings.scale}"
+    if settings.output and not several:
+        video = Path(settings.output)
+        return (video if kind == "video" else None), video.with_suffix(".png")
+    return (folder / f"{stem}.mp4" if kind == "video" else None), folder / f"{stem}.png"
+
+
+def compare(paths, settings, names, reference=True, max_frames=0, report=None,
+            out=sys.stdout):
+    """--compare: every method on every input, as a table, a JSON report, a grid video and
+    a picture. Returns the exit status."""
+    ffmpeg = find_ffmpeg()
+    inputs = compare_inputs(paths)
+    vmaf_ok = reference and has_libvmaf(ffmpeg)
+    rows, failures = [], []
+    for path, kind in inputs:
+        video, picture = compare_output_paths(path, settings, kind, len(inputs) > 1)
+        try:
+            for target in (video, picture):
+                if target and target.exists() and not settings.overwrite:
+                    raise UpscaleError(f"{target} exists; use --overwrite to replace it")
+                if target:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".upscale-compare-",
+                                             dir=picture.parent) as tmp:
+                tmp = Path(tmp)
+                temp_video = tmp / "grid.mp4" if video else None
+                temp_picture = tmp / "grid.png"
+                found, count = compare_one(path, kind, settings.scale, names, settings,
+                                           ffmpeg, tmp, reference, max_frames, temp_video,
+                                           temp_picture, vmaf_ok)
+                if video:
+                    publish(temp_video, video, settings.overwrite)
+                publish(temp_picture, picture, settings.overwrite)
+            print(f"\n{path.name}: x{settings.scale}, {count} frame{'s' * (count != 1)}, "
+                  + ("measured against the original" if reference else "no reference"),
+                  file=out)
+            format_table(found, out)
+            say(f"grid: {video}" if video else f"picture: {picture}", settings.quiet)
+            rows += found
+        except UpscaleError as exc:
+            print(f"upscale: error: {exc}", file=sys.stderr, flush=True)
+            failures.append(str(path))
+    if report:
+        Path(report).write_text(json.dumps(rows, indent=2) + "\n")
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
 
@@ -1460,6 +1848,23 @@ def build_parser():
                              "resumes a batch)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress or notes; errors and warnings only")
+    compare = parser.add_argument_group(
+        "comparing methods", "python upscale.py --compare INPUT --scale 4 [--methods ...]: "
+        "each INPUT (video, image, or folder of images) is taken as the high-resolution "
+        "truth, made small the way OpenCV's dnn_superres benchmark does, enlarged by each "
+        "method and measured against the truth (PSNR, SSIM, VMAF, ms per frame, and the "
+        "same after mp4v encoding); writes <name>_compare_x<scale>.mp4 (videos) and .png")
+    compare.add_argument("--compare", action="store_true",
+                         help="compare methods instead of upscaling")
+    compare.add_argument("--methods", default=",".join(COMPARE_METHODS),
+                         help="comma-separated methods to compare (default: %(default)s)")
+    compare.add_argument("--no-reference", action="store_true",
+                         help="the inputs are already low-resolution footage: no "
+                              "measurements, just the side-by-side pictures")
+    compare.add_argument("--report", type=Path, metavar="FILE.json",
+                         help="also write the measurements as JSON")
+    compare.add_argument("--frames", type=int, default=0, metavar="N",
+                         help="compare only the first N frames of a video (default: all)")
     parser.add_argument("--benchmark", action="store_true",
                         help="measure each stage, the pipeline and the plain sequential loop "
                              "on the first input, and print the figures (writes no output)")
@@ -1470,6 +1875,16 @@ def build_parser():
 def settings_from_args(args):
     """Checked Settings, or UsageError before any work is done."""
     method = METHODS[args.model]
+    if args.compare:
+        unknown = [m for m in args.methods.split(",") if m not in METHODS]
+        if unknown:
+            raise UsageError(f"unknown method {unknown[0]!r} in --methods; choose from "
+                             + ", ".join(METHODS))
+        if args.frames < 0:
+            raise UsageError(f"--frames must be 0 (all) or more, not {args.frames}")
+        return Settings(method=method, scale=args.scale, codec=CODECS["mp4v"],
+                        output=args.output, output_dir=args.output_dir,
+                        overwrite=args.overwrite, quiet=args.quiet, model_dir=args.model_dir)
     if args.scale not in method.scales:
         valid = ", ".join(map(str, method.scales))
         raise UsageError(f"{method.name} has no x{args.scale} model; its scales are {valid}")
@@ -1567,6 +1982,10 @@ def main(argv=None):
     try:
         if args.benchmark:
             return benchmark(expand_inputs(args.inputs)[0], settings)
+        if args.compare:
+            return compare(args.inputs, settings, args.methods.split(","),
+                           reference=not args.no_reference, max_frames=args.frames,
+                           report=args.report)
         return run(settings, expand_inputs(args.inputs))
     except UpscaleError as exc:
         print(f"upscale: error: {exc}", file=sys.stderr)

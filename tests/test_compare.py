@@ -1,0 +1,109 @@
+"""--compare: methods side by side, measured against the original."""
+import json
+
+import cv2
+import numpy as np
+
+import upscale
+from conftest import decoded_frame_count, make_clip, run_cli, video_size
+
+
+def blocky_image(path, scale=2):
+    """An image made of scale x scale blocks: shrinking it and enlarging it again with
+    nearest neighbour gives it back exactly."""
+    rng = np.random.default_rng(3)
+    small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    cv2.imwrite(str(path), cv2.resize(small, None, fx=scale, fy=scale,
+                                      interpolation=cv2.INTER_NEAREST))
+    return path
+
+
+def smooth_image(path):
+    """A smooth picture (blurred shapes), on which interpolation beats nearest neighbour."""
+    image = np.zeros((96, 128, 3), np.uint8)
+    cv2.circle(image, (50, 45), 30, (40, 200, 90), -1)
+    cv2.rectangle(image, (70, 20), (120, 80), (200, 60, 30), -1)
+    cv2.imwrite(str(path), cv2.GaussianBlur(image, (0, 0), 3))
+    return path
+
+
+def report_of(tmp_path, *args):
+    report = tmp_path / "report.json"
+    result = run_cli("--compare", *args, "--report", report, "--output-dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    return result, json.loads(report.read_text())
+
+
+def test_identical_frames_give_the_documented_psnr_cap(tmp_path):
+    image = blocky_image(tmp_path / "blocks.png")
+    _, rows = report_of(tmp_path, image, "--scale", "2", "--methods", "nearest")
+    assert rows[0]["psnr"] == upscale.PSNR_CAP == 100.0
+    assert rows[0]["ssim"] == 1.0
+
+
+def test_interpolation_ranks_above_nearest_on_a_smooth_picture(tmp_path):
+    image = smooth_image(tmp_path / "smooth.png")
+    result, rows = report_of(tmp_path, image, "--scale", "4", "--methods",
+                             "nearest,cubic,fsrcnn")
+    by_method = {r["method"]: r for r in rows}
+    assert by_method["cubic"]["psnr"] > by_method["nearest"]["psnr"]
+    assert by_method["fsrcnn"]["psnr"] > by_method["nearest"]["psnr"]
+    best = [line for line in result.stdout.splitlines() if line.startswith("nearest")][0]
+    assert "*" not in best.split()[1]          # nearest is not marked best for PSNR
+
+
+def test_report_has_the_documented_keys_and_types(tmp_path):
+    image = smooth_image(tmp_path / "smooth.png")
+    _, rows = report_of(tmp_path, image, "--scale", "3", "--methods", "espcn,lapsrn,linear")
+    assert [r["method"] for r in rows] == ["espcn", "lapsrn", "linear"]
+    for row in rows:
+        assert tuple(row) == upscale.REPORT_KEYS
+        assert row["scale"] == 3 and row["input"].endswith("smooth.png")
+        if row["status"] == "ok":
+            assert all(isinstance(row[k], float) for k in ("psnr", "ssim", "ms_per_frame"))
+            assert row["vmaf"] is None or isinstance(row["vmaf"], float)
+    lapsrn = rows[1]
+    assert lapsrn["status"] == "skipped" and "no x3 model" in lapsrn["reason"]
+    assert lapsrn["psnr"] is None
+
+
+def test_vmaf_is_measured_when_ffmpeg_has_libvmaf(ffmpeg, tmp_path):
+    assert upscale.has_libvmaf(ffmpeg), "the imageio-ffmpeg build has libvmaf"
+    image = smooth_image(tmp_path / "smooth.png")
+    _, rows = report_of(tmp_path, image, "--scale", "2", "--methods", "cubic")
+    assert 0 <= rows[0]["vmaf"] <= 100
+
+
+def test_grid_video_has_one_labelled_tile_per_method_and_every_frame(ffmpeg, tmp_path):
+    clip = make_clip(ffmpeg, tmp_path / "clip.mp4", size="64x48", seconds=0.4, rate="25")
+    grid = tmp_path / "grid.mp4"
+    result = run_cli("--compare", clip, "--scale", "2", "--methods", "nearest,cubic,espcn",
+                     "-o", grid)
+    assert result.returncode == 0, result.stderr
+    # the clip is the truth: truth + 3 methods in a row of 64x48 tiles, 4-pixel gaps
+    assert video_size(grid) == (4 * 64 + 3 * 4, 48)
+    assert decoded_frame_count(ffmpeg, grid) == 10
+    assert (tmp_path / "grid.png").is_file()
+
+
+def test_folder_of_images_is_compared_image_by_image(tmp_path):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    smooth_image(folder / "a.png")
+    blocky_image(folder / "b.png")
+    _, rows = report_of(tmp_path, folder, "--scale", "2", "--methods", "cubic")
+    assert [r["input"].rsplit("/", 1)[-1] for r in rows] == ["a.png", "b.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a_compare_x2.png", "b_compare_x2.png"]
+
+
+def test_no_reference_gives_pictures_without_measurements(ffmpeg, tmp_path):
+    clip = make_clip(ffmpeg, tmp_path / "low.mp4", size="48x32", seconds=0.2)
+    _, rows = report_of(tmp_path, clip, "--scale", "2", "--methods", "cubic", "--no-reference")
+    assert rows[0]["psnr"] is None and rows[0]["frames"] == 5
+    assert (tmp_path / "out" / "low_compare_x2.png").is_file()
+
+
+def test_unknown_compare_method_is_a_usage_error(tmp_path):
+    result = run_cli("--compare", tmp_path, "--methods", "cubic,magic")
+    assert result.returncode == 2 and "magic" in result.stderr
