@@ -1530,17 +1530,19 @@ class LosslessWriter:
     """Frames kept on disk (FFV1 in Matroska, written by cv2.VideoWriter) instead of
     memory, so long clips compare in bounded memory."""
 
-    def __init__(self, path, fourcc="FFV1"):
+    def __init__(self, path, fourcc="FFV1", size=None):
         self.path, self.fourcc, self.writer, self.count = Path(path), fourcc, None, 0
+        self.size = size          # (width, height) of the frames; VideoWriter needs even ones
 
     def write(self, frame):
         if self.writer is None:
             h, w = frame.shape[:2]
+            self.size = (w, h)
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc),
-                                          25, (w, h))
+                                          25, even_size(w, h))
             if not self.writer.isOpened():
                 raise UpscaleError(f"cannot write {self.path}; check free space")
-        self.writer.write(frame)
+        self.writer.write(pad_to_even(frame))
         self.count += 1
 
     def close(self):
@@ -1548,9 +1550,11 @@ class LosslessWriter:
             self.writer.release()
 
     def frames(self):
+        """The frames back, at their own size (the padding to even cut off again)."""
         cap = cv2.VideoCapture(str(self.path))
         try:
-            yield from (frame for frame, _ in read_frames(cap))
+            for frame, _ in read_frames(cap):
+                yield frame if self.size is None else frame[:self.size[1], :self.size[0]]
         finally:
             cap.release()
 
@@ -1654,8 +1658,8 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
             [("input (nearest)", cv2.resize(small, None, fx=scale, fy=scale,
                                             interpolation=cv2.INTER_NEAREST))]
         for run in active:
-            if run.ffmpeg_frames is not None:
-                big = next(run.ffmpeg_frames)
+            if run.ffmpeg_frames is not None:     # scaled from the padded frames: crop
+                big = next(run.ffmpeg_frames)[:small.shape[0] * scale, :small.shape[1] * scale]
             else:
                 start = time.perf_counter()
                 big = run.upscaler.upscale(small)
@@ -1665,7 +1669,7 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
                 run.ssim.append(ssim(high, big))
             run.frames += 1
             run.lossless.write(big)
-            run.encoded.write(pad_to_even(big))
+            run.encoded.write(big)
             frame_tiles.append((run.method.name, big))
         if grid:
             grid.write(grid_image(frame_tiles))
@@ -1686,10 +1690,8 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
             if vmaf_ok:
                 vmaf = vmaf_score(ffmpeg, run.lossless.path, truth.path)
             pairs = list(zip(truth.frames(), run.encoded.frames()))
-            encoded = (round(float(np.mean([psnr(t, e[:t.shape[0], :t.shape[1]])
-                                            for t, e in pairs])), 4),
-                       round(float(np.mean([ssim(t, e[:t.shape[0], :t.shape[1]])
-                                            for t, e in pairs])), 4))
+            encoded = (round(float(np.mean([psnr(t, e) for t, e in pairs])), 4),
+                       round(float(np.mean([ssim(t, e) for t, e in pairs])), 4))
         elif run.status == "ok":
             run.lossless.close()
             run.encoded.close()
@@ -1765,12 +1767,35 @@ def compare(paths, settings, names, reference=True, max_frames=0, report=None,
             format_table(found, out)
             say(f"grid: {video}" if video else f"picture: {picture}", settings.quiet)
             rows += found
-        except UpscaleError as exc:
-            print(f"upscale: error: {exc}", file=sys.stderr, flush=True)
+        except (UpscaleError, cv2.error) as exc:
+            detail = str(exc).strip().splitlines()[-1] if isinstance(exc, cv2.error) else exc
+            print(f"upscale: error: {path}: {detail}" if isinstance(exc, cv2.error)
+                  else f"upscale: error: {detail}", file=sys.stderr, flush=True)
             failures.append(str(path))
+    if len(inputs) > 1 and rows:
+        print(f"\nmean over {len(inputs) - len(failures)} inputs:", file=out)
+        format_table(mean_rows(rows), out)
     if report:
         Path(report).write_text(json.dumps(rows, indent=2) + "\n")
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def mean_rows(rows):
+    """One row per method with the mean of each measure over the inputs it ran on."""
+    merged = {}
+    for row in rows:
+        merged.setdefault(row["method"], []).append(row)
+    means = []
+    for method, group in merged.items():
+        done = [r for r in group if r["status"] == "ok"]
+        mean = dict(group[0], input="(mean)", frames=sum(r["frames"] for r in done))
+        for key in ("psnr", "ssim", "vmaf", "ms_per_frame", "psnr_encoded", "ssim_encoded"):
+            values = [r[key] for r in done if r[key] is not None]
+            mean[key] = round(float(np.mean(values)), 4) if values else None
+        if done:
+            mean.update(status="ok", reason="")
+        means.append(mean)
+    return means
 
 
 # ---------------------------------------------------------------------------------------------
