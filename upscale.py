@@ -1486,8 +1486,8 @@ def grid_image(tiles, max_width=GRID_MAX_WIDTH, gap=4):
     grid = np.zeros((rows * h + gap * (rows - 1), cols * w + gap * (cols - 1), 3), np.uint8)
     for i, (label, frame) in enumerate(tiles):
         r, c = divmod(i, cols)
-        small = frame if (w, h) == (tw, th) else cv2.resize(frame, (w, h),
-                                                             interpolation=cv2.INTER_AREA)
+        small = frame if (w, h) == (tw, th) else \
+            cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
         grid[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = \
             label_tile(small, label)
     return pad_to_even(grid)
@@ -1499,8 +1499,8 @@ def detail_picture(tiles):
     th, tw = tiles[0][1].shape[:2]
     ch, cw = max(8, th // 4), max(8, tw // 4)
     y, x = (th - ch) // 2, (tw - cw) // 2
-    crops = [(f"{label} (detail)", cv2.resize(frame[y:y + ch, x:x + cw], (tw, th),
-                                               interpolation=cv2.INTER_NEAREST))
+    crops = [(f"{label} (detail)",
+              cv2.resize(frame[y:y + ch, x:x + cw], (tw, th), interpolation=cv2.INTER_NEAREST))
              for label, frame in tiles]
     whole, detail = grid_image(tiles), grid_image(crops)
     width = max(whole.shape[1], detail.shape[1])
