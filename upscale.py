@@ -244,6 +244,8 @@ class Stream:
 class Probe:
     streams: list
     duration: float = 0.0     # seconds, 0 when unknown
+    format: str = ""          # ffmpeg's demuxer names, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    display_matrix: bool = False   # rotation or reflection to apply when shown
 
     def of_kind(self, kind):
         return [s for s in self.streams if s.kind == kind]
@@ -298,10 +300,13 @@ def parse_color(rest):
 
 def parse_probe(text):
     """What `ffmpeg -i FILE` printed about input #0, as a Probe."""
-    streams, duration = [], 0.0
+    streams, duration, fmt, matrix = [], 0.0, "", False
     for line in text.splitlines():
         if line.startswith("Output #"):
             break
+        if line.startswith("Input #0, "):
+            fmt = line[len("Input #0, "):].rsplit(", from ", 1)[0]
+        matrix = matrix or "Display Matrix" in line or "displaymatrix" in line
         d = DURATION_RE.search(line)
         if d and not duration:
             h, m, s = d.groups()
@@ -315,7 +320,7 @@ def parse_probe(text):
             if stream.kind == "video":
                 stream.pix_fmt, stream.color = parse_color(rest)
             streams.append(stream)
-    return Probe(streams, duration)
+    return Probe(streams, duration, fmt, matrix)
 
 
 def probe(ffmpeg, path):
@@ -580,6 +585,44 @@ def read_frames(cap, stats=None):
         yield frame, cap.get(cv2.CAP_PROP_POS_MSEC)
 
 
+# The eight ways a display matrix can turn or mirror a picture, as OpenCV calls.
+ORIENTATIONS = {
+    "as decoded": lambda f: f,
+    "mirrored": lambda f: cv2.flip(f, 1),
+    "upside down mirrored": lambda f: cv2.flip(f, 0),
+    "rotated 180": lambda f: cv2.rotate(f, cv2.ROTATE_180),
+    "rotated 90": lambda f: cv2.rotate(f, cv2.ROTATE_90_CLOCKWISE),
+    "rotated 270": lambda f: cv2.rotate(f, cv2.ROTATE_90_COUNTERCLOCKWISE),
+    "transposed": lambda f: cv2.transpose(f),
+    "anti-transposed": lambda f: cv2.rotate(cv2.transpose(f), cv2.ROTATE_180),
+}
+
+
+def display_orientation(ffmpeg, path, stream_index):
+    """Which of ORIENTATIONS turns OpenCV's frames into what a player shows.
+
+    OpenCV applies a display matrix's rotation but not its reflection, and ffmpeg's report
+    does not print the reflection; so the first frame as OpenCV decodes it is compared
+    with the same frame as ffmpeg (which applies both, like players) decodes it."""
+    cap = open_capture(path)
+    ok, frame = cap.read()
+    cap.release()
+    result = subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(path), "-map",
+                             f"0:{stream_index}", "-frames:v", "1", "-f", "rawvideo",
+                             "-pix_fmt", "bgr24", "-"], capture_output=True)
+    shown = np.frombuffer(result.stdout, np.uint8)
+    if not ok or shown.size != frame.size:
+        return "as decoded"
+    errors = {}
+    for name, turn in ORIENTATIONS.items():
+        candidate = turn(frame)
+        errors[name] = float(np.abs(candidate.astype(np.int16) -
+                                    shown.reshape(candidate.shape)).mean())
+    best = min(errors, key=errors.get)
+    # A picture that looks the same every way round (a flat colour) stays as decoded.
+    return best if errors[best] < errors["as decoded"] - 1.0 else "as decoded"
+
+
 def monotonic_times(times_ms, interval_ms):
     """Frame times made strictly increasing: broken or missing timestamps get the nominal
     interval after the previous frame rather than a duplicate or backward time."""
@@ -662,7 +705,8 @@ class FrameResult:
     skipped: int = 0          # corrupted frames that could not be decoded
 
 
-def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None):
+def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
+                   orient=ORIENTATIONS["as decoded"]):
     """Upscale every frame of cap into temp_path; returns a FrameResult.
 
     Three stages overlap: decoding and colour conversion, the network, and chroma
@@ -675,7 +719,7 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None):
     def read(stage):
         for frame, t in read_frames(cap, stats):
             times.append(t)
-            if not stage.put(upscaler.prepare(frame)):
+            if not stage.put(upscaler.prepare(orient(frame))):
                 return
 
     def write(stage):
@@ -1177,7 +1221,10 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
             run_ffmpeg(ffmpeg_scale_command(ffmpeg, source, temp_video, settings.scale,
                                             settings.codec), "scaling the video")
         else:
-            frames = upscale_video(source, temp_video, settings, upscaler, info.duration)
+            orientation = display_orientation(ffmpeg, source, info.video[0].index) \
+                if info.display_matrix else "as decoded"
+            frames = upscale_video(source, temp_video, settings, upscaler, info.duration,
+                                   orientation)
             if frames.width % 2 or frames.height % 2:
                 w, h = even_size(frames.width, frames.height)
                 warn(f"{source.name}: {frames.width}x{frames.height} is odd-sized; padded to "
@@ -1227,8 +1274,11 @@ def check_workload(source, video, settings):
             "on a 2-core machine)", settings.quiet)
 
 
-def upscale_video(source, temp_video, settings, upscaler, duration_s=0.0):
+def upscale_video(source, temp_video, settings, upscaler, duration_s=0.0,
+                  orientation="as decoded"):
     """Decode, upscale and write the picture of source into temp_video with its frame times."""
+    if orientation != "as decoded":
+        say(f"note: {source.name}: display matrix applied: {orientation}", settings.quiet)
     cap = open_capture(source)
     try:
         video = SourceVideo(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
@@ -1240,7 +1290,7 @@ def upscale_video(source, temp_video, settings, upscaler, duration_s=0.0):
         try:
             fps = video.fps if 0 < video.fps < 1000 else 30.0
             result = upscale_frames(cap, upscaler, temp_video, settings.codec.temp_fourcc,
-                                    fps, progress)
+                                    fps, progress, ORIENTATIONS[orientation])
         finally:
             progress.close()
     finally:

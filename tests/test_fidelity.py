@@ -247,3 +247,25 @@ def test_timestamp_jump_keeps_ffmpegs_frames_in_order(ffmpeg, tmp_path):
     assert np.abs(after - before).max() < 4       # none dropped, doubled or shifted
     times = packet_times(ffmpeg, out)
     assert all(b > a for a, b in zip(times, times[1:]))
+
+
+def first_frame_shown(ffmpeg, path, width, height):
+    """The first frame as a player shows it (display matrix applied), at a given size."""
+    return ffmpeg_frames(ffmpeg, path, width, height)[0].astype(float)
+
+
+@pytest.mark.parametrize("flags", [("-display_hflip",), ("-display_vflip",),
+                                   ("-display_rotation", "90", "-display_hflip"),
+                                   ("-display_rotation", "270")])
+def test_rotation_and_reflection_come_out_as_a_player_shows_them(ffmpeg, tmp_path, flags):
+    plain = make_clip(ffmpeg, tmp_path / "plain.mp4", size="64x48", seconds=0.2, audio=False)
+    turned = tmp_path / "turned.mp4"
+    subprocess.run([ffmpeg, "-v", "error", *flags, "-i", str(plain), "-c", "copy", str(turned)],
+                   check=True)
+    result = run_cli(turned, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    shown = ffmpeg_frames(ffmpeg, turned, 64, 48) if "90" not in flags and "270" not in flags \
+        else ffmpeg_frames(ffmpeg, turned, 48, 64)
+    h, w = shown.shape[1:3]
+    out = first_frame_shown(ffmpeg, tmp_path / "turned_cubic_x2.mp4", w, h)
+    assert np.abs(out - shown[0]).mean() < 8          # a wrong turn differs by about 50
