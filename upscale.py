@@ -236,6 +236,7 @@ class Stream:
     language: str = ""
     attached_pic: bool = False
     dispositions: tuple = ()   # "default", "forced", ...
+    title: str = ""
     pix_fmt: str = ""
     color: dict = field(default_factory=dict)   # range, space, transfer, primaries
 
@@ -260,6 +261,7 @@ STREAM_RE = re.compile(
     r"(Video|Audio|Subtitle|Data|Attachment): (\w+)(.*)$")
 DISPOSITION_RE = re.compile(r"\((default|forced|dub|original|comment|lyrics|karaoke|"
                             r"hearing impaired|visual impaired|captions|descriptions)\)")
+TITLE_RE = re.compile(r"^\s{6,}title\s*: (.*)$")     # a stream's, indented deeper
 DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 PIX_FMT_RE = re.compile(r"^(\w+)(?:\(([^)]*)\))?$")
 
@@ -311,6 +313,9 @@ def parse_probe(text):
         if d and not duration:
             h, m, s = d.groups()
             duration = int(h) * 3600 + int(m) * 60 + float(s)
+        title = TITLE_RE.match(line)
+        if title and streams:
+            streams[-1].title = streams[-1].title or title.group(1).strip()
         match = STREAM_RE.match(line)
         if match:
             index, lang, kind, codec, rest = match.groups()
@@ -961,12 +966,21 @@ def color_args(stream, reencode, written_by_opencv=True):
     return vfilter, [arg for k, v in tags.items() for arg in (TAG_OPTIONS[k], v)]
 
 
+def track_name_args(spec, stream, container):
+    """MP4 has no track title; players show the handler name instead, so a titled track
+    ("Director's commentary") keeps its name there."""
+    if container != "mp4" or not stream.title:
+        return []
+    return [f"-metadata:s:{spec}", f"handler_name={stream.title}"]
+
+
 def stream_plan(info, container):
     """(ffmpeg args, notes) mapping the source's audio, subtitles, attachments, chapters
     and metadata (input 1) into the output."""
     args, notes = [], []
     for k, s in enumerate(info.of_kind("audio")):
         args += ["-map", f"1:{s.index}", f"-map_metadata:s:a:{k}", f"1:s:{s.index}"]
+        args += track_name_args(f"a:{k}", s, container)
         if container == "mp4" and s.codec not in MP4_AUDIO_CODECS:
             codec, bitrate = AUDIO_REENCODE_ARGS
             args += [f"-c:a:{k}", codec, f"-b:a:{k}", bitrate]
@@ -988,6 +1002,7 @@ def stream_plan(info, container):
         # (language, title), so every stream gets its own.
         args += ["-map", f"1:{s.index}", f"-c:s:{k}", codec,
                  f"-map_metadata:s:s:{k}", f"1:s:{s.index}"]
+        args += track_name_args(f"s:{k}", s, container)
         k += 1
     if container == "matroska" and info.of_kind("attachment"):
         args += ["-map", "1:t"]

@@ -269,3 +269,33 @@ def test_rotation_and_reflection_come_out_as_a_player_shows_them(ffmpeg, tmp_pat
     h, w = shown.shape[1:3]
     out = first_frame_shown(ffmpeg, tmp_path / "turned_cubic_x2.mp4", w, h)
     assert np.abs(out - shown[0]).mean() < 8          # a wrong turn differs by about 50
+
+
+def stream_titles(ffmpeg, path, key):
+    text = subprocess.run([ffmpeg, "-hide_banner", "-i", str(path)], capture_output=True,
+                          text=True).stderr
+    return [line.split(":", 1)[1].strip() for line in text.splitlines()
+            if line.strip().startswith(key)]
+
+
+def test_track_titles_are_kept(ffmpeg, multitrack, tmp_path):
+    titled = tmp_path / "titled.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(multitrack), "-map", "0", "-c", "copy",
+                    "-metadata:s:a:1", "title=Commentary", str(titled)], check=True)
+    assert run_cli(titled, "--scale", "2", "-o", tmp_path / "out.mkv").returncode == 0
+    assert "Commentary" in stream_titles(ffmpeg, tmp_path / "out.mkv", "title")
+    assert run_cli(titled, "--scale", "2", "-o", tmp_path / "out.mp4").returncode == 0
+    assert "Commentary" in stream_titles(ffmpeg, tmp_path / "out.mp4", "handler_name")
+
+
+def test_audio_is_copied_bit_exact(ffmpeg, multitrack, tmp_path):
+    def audio_packets(path):
+        return subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-map", "0:a:0",
+                               "-c", "copy", "-f", "framemd5", "-"], capture_output=True,
+                              text=True, check=True).stdout.splitlines()
+    out = tmp_path / "out.mkv"
+    assert run_cli(multitrack, "--scale", "2", "-o", out).returncode == 0
+    checksums = [line.rsplit(",", 1)[-1] for line in audio_packets(multitrack)
+                 if not line.startswith("#")]
+    assert checksums == [line.rsplit(",", 1)[-1] for line in audio_packets(out)
+                         if not line.startswith("#")]
