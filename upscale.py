@@ -337,7 +337,8 @@ def probe(ffmpeg, path):
     if not info.streams:
         last = result.stderr.strip().splitlines()[-1:] or ["no streams"]
         reason = last[0].split(": ", 1)[-1].strip()
-        raise UpscaleError(f"{path}: not a video file ffmpeg can read ({reason})")
+        raise UpscaleError(f"{path}: not a video file ffmpeg can read ({reason}); check that "
+                           "it plays in a video player")
     return info
 
 
@@ -1198,11 +1199,13 @@ def check_source(path):
     if not p.exists():
         raise UpscaleError(f"{path}: no such file; check the path")
     if p.is_dir():
-        raise UpscaleError(f"{path}: is a directory with no video files")
+        raise UpscaleError(f"{path}: is a folder with no video files directly inside; give "
+                           "video files, or the folder that holds them")
     if not os.access(p, os.R_OK):
         raise UpscaleError(f"{path}: permission denied; check the file's permissions")
     if p.stat().st_size == 0:
-        raise UpscaleError(f"{path}: empty file (0 bytes), not a video")
+        raise UpscaleError(f"{path}: empty file (0 bytes), not a video; copy or export it "
+                           "again")
 
 
 def temp_name(final, tag):
@@ -1218,7 +1221,11 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
     info = probe(ffmpeg, source)
     if not info.video:
         kinds = ", ".join(sorted({s.kind for s in info.streams})) or "nothing"
-        raise UpscaleError(f"{source}: has no video stream (only {kinds}); nothing to upscale")
+        raise UpscaleError(f"{source}: has no video stream (only {kinds}); nothing to upscale "
+                           "here, give the video file instead")
+    if info.format.endswith("_pipe") or info.format in ("image2", "gif"):
+        raise UpscaleError(f"{source}: is an image ({info.video[0].codec}), not a video; "
+                           "to see how methods enlarge it, use --compare")
     if len(info.video) > 1:
         say(f"note: {source} has {len(info.video)} video streams; upscaling the first",
             settings.quiet)

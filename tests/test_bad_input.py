@@ -281,3 +281,64 @@ def test_unreadable_file_is_an_error_and_the_others_continue(ffmpeg, tmp_path):
     assert (tmp_path / "good_fsrcnn_x2.mp4").is_file()
     assert not (tmp_path / "locked_fsrcnn_x2.mp4").exists()
     assert leftovers(tmp_path) == []
+
+
+# The table, row by row: each bad input is given together with a good clip and an
+# existing output; every row must end the same way.
+def bad_missing(ffmpeg, folder):
+    return folder / "missing.mp4"
+
+
+def bad_empty_folder(ffmpeg, folder):
+    (folder / "empty").mkdir()
+    return folder / "empty"
+
+
+def bad_zero_bytes(ffmpeg, folder):
+    (folder / "zero.mp4").write_bytes(b"")
+    return folder / "zero.mp4"
+
+
+def bad_text(ffmpeg, folder):
+    (folder / "notes.mp4").write_text("shopping list\n" * 50)
+    return folder / "notes.mp4"
+
+
+def bad_image(ffmpeg, folder):
+    import cv2
+    import numpy as np
+    cv2.imwrite(str(folder / "photo.png"), np.full((40, 60, 3), 90, np.uint8))
+    return folder / "photo.png"
+
+
+def bad_audio_only(ffmpeg, folder):
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=d=0.3", "-c:a", "aac",
+                    str(folder / "song.m4a")], check=True)
+    return folder / "song.m4a"
+
+
+def bad_unreadable(ffmpeg, folder):
+    clip = make_clip(ffmpeg, folder / "locked.mp4", seconds=0.2)
+    clip.chmod(0)
+    return clip
+
+
+@pytest.mark.parametrize("make_bad", [bad_missing, bad_empty_folder, bad_zero_bytes, bad_text,
+                                      bad_image, bad_audio_only, bad_unreadable])
+def test_bad_input_row(ffmpeg, tmp_path, make_bad):
+    bad = make_bad(ffmpeg, tmp_path)
+    before = bad.read_bytes() if bad.is_file() and os.access(bad, os.R_OK) and \
+        make_bad is not bad_unreadable else None
+    good = make_clip(ffmpeg, tmp_path / "good.mp4", seconds=0.2)
+    kept = make_clip(ffmpeg, tmp_path / "kept.mp4", seconds=0.2)
+    (tmp_path / "kept_fsrcnn_x2.mp4").write_bytes(b"an earlier result")
+    result = subprocess.run(as_user_without_root_powers(
+        [sys.executable, str(SCRIPT), str(bad), str(good), str(kept), "--scale", "2"]),
+        env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert_one_clear_error(result, 1, bad.name)
+    assert (tmp_path / "good_fsrcnn_x2.mp4").is_file()                   # others complete
+    assert (tmp_path / "kept_fsrcnn_x2.mp4").read_bytes() == b"an earlier result"
+    assert not list(tmp_path.glob(f"{bad.stem}_*"))                       # no partial output
+    assert leftovers(tmp_path) == []                                      # no temp files
+    if before is not None:
+        assert bad.read_bytes() == before                                 # input untouched
