@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import queue
 import re
@@ -80,6 +81,8 @@ class Method:
     url: str = ""              # official folder the file is downloaded from
     interpolation: int = cv2.INTER_CUBIC
     about: str = ""
+    features: int = 0          # widest feature map, channels: memory per input pixel
+    reach: int = 0             # input pixels a tile needs around it to come out seamless
 
     @property
     def is_network(self):
@@ -93,15 +96,15 @@ ANY_SCALE = tuple(range(2, 9))
 
 METHODS = {m.name: m for m in (
     Method("fsrcnn", (2, 3, 4), "luma", "fsrcnn", "FSRCNN_x{scale}.pb", FSRCNN_URL,
-           about="fast, good (default)"),
+           about="fast, good (default)", features=56, reach=8),
     Method("fsrcnn-small", (2, 3, 4), "luma", "fsrcnn", "FSRCNN-small_x{scale}.pb", FSRCNN_URL,
-           about="fastest network"),
+           about="fastest network", features=32, reach=8),
     Method("espcn", (2, 3, 4), "luma", "espcn", "ESPCN_x{scale}.pb", ESPCN_URL,
-           about="fast, good"),
+           about="fast, good", features=64, reach=8),
     Method("lapsrn", (2, 4, 8), "luma", "lapsrn", "LapSRN_x{scale}.pb", LAPSRN_URL,
-           about="slow (~100x FSRCNN), x8 capable"),
+           about="slow (~100x FSRCNN), x8 capable", features=64, reach=32),
     Method("edsr", (2, 3, 4), "bgr", "edsr", "EDSR_x{scale}.pb", EDSR_URL,
-           about="very slow, best quality"),
+           about="very slow, best quality", features=256, reach=80),
     Method("nearest", ANY_SCALE, "resize", interpolation=cv2.INTER_NEAREST,
            about="baseline: cv2.resize nearest"),
     Method("linear", ANY_SCALE, "resize", interpolation=cv2.INTER_LINEAR,
@@ -486,6 +489,73 @@ def read_network(model_path):
     return cv2.dnn.readNetFromTensorflow(str(model_path), "", classic)
 
 
+# Memory the network's feature maps may take for one forward pass before frames are split
+# into tiles (a 3840x2160 frame through FSRCNN would need about 6 GB in one piece).
+NETWORK_MEMORY_BUDGET = 768 << 20
+BYTES_PER_FEATURE = 4 * 3          # float32, about three maps alive at once
+
+
+def auto_tile(method, height, width):
+    """Tile size (input pixels, before overlap) that keeps a forward pass within
+    NETWORK_MEMORY_BUDGET; 0 when the whole frame fits."""
+    per_pixel = max(1, method.features) * BYTES_PER_FEATURE
+    if height * width * per_pixel <= NETWORK_MEMORY_BUDGET:
+        return 0
+    side = int(math.sqrt(NETWORK_MEMORY_BUDGET / per_pixel)) - 2 * method.reach
+    return max(32, side // 16 * 16)
+
+
+def tile_spans(length, tile, overlap):
+    """[(start, end, core_start, core_end)]: tiles of `tile` pixels along one axis, each
+    read with `overlap` pixels of context on both sides, whose cores cover 0..length."""
+    return [(max(0, core - overlap), min(length, core + tile + overlap), core,
+             min(core + tile, length)) for core in range(0, length, tile)]
+
+
+def forward_tiled(net, blob, scale, tile, overlap):
+    """net's output for blob, computed tile by tile. With overlap at least the network's
+    reach, every output pixel sees exactly what it would see untiled: no seams."""
+    n, _, h, w = blob.shape
+    out = None
+    for y0, y1, cy0, cy1 in tile_spans(h, tile, overlap):
+        for x0, x1, cx0, cx1 in tile_spans(w, tile, overlap):
+            net.setInput(np.ascontiguousarray(blob[:, :, y0:y1, x0:x1]))
+            part = net.forward()
+            if out is None:
+                out = np.empty((n, part.shape[1], h * scale, w * scale), np.float32)
+            out[:, :, cy0 * scale:cy1 * scale, cx0 * scale:cx1 * scale] = \
+                part[:, :, (cy0 - y0) * scale:(cy1 - y0) * scale,
+                     (cx0 - x0) * scale:(cx1 - x0) * scale]
+    return out
+
+
+# --device: name -> (DNN backend, DNN target); "auto" tries them in this order.
+DEVICES = {
+    "cuda": ("DNN_BACKEND_CUDA", "DNN_TARGET_CUDA"),
+    "opencl": ("DNN_BACKEND_OPENCV", "DNN_TARGET_OPENCL"),
+    "cpu": ("DNN_BACKEND_OPENCV", "DNN_TARGET_CPU"),
+}
+
+
+def device_problem(name):
+    """Why this OpenCV and machine cannot run the DNN on a device; "" when they can."""
+    if name == "cuda":
+        count = cv2.cuda.getCudaEnabledDeviceCount() if hasattr(cv2, "cuda") else 0
+        if count == 0:
+            return ("this OpenCV build has no CUDA support or no CUDA device is present "
+                    "(pip's opencv packages have none)")
+    if name == "opencl":
+        if not cv2.ocl.haveOpenCL():
+            return "no OpenCL platform is available to OpenCV on this machine"
+    return ""
+
+
+def use_device(net, name):
+    backend, target = DEVICES[name]
+    net.setPreferableBackend(getattr(cv2.dnn, backend))
+    net.setPreferableTarget(getattr(cv2.dnn, target))
+
+
 class NetworkUpscaler(ResizeUpscaler):
     """A dnn_superres network run on OpenCV's DNN module directly.
 
@@ -495,16 +565,38 @@ class NetworkUpscaler(ResizeUpscaler):
     DnnSuperResImpl does it.
     """
 
-    def __init__(self, method, scale, model_path):
+    def __init__(self, method, scale, model_path, tile=None, device="cpu"):
         silence_opencv()
         # Creating a DnnSuperResImpl registers the DepthToSpace layer these graphs need.
         self._keepalive = cv2.dnn_superres.DnnSuperResImpl_create()
-        self.scale, self.runs = scale, method.runs
+        self.method, self.scale, self.runs = method, scale, method.runs
+        self.tile = tile            # None: automatic; 0: never; N: N input pixels
         try:
             self.net = read_network(model_path)
         except cv2.error:
             raise UpscaleError(f"model file {model_path} cannot be loaded by OpenCV; delete "
                                "it to download it again") from None
+        self.device = self.choose_device(device)
+
+    def choose_device(self, wanted):
+        """The device the network runs on: the one asked for, or an error that says why
+        not; "auto" takes the first that works and falls back to the CPU."""
+        for name in (("cuda", "opencl", "cpu") if wanted == "auto" else (wanted,)):
+            problem = device_problem(name)
+            if not problem:
+                try:
+                    use_device(self.net, name)
+                    self.net.setInput(np.zeros((1, 3 if self.runs == "bgr" else 1, 8, 8),
+                                               np.float32))
+                    self.net.forward()
+                    return name
+                except cv2.error as exc:
+                    problem = str(exc).strip().splitlines()[-1]
+            if wanted != "auto":
+                raise UpscaleError(f"--device {name}: {problem}; use --device cpu (or auto "
+                                   "to take the best available)")
+        use_device(self.net, "cpu")
+        return "cpu"
 
     def prepare(self, frame):
         if self.runs == "luma":
@@ -514,6 +606,10 @@ class NetworkUpscaler(ResizeUpscaler):
 
     def infer(self, prepared):
         source, blob = prepared
+        h, w = blob.shape[2:]
+        tile = auto_tile(self.method, h, w) if self.tile is None else self.tile
+        if tile and (h > tile or w > tile):
+            return source, forward_tiled(self.net, blob, self.scale, tile, self.method.reach)
         self.net.setInput(blob)
         return source, self.net.forward()
 
@@ -530,9 +626,10 @@ class NetworkUpscaler(ResizeUpscaler):
         return np.clip(bgr + 0.5, 0, 255).astype(np.uint8)
 
 
-def make_upscaler(method, scale, model_dir=None, quiet=False):
+def make_upscaler(method, scale, model_dir=None, quiet=False, tile=None, device="cpu"):
     if method.is_network:
-        return NetworkUpscaler(method, scale, locate_model(method, scale, model_dir, quiet))
+        return NetworkUpscaler(method, scale, locate_model(method, scale, model_dir, quiet),
+                               tile, device)
     return ResizeUpscaler(method, scale)
 
 
@@ -1148,6 +1245,9 @@ class Settings:
     overwrite: bool = False
     quiet: bool = False
     model_dir: Path = None
+    tile: int = None           # None: automatic; 0: never; N: tiles of N input pixels
+    device: str = "cpu"
+    jobs: int = 1
 
 
 def default_extension(settings):
@@ -1399,7 +1499,8 @@ def benchmark(source, settings, repeats=2, out=sys.stdout):
         raise UsageError("--benchmark measures OpenCV methods; pick a model or cv2 baseline")
     model_path = locate_model(method, scale, settings.model_dir, settings.quiet) \
         if method.is_network else None
-    upscaler = make_upscaler(method, scale, settings.model_dir, True)
+    upscaler = make_upscaler(method, scale, settings.model_dir, True, settings.tile,
+                             settings.device)
     quiet = dataclasses.replace(settings, quiet=True, overwrite=True, output=None,
                                 output_dir=None)
 
@@ -1668,7 +1769,8 @@ def prepare_runs(names, scale, settings, quiet):
                 f"{', '.join(map(str, method.scales))})"
         elif method.runs != "ffmpeg":
             try:
-                run.upscaler = make_upscaler(method, scale, settings.model_dir, quiet)
+                run.upscaler = make_upscaler(method, scale, settings.model_dir, quiet,
+                                             settings.tile, settings.device)
             except UpscaleError as exc:
                 run.status, run.reason = "skipped", str(exc)
         runs.append(run)
@@ -1907,6 +2009,30 @@ def scale_arg(text):
     return value
 
 
+def tile_arg(text):
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"tile must be auto, 0 or a size in pixels like "
+                                         f"256, not {text!r}") from None
+    if value < 0 or 0 < value < 16:
+        raise argparse.ArgumentTypeError(f"tile must be 0 (never) or at least 16, not {value}")
+    return value
+
+
+def jobs_arg(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"jobs must be a whole number of 1 or more, "
+                                         f"not {text!r}")
+    return value
+
+
 def build_parser():
     models = ", ".join(f"{m.name} ({'/'.join(map(str, m.scales))})"
                        for m in METHODS.values() if m.is_network)
@@ -1938,6 +2064,17 @@ def build_parser():
                         help="quality for h264/h265, lower is better (default: 18)")
     parser.add_argument("--preset", default="medium",
                         help="x264/x265 speed preset (default: medium)")
+    parser.add_argument("--tile", type=tile_arg, default=None, metavar="SIZE",
+                        help="run the network on tiles of SIZE input pixels (overlapping, "
+                             "seamless) to bound memory; 0 never tiles (default: auto, tiles "
+                             "only frames too big for about 768 MB of network memory)")
+    parser.add_argument("--device", choices=("cpu", "opencl", "cuda", "auto"), default="cpu",
+                        help="where the network runs: an unavailable device is an error, "
+                             "auto takes the best available and falls back to the CPU "
+                             "(default: cpu)")
+    parser.add_argument("-j", "--jobs", type=jobs_arg, default=1, metavar="N",
+                        help="upscale N inputs at once, each with a fair share of the CPU "
+                             "threads (default: 1)")
     parser.add_argument("--model-dir", type=Path, metavar="DIR",
                         help="folder of model files searched first, and where downloads go")
     parser.add_argument("--overwrite", action="store_true",
@@ -1981,7 +2118,8 @@ def settings_from_args(args):
             raise UsageError(f"--frames must be 0 (all) or more, not {args.frames}")
         return Settings(method=method, scale=args.scale, codec=CODECS["mp4v"],
                         output=args.output, output_dir=args.output_dir,
-                        overwrite=args.overwrite, quiet=args.quiet, model_dir=args.model_dir)
+                        overwrite=args.overwrite, quiet=args.quiet, model_dir=args.model_dir,
+                        tile=args.tile, device=args.device)
     if args.scale not in method.scales:
         valid = ", ".join(map(str, method.scales))
         raise UsageError(f"{method.name} has no x{args.scale} model; its scales are {valid}")
@@ -2001,7 +2139,8 @@ def settings_from_args(args):
     return Settings(method=method, scale=args.scale, codec=CODECS[args.codec], crf=args.crf,
                     preset=args.preset, format=fmt, output=args.output,
                     output_dir=args.output_dir, overwrite=args.overwrite, quiet=args.quiet,
-                    model_dir=args.model_dir)
+                    model_dir=args.model_dir, tile=args.tile, device=args.device,
+                    jobs=args.jobs)
 
 
 OUTPUT_NAME_RE = re.compile(r"_(%s)_x\d+$" % "|".join(re.escape(m) for m in METHODS))
@@ -2027,8 +2166,89 @@ def handle_sigterm(signum, frame):
     raise Terminated()
 
 
+class ModelUnavailable(UpscaleError):
+    """The model or device cannot be had: no input can be upscaled."""
+
+
+def load_upscaler(settings):
+    """The run's upscaler, loaded once; ModelUnavailable if it cannot be."""
+    try:
+        upscaler = make_upscaler(settings.method, settings.scale, settings.model_dir,
+                                 settings.quiet, settings.tile, settings.device)
+    except UpscaleError as exc:
+        raise ModelUnavailable(str(exc)) from None
+    if settings.device == "auto":
+        say(f"note: running the network on the {upscaler.device}", settings.quiet)
+    return upscaler
+
+
+def child_args(settings):
+    """Command-line options that make a child process do what settings say, for --jobs."""
+    args = ["--model", settings.method.name, "--scale", str(settings.scale),
+            "--codec", settings.codec.name, "--crf", str(settings.crf),
+            "--preset", settings.preset, "--device", settings.device,
+            "--tile", "auto" if settings.tile is None else str(settings.tile)]
+    for flag, value in (("--format", settings.format), ("--output-dir", settings.output_dir),
+                        ("--model-dir", settings.model_dir)):
+        if value:
+            args += [flag, str(value)]
+    return args + ["--overwrite"] * settings.overwrite + ["--quiet"] * settings.quiet
+
+
+def run_jobs(settings, inputs):
+    """--jobs N: each input in its own process, N at a time, each with its share of the
+    CPU threads; their messages are passed on line by line, prefixed with the file name."""
+    if settings.method.is_network:      # fetch the model once, not in N processes at once
+        try:
+            locate_model(settings.method, settings.scale, settings.model_dir, settings.quiet)
+        except UpscaleError as exc:
+            print(f"upscale: error: {exc}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
+    env = dict(os.environ, UPSCALE_THREADS=str(max(1, (os.cpu_count() or 1) // settings.jobs)))
+    lock, children, results = threading.Lock(), set(), {}
+
+    def one(source):
+        command = [sys.executable, str(Path(__file__).resolve()), "--", str(source)]
+        proc = subprocess.Popen(command[:2] + child_args(settings) + command[2:], env=env,
+                                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                errors="replace")
+        with lock:
+            children.add(proc)
+        for line in proc.stderr:
+            with lock:
+                sys.stderr.write(f"[{Path(source).name}] {line}")
+                sys.stderr.flush()
+        results[str(source)] = proc.wait()
+        with lock:
+            children.discard(proc)
+
+    workers = []
+    try:
+        pending = list(inputs)
+        while pending or workers:
+            workers = [w for w in workers if w.is_alive()]
+            while pending and len(workers) < settings.jobs:
+                worker = threading.Thread(target=one, args=(pending.pop(0),), daemon=True)
+                worker.start()
+                workers.append(worker)
+            time.sleep(0.05)
+    except BaseException:
+        with lock:
+            for proc in children:        # each cleans up its own temporary files
+                proc.terminate()
+        for worker in workers:
+            worker.join(timeout=60)
+        raise
+    failed = [name for name, code in results.items() if code != 0]
+    summary = f"{len(results) - len(failed)} done or skipped, {len(failed)} failed"
+    say(summary + (": " + ", ".join(failed) if failed else ""), settings.quiet and not failed)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def run(settings, inputs):
     """Process every input; returns the exit status."""
+    if settings.jobs > 1 and len(inputs) > 1:
+        return run_jobs(settings, inputs)
     failures, done, skipped = [], 0, 0
     ffmpeg = upscaler = None
     for source in inputs:
@@ -2044,14 +2264,17 @@ def run(settings, inputs):
                 continue
             ffmpeg = ffmpeg or find_ffmpeg()
             if upscaler is None and settings.method.runs != "ffmpeg":
-                upscaler = make_upscaler(settings.method, settings.scale, settings.model_dir,
-                                         settings.quiet)
+                upscaler = load_upscaler(settings)
             started = time.monotonic()
             count = upscale_file(Path(source), out_path, settings, ffmpeg, upscaler)
             seconds = time.monotonic() - started
             rate = f"{count} frames, {count / seconds:.1f} fps, " if count else ""
             say(f"done: {source} -> {out_path} ({rate}{seconds:.1f} s)", settings.quiet)
             done += 1
+        except ModelUnavailable as exc:
+            # The same for every input: say it once rather than once per file.
+            print(f"upscale: error: {exc}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
         except UpscaleError as exc:
             print(f"upscale: error: {exc}", file=sys.stderr, flush=True)
             failures.append(str(source))
@@ -2076,6 +2299,8 @@ def main(argv=None):
         print(f"upscale: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     signal.signal(signal.SIGTERM, handle_sigterm)
+    if os.environ.get("UPSCALE_THREADS", "").isdigit():     # set by a parent's --jobs
+        cv2.setNumThreads(int(os.environ["UPSCALE_THREADS"]))
     try:
         if args.benchmark:
             return benchmark(expand_inputs(args.inputs)[0], settings)

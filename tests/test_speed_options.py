@@ -1,0 +1,105 @@
+"""--tile, --device and --jobs: the options that trade memory, hardware and cores."""
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+import upscale
+from conftest import SCRIPT, cli_env, leftovers, make_clip, run_cli, video_size
+
+
+@pytest.mark.parametrize("name,scale", [("fsrcnn", 4), ("espcn", 3), ("lapsrn", 8),
+                                        ("fsrcnn-small", 2)])
+def test_tiled_upscaling_is_seamless(model_dir, name, scale):
+    method = upscale.METHODS[name]
+    path = model_dir / method.file_name(scale)
+    rng = np.random.default_rng(5)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (70, 110, 3), dtype=np.uint8), (3, 3), 0)
+    whole = upscale.NetworkUpscaler(method, scale, path, tile=0).upscale(frame)
+    tiled = upscale.NetworkUpscaler(method, scale, path, tile=24).upscale(frame)
+    assert tiled.shape == whole.shape
+    assert cv2.PSNR(tiled, whole) >= 50
+
+
+def test_tiles_cover_every_pixel_once():
+    spans = upscale.tile_spans(100, 32, 8)
+    assert [(a, b) for _, _, a, b in spans] == [(0, 32), (32, 64), (64, 96), (96, 100)]
+    assert all(s <= a and b <= e for s, e, a, b in spans)
+
+
+def test_automatic_tiles_keep_a_4k_frame_within_the_memory_budget():
+    fsrcnn = upscale.METHODS["fsrcnn"]
+    assert upscale.auto_tile(fsrcnn, 112, 200) == 0           # small frames: one piece
+    tile = upscale.auto_tile(fsrcnn, 2160, 3840)
+    assert tile > 0
+    side = tile + 2 * fsrcnn.reach
+    assert side * side * fsrcnn.features * upscale.BYTES_PER_FEATURE <= \
+        upscale.NETWORK_MEMORY_BUDGET
+
+
+def test_tile_option_upscales_in_pieces(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="96x64", seconds=0.2)
+    result = run_cli(src, "--scale", "3", "--tile", "32")
+    assert result.returncode == 0, result.stderr
+    assert video_size(tmp_path / "clip_fsrcnn_x3.mp4") == (288, 192)
+
+
+@pytest.mark.parametrize("value", ["5", "-1", "big"])
+def test_bad_tile_is_a_usage_error(value):
+    result = run_cli("x.mp4", "--tile", value)
+    assert result.returncode == 2 and "tile" in result.stderr
+
+
+def test_unavailable_device_is_one_clear_error(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    other = make_clip(ffmpeg, tmp_path / "other.mp4", seconds=0.2)
+    device = "cuda" if upscale.device_problem("cuda") else "opencl"
+    if not upscale.device_problem(device):
+        pytest.fail("this machine has both CUDA and OpenCL: nothing unavailable to test")
+    result = run_cli(src, other, "--scale", "2", "--device", device)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and f"--device {device}" in errors[0] and "--device cpu" in errors[0]
+    assert leftovers(tmp_path) == [] and not list(tmp_path.glob("*_fsrcnn_x2.mp4"))
+
+
+def test_auto_device_falls_back_to_the_cpu(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    result = run_cli(src, "--scale", "2", "--device", "auto")
+    assert result.returncode == 0, result.stderr
+    assert "running the network on the" in result.stderr
+
+
+def test_jobs_do_every_input_and_keep_messages_per_file(ffmpeg, tmp_path):
+    for name in ("a", "b", "c"):
+        make_clip(ffmpeg, tmp_path / f"{name}.mp4", seconds=0.3)
+    (tmp_path / "d.mp4").write_text("not a video")
+    result = run_cli(tmp_path, "--scale", "2", "--jobs", "2")
+    assert result.returncode == 1
+    for name in ("a", "b", "c"):
+        assert (tmp_path / f"{name}_fsrcnn_x2.mp4").is_file()
+        assert any(line.startswith(f"[{name}.mp4] done:") for line in result.stderr.splitlines())
+    assert any(line.startswith("[d.mp4] upscale: error:") for line in result.stderr.splitlines())
+    assert "3 done or skipped, 1 failed" in result.stderr
+    assert leftovers(tmp_path) == []
+
+
+def test_jobs_interrupted_leave_nothing(ffmpeg, tmp_path):
+    for name in ("a", "b"):
+        make_clip(ffmpeg, tmp_path / f"{name}.mp4", size="160x120", seconds=20)
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path), "--model", "lapsrn",
+                             "--scale", "4", "--jobs", "2"], env=cli_env(),
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sum(
+            p.name.endswith(".video.mp4") and p.stat().st_size > 0
+            for p in tmp_path.iterdir()) < 2:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4"]
