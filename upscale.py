@@ -89,6 +89,7 @@ class Method:
     about: str = ""
     features: int = 0          # widest feature map, channels: memory per input pixel
     reach: int = 0             # input pixels a tile needs around it to come out seamless
+    streams: int = 1           # networks run side by side (see inference_streams)
 
     @property
     def is_network(self):
@@ -102,11 +103,11 @@ ANY_SCALE = tuple(range(2, 9))
 
 METHODS = {m.name: m for m in (
     Method("fsrcnn", (2, 3, 4), "luma", "fsrcnn", "FSRCNN_x{scale}.pb", FSRCNN_URL,
-           about="fast, good (default)", features=56, reach=8),
+           about="fast, good (default)", features=56, reach=8, streams=2),
     Method("fsrcnn-small", (2, 3, 4), "luma", "fsrcnn", "FSRCNN-small_x{scale}.pb", FSRCNN_URL,
-           about="fastest network", features=32, reach=8),
+           about="fastest network", features=32, reach=8, streams=2),
     Method("espcn", (2, 3, 4), "luma", "espcn", "ESPCN_x{scale}.pb", ESPCN_URL,
-           about="fast, good", features=64, reach=8),
+           about="fast, good", features=64, reach=8, streams=2),
     Method("lapsrn", (2, 4, 8), "luma", "lapsrn", "LapSRN_x{scale}.pb", LAPSRN_URL,
            about="slow (~100x FSRCNN), x8 capable", features=64, reach=32),
     Method("edsr", (2, 3, 4), "bgr", "edsr", "EDSR_x{scale}.pb", EDSR_URL,
@@ -827,13 +828,16 @@ class FrameResult:
 
 
 def inference_streams(upscaler):
-    """How many networks run side by side. On few cores one network split over all of
-    them waits at every layer for the thread that the decoder or encoder just took; two
-    single-threaded networks on two cores measured 1.6-1.8x the frames per second of one
-    two-threaded network here."""
+    """How many copies of the network run side by side, each on its share of the threads.
+
+    A small network (FSRCNN, ESPCN) split over all cores waits at every one of its thin
+    layers for the slowest thread, often one the decoder or encoder just took: on 2 cores
+    two single-threaded copies gave 1.0-2.6x the frames per second of one two-threaded
+    copy, never less. LapSRN's and EDSR's wide layers split well, and two copies of them
+    were slower (0.8x), so they run one."""
     if not isinstance(upscaler, NetworkUpscaler):
         return 1
-    return max(1, min(2, cv2.getNumThreads()))
+    return max(1, min(upscaler.method.streams, cv2.getNumThreads()))
 
 
 def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
