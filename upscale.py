@@ -27,6 +27,7 @@ Run `python upscale.py --help` for every option.
 import argparse
 import dataclasses
 import hashlib
+import http.client
 import json
 import math
 import os
@@ -435,7 +436,7 @@ def download_model(url, dest, checksum, quiet=False):
                                f"checksum; nothing was saved. Put the official file in "
                                f"{dest.parent} yourself")
         os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise UpscaleError(f"cannot download model file {dest.name} from {url} ({reason}); "
                            f"download it yourself and put it in {dest.parent}") from None
@@ -459,7 +460,7 @@ def locate_model(method, scale, model_dir=None, quiet=False):
 
 # ---------------------------------------------------------------------------------------------
 # Upscalers: each splits its work in three so reading, inference and writing can overlap
-#   prepare(frame) runs in the reader thread, infer(x) in the main thread,
+#   prepare(frame) runs in the reader thread, infer(x) in an inference thread,
 #   finish(y) in the writer thread. Each is a pure function of its argument.
 # ---------------------------------------------------------------------------------------------
 
