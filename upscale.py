@@ -176,6 +176,9 @@ CODECS = {c.name: c for c in (
 
 # Audio codecs MP4 can carry as they are; anything else is re-encoded to AAC there.
 MP4_AUDIO_CODECS = frozenset("aac mp3 mp2 ac3 eac3 alac flac opus".split())
+# QuickTime also carries uncompressed audio as it is.
+MOV_AUDIO_CODECS = MP4_AUDIO_CODECS | {"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be",
+                                       "pcm_s32le", "pcm_f32le", "pcm_u8"}
 TEXT_SUBTITLE_CODECS = frozenset("subrip srt ass ssa webvtt mov_text text".split())
 AUDIO_REENCODE_ARGS = ("aac", "256k")
 
@@ -1076,10 +1079,10 @@ def rewrite_mp4_timing(path, times_ms, last_interval_ms):
 # ---------------------------------------------------------------------------------------------
 
 def container_of(path, fmt=None):
-    """"matroska" or "mp4", from --format or the output's extension."""
+    """"matroska", "mov" or "mp4", from --format or the output's extension."""
     if fmt:
-        return "matroska" if fmt in ("mkv", "matroska") else "mp4"
-    return "matroska" if Path(path).suffix.lower() in (".mkv", ".webm") else "mp4"
+        return {"mkv": "matroska", "matroska": "matroska", "mov": "mov"}.get(fmt, "mp4")
+    return {".mkv": "matroska", ".mov": "mov"}.get(Path(path).suffix.lower(), "mp4")
 
 
 # Matrices swscale can convert to, by the name ffmpeg reports for a stream's colour space.
@@ -1123,7 +1126,7 @@ def color_args(stream, reencode, written_by_opencv=True):
 def track_name_args(spec, stream, container):
     """MP4 has no track title; players show the handler name instead, so a titled track
     ("Director's commentary") keeps its name there."""
-    if container != "mp4" or not stream.title:
+    if container == "matroska" or not stream.title:
         return []
     return [f"-metadata:s:{spec}", f"handler_name={stream.title}"]
 
@@ -1135,11 +1138,13 @@ def stream_plan(info, container):
     for k, s in enumerate(info.of_kind("audio")):
         args += ["-map", f"1:{s.index}", f"-map_metadata:s:a:{k}", f"1:s:{s.index}"]
         args += track_name_args(f"a:{k}", s, container)
-        if container == "mp4" and s.codec not in MP4_AUDIO_CODECS:
+        if container == "mp4" and s.codec not in MP4_AUDIO_CODECS or \
+                container == "mov" and s.codec not in MOV_AUDIO_CODECS:
             codec, bitrate = AUDIO_REENCODE_ARGS
             args += [f"-c:a:{k}", codec, f"-b:a:{k}", bitrate]
-            notes.append(f"audio stream {k + 1} ({s.codec}) cannot go into MP4 as it is: "
-                         f"re-encoded to AAC {bitrate} (use an .mkv output to keep it exact)")
+            notes.append(f"audio stream {k + 1} ({s.codec}) cannot go into {container.upper()} "
+                         f"as it is: re-encoded to AAC {bitrate} (use an .mkv output to keep "
+                         "it exact)")
         else:
             args += [f"-c:a:{k}", "copy"]
     k = 0
@@ -1149,8 +1154,8 @@ def stream_plan(info, container):
         elif s.codec in TEXT_SUBTITLE_CODECS:
             codec = "mov_text"
         else:
-            notes.append(f"subtitle stream ({s.codec}) cannot go into MP4 and was dropped "
-                         "(use an .mkv output to keep it)")
+            notes.append(f"subtitle stream ({s.codec}) cannot go into {container.upper()} "
+                         "and was dropped (use an .mkv output to keep it)")
             continue
         # Naming any -map_metadata turns off ffmpeg's default copying of stream metadata
         # (language, title), so every stream gets its own.
@@ -1168,7 +1173,7 @@ def stream_plan(info, container):
 
 def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
                 video_offset=0.0):
-    """The ffmpeg command that makes out_path ("mp4" or "matroska" container) from the
+    """The ffmpeg command that makes out_path (a container_of() container) from the
     temporary video, whose first frame belongs at video_offset seconds, and the source."""
     codec = settings.codec
     args = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
@@ -1186,11 +1191,10 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
     args += vfilter + tags
     streams, notes = stream_plan(info, container)
     args += streams
-    if container == "mp4":
+    if container in ("mp4", "mov"):
         # write_colr: without it the MP4 muxer drops colour tags of a copied stream.
-        args += ["-movflags", "+faststart+write_colr", "-f", "mp4"]
-    else:
-        args += ["-f", "matroska"]
+        args += ["-movflags", "+faststart+write_colr"]
+    args += ["-f", container]
     return args + [str(out_path)], notes
 
 
@@ -1307,6 +1311,8 @@ class Settings:
 
 
 def default_extension(settings):
+    if settings.format == "mov":
+        return ".mov"
     if settings.format in ("mkv", "matroska") or (not settings.format and
                                                   settings.codec.name == "ffv1"):
         return ".mkv"
@@ -2137,7 +2143,7 @@ def build_parser():
     parser.add_argument("--output-dir", type=Path, metavar="DIR",
                         help="folder for outputs (created if missing); default: beside "
                              "each input")
-    parser.add_argument("--format", choices=("mp4", "mkv"), default="",
+    parser.add_argument("--format", choices=("mp4", "mkv", "mov"), default="",
                         help="output container (default: from -o's extension, else mp4)")
     parser.add_argument("--codec", choices=list(CODECS), default="mp4v",
                         help="video codec of the output: " + "; ".join(
@@ -2218,7 +2224,9 @@ def settings_from_args(args):
         if suffix not in (".mp4", ".m4v", ".mov", ".mkv"):
             raise UsageError(f"output {args.output} must end in .mp4, .m4v, .mov or .mkv "
                              "(or give --format)")
-        fmt = "mkv" if suffix == ".mkv" else "mp4"
+        fmt = {".mkv": "mkv", ".mov": "mov"}.get(suffix, "mp4")
+    if args.codec == "ffv1" and fmt in ("mp4", "mov"):
+        raise UsageError("--codec ffv1 needs Matroska: give an .mkv output name or --format mkv")
     return Settings(method=method, scale=args.scale, codec=CODECS[args.codec], crf=args.crf,
                     preset=args.preset, format=fmt, output=args.output,
                     output_dir=args.output_dir, overwrite=args.overwrite, quiet=args.quiet,

@@ -299,3 +299,14 @@ def test_audio_is_copied_bit_exact(ffmpeg, multitrack, tmp_path):
                  if not line.startswith("#")]
     assert checksums == [line.rsplit(",", 1)[-1] for line in audio_packets(out)
                          if not line.startswith("#")]
+
+
+def test_mov_output_is_quicktime_and_keeps_pcm_audio(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "camera.mov", seconds=0.3, acodec=("-c:a", "pcm_s16le"))
+    out = tmp_path / "big.mov"
+    result = run_cli(src, "--scale", "2", "-o", out)
+    assert result.returncode == 0, result.stderr
+    info = probe(ffmpeg, out)
+    assert info.format.startswith("mov") and b"qt  " in out.read_bytes()[:32]
+    assert [a.codec for a in info.of_kind("audio")] == ["pcm_s16le"]
+    assert "re-encoded" not in result.stderr
