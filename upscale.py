@@ -760,7 +760,7 @@ def monotonic_times(times_ms, interval_ms):
 
 
 # ---------------------------------------------------------------------------------------------
-# The pipeline: reader thread -> inference (this thread) -> writer thread
+# The pipeline: reader thread -> inference threads (one per stream) -> writer thread
 # ---------------------------------------------------------------------------------------------
 
 _DONE = object()
