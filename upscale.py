@@ -1470,6 +1470,11 @@ def upscale_video(source, temp_video, settings, upscaler, duration_s=0.0,
                             cap.get(cv2.CAP_PROP_FPS),
                             int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
         check_workload(source, video, settings)
+        frames_hint = f", about {video.frame_count_hint} frames" \
+            if video.frame_count_hint > 0 else ""
+        say(f"{source.name}: {video.width}x{video.height} -> {video.width * settings.scale}x"
+            f"{video.height * settings.scale} with {settings.method.name} x{settings.scale}"
+            f"{frames_hint}", settings.quiet)
         progress = Progress(source.name, video.frame_count_hint, settings.quiet)
         try:
             fps = video.fps if 0 < video.fps < 1000 else 30.0
