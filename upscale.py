@@ -1377,9 +1377,8 @@ def temp_name(final, tag):
 
 
 def upscale_file(source, out_path, settings, ffmpeg, upscaler):
-    """Upscale one file to out_path. Temporary files live beside the output and are removed
-    whatever happens; out_path appears only complete."""
-    check_source(source)
+    """Upscale one file (already through check_source) to out_path. Temporary files live
+    beside the output and are removed whatever happens; out_path appears only complete."""
     info = probe(ffmpeg, source)
     if not info.video:
         kinds = ", ".join(sorted({s.kind for s in info.streams})) or "nothing"
