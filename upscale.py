@@ -580,7 +580,7 @@ def protobuf_message(fields):
 # Field numbers in TensorFlow's graph.proto, node_def.proto, attr_value.proto, tensor.proto.
 GRAPH_NODE = 1
 NODE_NAME, NODE_OP, NODE_INPUT, NODE_ATTR = 1, 2, 3, 5
-ATTR_TYPE, ATTR_TENSOR = 6, 8
+ATTR_FLOAT, ATTR_TYPE, ATTR_TENSOR = 4, 6, 8
 TENSOR_DTYPE, TENSOR_SHAPE, TENSOR_CONTENT, TENSOR_FLOATS = 1, 2, 4, 5
 SHAPE_DIM, DIM_SIZE = 2, 1
 DT_FLOAT = 1
@@ -618,7 +618,7 @@ def graph_nodes(graph):
 
 
 def const_floats(node):
-    """The float values of a Const node, or None."""
+    """The float tensor of a Const node, in its shape; None for anything else."""
     if node is None or node.op != "Const":
         return None
     for entry in node.attrs:
@@ -631,9 +631,19 @@ def const_floats(node):
             parts = protobuf_fields(tensor)
             if (TENSOR_DTYPE, 0, DT_FLOAT) not in parts:
                 return None
+            shape = [protobuf_fields(d)[0][2] if d else 1 for f, _, s in parts
+                     if f == TENSOR_SHAPE for n, _, d in protobuf_fields(s) if n == SHAPE_DIM]
             raw = b"".join(v for f, _, v in parts if f in (TENSOR_CONTENT, TENSOR_FLOATS))
-            return np.frombuffer(raw, "<f4")
+            values = np.frombuffer(raw, "<f4")
+            if values.size == 1:             # one value stands for the whole tensor
+                return np.full(shape, values[0], np.float32)
+            return values.reshape(shape) if values.size == math.prod(shape) else None
     return None
+
+
+def is_scalar(values, wanted=None):
+    """Whether a Const's values are one number (equal to wanted, if given)."""
+    return values is not None and values.size == 1 and wanted in (None, float(values.flat[0]))
 
 
 def float_const(name, values):
@@ -665,7 +675,7 @@ def fuse_prelu(nodes):
         if not relu or relu.op != "Relu" or not half or half.op != "Mul":
             continue
         scaled, y = pick(half.inputs, "Mul")
-        if not scaled or scaled.op != "Mul" or not np.array_equal(const_floats(y), [0.5]):
+        if not scaled or scaled.op != "Mul" or not is_scalar(const_floats(y), 0.5):
             continue
         alpha, sub = pick(scaled.inputs, "Const")
         x = relu.inputs[0]
@@ -678,13 +688,51 @@ def fuse_prelu(nodes):
     return [fused.get(n.name, n) for n in nodes if n.name not in dropped]
 
 
+def fuse_leaky_relu(nodes):
+    """Each relu(x) - c1 * relu(c2 * x) with c2 < 0 (LapSRN's leaky ReLU) becomes one
+    LeakyRelu(x) node of slope -c1 * c2."""
+    by_name = {n.name: n for n in nodes}
+
+    def scalar_times(node, op=None):
+        """(c, other node) when node is Mul(c, other) with c a one-value Const."""
+        if getattr(node, "op", "") != "Mul" or len(node.inputs) != 2:
+            return None, None
+        for const, other in (node.inputs, node.inputs[::-1]):
+            value = const_floats(by_name.get(const))
+            if is_scalar(value) and other in by_name and op in (None, by_name[other].op):
+                return float(value.flat[0]), by_name[other]
+        return None, None
+
+    dropped, fused = set(), {}
+    for node in nodes:
+        positive, scaled = (by_name.get(n) for n in node.inputs) if len(node.inputs) == 2 \
+            else (None, None)
+        if node.op != "Sub" or getattr(positive, "op", "") != "Relu":
+            continue
+        x = positive.inputs[0]
+        c1, negative = scalar_times(scaled, "Relu")
+        c2, flipped_x = scalar_times(by_name.get(negative.inputs[0]) if negative else None)
+        if c1 is None or c2 is None or c2 >= 0 or flipped_x.name != x:
+            continue
+        slope = protobuf_message([(1, 2, b"alpha"), (2, 2, protobuf_message(
+            [(ATTR_FLOAT, 5, struct.pack("<f", -c1 * c2))]))])
+        dropped |= {positive.name, scaled.name, negative.name, negative.inputs[0]}
+        fused[node.name] = GraphNode(node.name, "LeakyRelu", [x], [slope])
+    return [fused.get(n.name, n) for n in nodes if n.name not in dropped]
+
+
 def fuse_bias(nodes):
-    """Add(Conv2D, Const) becomes BiasAdd, which OpenCV folds into the convolution."""
+    """Add(Conv2D, one value per output channel) becomes BiasAdd, which OpenCV folds into
+    the convolution."""
     by_name = {n.name: n for n in nodes}
     for node in nodes:
-        if node.op in ("Add", "AddV2") and len(node.inputs) == 2 and \
-                getattr(by_name.get(node.inputs[0]), "op", "") == "Conv2D" and \
-                const_floats(by_name.get(node.inputs[1])) is not None:
+        conv = by_name.get(node.inputs[0]) if len(node.inputs) == 2 else None
+        if node.op not in ("Add", "AddV2") or not conv or conv.op != "Conv2D":
+            continue
+        bias = const_floats(by_name.get(node.inputs[1]))
+        weights = const_floats(by_name.get(conv.inputs[1]))
+        if bias is not None and weights is not None and weights.ndim == 4 and \
+                bias.shape == weights.shape[3:]:           # filters are HWIO
             node.op = "BiasAdd"
     return nodes
 
@@ -746,7 +794,7 @@ def fast_graph(graph):
     nodes = graph_nodes(graph)
     if not nodes:
         return FastGraph()
-    nodes, block, tanh = cut_depth_to_space(fuse_bias(fuse_prelu(nodes)))
+    nodes, block, tanh = cut_depth_to_space(fuse_bias(fuse_leaky_relu(fuse_prelu(nodes))))
     others = [f for f in protobuf_fields(graph) if f[0] != GRAPH_NODE]    # versions, library
     return FastGraph(protobuf_message([(GRAPH_NODE, 2, n.message()) for n in nodes] + others),
                      block, tanh)

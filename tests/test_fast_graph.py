@@ -1,5 +1,5 @@
-"""The rewritten FSRCNN/ESPCN graphs (fast_graph): same function as the official files, fewer
-passes. Checked on the real model files and on a real frame decoded from an ffmpeg clip."""
+"""The rewritten luma graphs (fast_graph): same function as the official files, fewer passes.
+Checked on the real model files and on a real frame decoded from an ffmpeg clip."""
 import cv2
 import numpy as np
 import pytest
@@ -47,7 +47,7 @@ def test_fsrcnn_and_espcn_files_get_a_rewritten_graph_ending_before_depth_to_spa
 
 
 @pytest.mark.parametrize("engine", ["classic", "new"])
-@pytest.mark.parametrize("name", LUMA_FILES)
+@pytest.mark.parametrize("name", ALL_FILES)
 def test_rewritten_graph_computes_what_the_official_graph_computes(model_dir, luma_blob,
                                                                    name, engine):
     upscale.register_superres_layers()
@@ -56,7 +56,8 @@ def test_rewritten_graph_computes_what_the_official_graph_computes(model_dir, lu
     official = forward(upscale.read_network(graph), luma_blob)[0, 0]
     rewritten = upscale.fast_picture(fast, upscale.fast_planes(
         fast, forward(upscale.read_network(fast.graph, engine), luma_blob)))
-    assert rewritten.shape == official.shape == (67 * fast.block, 91 * fast.block)
+    scale = int(name[-4])
+    assert rewritten.shape == official.shape == (67 * scale, 91 * scale)
     assert np.abs(rewritten - official).max() <= 1e-5
 
 
@@ -71,8 +72,16 @@ def test_rewritten_fsrcnn_runs_fewer_layers(model_dir):
 
 
 @pytest.mark.parametrize("name", ["LapSRN_x2.pb", "LapSRN_x8.pb"])
-def test_graph_the_rewrite_does_not_know_is_used_as_it_is(model_dir, name):
-    assert upscale.checked_fast_graph(str(model_dir / name)) == upscale.FastGraph()
+def test_lapsrn_leaky_relus_are_fused_and_its_depth_to_space_layers_kept(model_dir, name):
+    upscale.register_superres_layers()
+    fast = upscale.checked_fast_graph(str(model_dir / name))
+    assert fast.block == 1 and not fast.tanh
+    official = upscale.read_network(model_dir / name)
+    rewritten = upscale.read_network(fast.graph)
+    types = [rewritten.getLayer(n).type for n in rewritten.getLayerNames()]
+    assert len(types) < len(official.getLayerNames()) // 2
+    assert types.count("DepthToSpace") == [official.getLayer(n).type for n in
+                                           official.getLayerNames()].count("DepthToSpace")
 
 
 def test_unparsable_model_gets_no_rewrite(tmp_path):
