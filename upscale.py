@@ -1191,9 +1191,9 @@ def inference_streams(upscaler):
 
     A small network (FSRCNN, ESPCN) split over all cores waits at every one of its thin
     layers for the slowest thread, often one the decoder or encoder just took: on 2 cores
-    two single-threaded copies gave 1.0-2.6x the frames per second of one two-threaded
-    copy, never less. LapSRN's and EDSR's wide layers split well, and two copies of them
-    were slower (0.8x), so they run one."""
+    the whole pipeline ran 0.96-1.7x as fast with two single-threaded copies as with one
+    two-threaded copy (rewritten graphs, x2 and x4). LapSRN's and EDSR's wide layers split
+    well, and two copies of them were slower (0.8x), so they run one."""
     if not isinstance(upscaler, NetworkUpscaler):
         return 1
     return max(1, min(upscaler.method.streams, cv2.getNumThreads()))
@@ -1929,7 +1929,10 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def benchmark(source, settings, repeats=2, out=sys.stdout):
+BENCHMARK_REPEATS = 3     # end-to-end runs of each, alternated; the best of each is compared
+
+
+def benchmark(source, settings, repeats=BENCHMARK_REPEATS, out=sys.stdout):
     """Print frames per second of decode, inference and encode alone, of the pipeline end
     to end and of the plain loop, with their ratio; every figure is measured here and now."""
     source = Path(source)
@@ -1967,13 +1970,14 @@ def benchmark(source, settings, repeats=2, out=sys.stdout):
                 writer.write(pad_to_even(f))
             writer.release()
         t_encode, _ = timed(encode)
-        psnr = float("nan")
+        psnr, t_official = float("nan"), None
         if method.is_network:
             sr = cv2.dnn_superres.DnnSuperResImpl_create()
             sr.readModel(str(model_path))
             sr.setModel(method.algo, scale)
             checks = [cv2.PSNR(sr.upsample(f), g) for f, g in zip(frames[:20], finished)]
             psnr = min(checks)
+            t_official = timed(lambda: [sr.upsample(f) for f in frames])[0]
         plain, ours = [], []
         for i in range(repeats):      # alternate so drift in machine load hits both alike
             plain.append(timed(plain_loop, source, tmp / f"plain{i}.mp4", method, scale,
@@ -1982,20 +1986,25 @@ def benchmark(source, settings, repeats=2, out=sys.stdout):
                               upscaler)[0])
     t_plain, t_ours = min(plain), min(ours)
     streams = inference_streams(upscaler)
-    rows = [("decode (VideoCapture)", t_decode),
-            ("network alone, 1 stream, all threads", t_infer_one),
-            (f"network alone, as the pipeline ({streams} stream{'s' * (streams > 1)})",
-             t_infer),
-            ("colour convert / merge", t_convert), ("encode (VideoWriter mp4v)", t_encode),
-            ("plain sequential loop, end to end", t_plain),
-            ("upscale.py pipeline, end to end", t_ours)]
+    rows = [("decode (VideoCapture)", t_decode)]
+    if t_official is not None:
+        rows.append(("DnnSuperResImpl.upsample alone (plain loop's)", t_official))
+    rows += [("network alone, 1 stream, all threads", t_infer_one),
+             (f"network alone, as the pipeline ({streams} stream{'s' * (streams > 1)})",
+              t_infer),
+             ("colour convert / merge", t_convert), ("encode (VideoWriter mp4v)", t_encode),
+             ("plain sequential loop, end to end", t_plain),
+             ("upscale.py pipeline, end to end", t_ours)]
     print(f"benchmark: {source.name}, {w // scale}x{h // scale} -> {w}x{h}, {n} frames, "
           f"{method.name} x{scale}, OpenCV {cv2.__version__}, {os.cpu_count()} cores, "
           f"best of {repeats}", file=out)
-    print(f"{'stage':<44}{'seconds':>9}{'fps':>9}", file=out)
+    print(f"{'stage':<50}{'seconds':>9}{'fps':>9}", file=out)
     for name, seconds in rows:
-        print(f"{name:<44}{seconds:>9.2f}{n / seconds:>9.1f}", file=out)
-    print(f"speed-up over the plain loop: {t_plain / t_ours:.2f}x", file=out)
+        print(f"{name:<50}{seconds:>9.3f}{n / seconds:>9.1f}", file=out)
+    print("end-to-end runs, alternated (s): plain " + " ".join(f"{t:.2f}" for t in plain)
+          + " | upscale.py " + " ".join(f"{t:.2f}" for t in ours), file=out)
+    print(f"speed-up over the plain loop (best against best): {t_plain / t_ours:.2f}x",
+          file=out)
     print(f"pipeline fps / network-alone fps (as the pipeline runs it): "
           f"{t_infer / t_ours:.2f}", file=out)
     if method.is_network:

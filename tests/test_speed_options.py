@@ -1,4 +1,5 @@
 """--tile, --device and --jobs: the options that trade memory, hardware and cores."""
+import re
 import signal
 import subprocess
 import sys
@@ -103,3 +104,29 @@ def test_jobs_interrupted_leave_nothing(ffmpeg, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4"]
+
+
+@pytest.mark.parametrize("model", ["fsrcnn", "espcn"])
+def test_benchmark_prints_each_stage_both_loops_their_ratio_psnr_and_memory(
+        ffmpeg, tmp_path, model):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="80x48", seconds=1.0)
+    result = run_cli(src, "--model", model, "--scale", "2", "--benchmark")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    stages = {m[1]: (float(m[2]), float(m[3])) for m in
+              re.finditer(r"(?m)^(.*?) +(\d+\.\d+) +(\d+\.\d+)$", out)}
+    for stage in ("decode (VideoCapture)", "DnnSuperResImpl.upsample alone (plain loop's)",
+                  "network alone, 1 stream, all threads", "colour convert / merge",
+                  "encode (VideoWriter mp4v)", "plain sequential loop, end to end",
+                  "upscale.py pipeline, end to end"):
+        seconds, fps = stages[stage]
+        assert seconds > 0 and fps > 0
+    ratio = float(out.split("speed-up over the plain loop (best against best): ")[1]
+                  .split("x")[0])
+    plain, ours = stages["plain sequential loop, end to end"][0], \
+        stages["upscale.py pipeline, end to end"][0]
+    assert abs(ratio - plain / ours) < 0.02          # the ratio is of the printed figures
+    assert float(out.split("DnnSuperResImpl.upsample (min of 20): ")[1].split()[0]) >= 45
+    assert float(out.split("peak resident memory of this benchmark: ")[1].split()[0]) > 0
+    assert leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
