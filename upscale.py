@@ -514,12 +514,13 @@ def read_network(model, engine="classic"):
 
 
 # ---------------------------------------------------------------------------------------------
-# Faster graphs: the official FSRCNN and ESPCN graphs rewritten into the same function
-#   The exported graphs spell PReLU as relu(x) + alpha * (x - |x|) * 0.5 and add each bias
-#   with a plain Add: OpenCV runs those as seven passes over a 56-channel feature map where
-#   one fused activation does. They end in DepthToSpace, a slow custom layer at the output
-#   size; done on the 8-bit result instead it costs a tenth. Same weights, same arithmetic:
-#   the rewritten graph's output is checked against the original's before it is used.
+# Faster graphs: the official luma graphs rewritten into the same function
+#   FSRCNN's graphs spell PReLU as relu(x) + alpha * (x - |x|) * 0.5 and add each bias with
+#   a plain Add: OpenCV runs those as seven passes over a 56-channel feature map where one
+#   fused activation does (LapSRN's leaky ReLU likewise). FSRCNN and ESPCN end in
+#   DepthToSpace, a slow custom layer at the output size; done on the 8-bit result instead
+#   it costs a tenth. Same weights, same arithmetic: the rewritten graph's output is checked
+#   against the original's before it is used.
 # ---------------------------------------------------------------------------------------------
 
 def protobuf_fields(data):
@@ -2024,6 +2025,7 @@ IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .tif .tiff .webp".split())
 COMPARE_METHODS = ("fsrcnn", "espcn", "lapsrn", "edsr", "cubic", "linear", "ffmpeg")
 PSNR_CAP = 100.0          # dB reported for identical frames (no error at all)
 GRID_MAX_WIDTH = 1920     # grid videos and pictures are scaled down to this width
+COMPARE_NAME_RE = re.compile(r"_compare_x\d+$")     # stems of --compare's own outputs
 REPORT_KEYS = ("input", "method", "scale", "frames", "psnr", "ssim", "vmaf", "ms_per_frame",
                "psnr_encoded", "ssim_encoded", "status", "reason")
 
@@ -2050,11 +2052,13 @@ def truth_and_low(frame, scale):
 
 def compare_inputs(paths):
     """(name, path, kind) for each input: "image", or "video"; a folder stands for the
-    images and videos directly inside it."""
+    images and videos directly inside it, leaving out the pictures and grids an earlier
+    --compare wrote there (comparing those would compare the comparison)."""
     found = []
     for raw in paths:
         p = Path(raw)
-        members = sorted(c for c in p.iterdir() if c.is_file()) if p.is_dir() else [p]
+        members = sorted(c for c in p.iterdir() if c.is_file() and not c.name.startswith(".")
+                         and not COMPARE_NAME_RE.search(c.stem)) if p.is_dir() else [p]
         for c in members:
             suffix = c.suffix.lower()
             if suffix in IMAGE_EXTENSIONS:
@@ -2614,7 +2618,8 @@ def expand_inputs(paths):
         if p.is_dir():
             found = sorted(c for c in p.iterdir()
                            if c.is_file() and c.suffix.lower() in VIDEO_EXTENSIONS
-                           and not c.name.startswith(".") and not OUTPUT_NAME_RE.search(c.stem))
+                           and not c.name.startswith(".") and not OUTPUT_NAME_RE.search(c.stem)
+                           and not COMPARE_NAME_RE.search(c.stem))
             files += found if found else [p]     # an empty folder is reported as an error
         else:
             files.append(p)

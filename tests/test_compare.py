@@ -97,6 +97,18 @@ def test_folder_of_images_is_compared_image_by_image(tmp_path):
         "a_compare_x2.png", "b_compare_x2.png"]
 
 
+def test_comparing_a_folder_again_leaves_out_the_pictures_it_wrote_there(tmp_path):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    smooth_image(folder / "a.png")
+    for scale in ("2", "3"):
+        result = run_cli("--compare", folder, "--scale", scale, "--methods", "cubic")
+        assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "a.png", "a_compare_x2.png", "a_compare_x3.png"]
+    assert "a_compare_x2.png" not in result.stdout
+
+
 def test_no_reference_gives_pictures_without_measurements(ffmpeg, tmp_path):
     clip = make_clip(ffmpeg, tmp_path / "low.mp4", size="48x32", seconds=0.2)
     _, rows = report_of(tmp_path, clip, "--scale", "2", "--methods", "cubic", "--no-reference")
