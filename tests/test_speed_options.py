@@ -42,6 +42,29 @@ def test_automatic_tiles_keep_a_4k_frame_within_the_memory_budget():
         upscale.NETWORK_MEMORY_BUDGET
 
 
+def test_light_networks_tile_big_frames_to_stay_in_cache_and_small_ones_not():
+    for name in ("fsrcnn", "fsrcnn-small", "espcn"):
+        method = upscale.METHODS[name]
+        assert upscale.cache_tile(method, 112, 200) == 0
+        assert upscale.cache_tile(method, 180, 320) == 0
+        assert upscale.cache_tile(method, 360, 640) == method.cache_tile > 0
+    assert upscale.cache_tile(upscale.METHODS["lapsrn"], 720, 1280) == 0
+
+
+@pytest.mark.parametrize("name", ["fsrcnn", "espcn"])
+def test_automatic_cache_tiles_give_the_untiled_picture(model_dir, name):
+    method = upscale.METHODS[name]
+    path = model_dir / method.file_name(2)
+    rng = np.random.default_rng(6)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (270, 301, 3), dtype=np.uint8), (3, 3), 0)
+    automatic = upscale.NetworkUpscaler(method, 2, path)
+    assert upscale.cache_tile(method, 270, 301) > 0
+    whole = upscale.NetworkUpscaler(method, 2, path, tile=0).upscale(frame)
+    tiled = automatic.upscale(frame)
+    assert tiled.shape == whole.shape == (540, 602, 3)
+    assert cv2.PSNR(tiled, whole) >= 50
+
+
 def test_tile_option_upscales_in_pieces(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="96x64", seconds=0.2)
     result = run_cli(src, "--scale", "3", "--tile", "32")
