@@ -189,10 +189,12 @@ MOV_AUDIO_CODECS = MP4_AUDIO_CODECS | {"pcm_s16le", "pcm_s16be", "pcm_s24le", "p
 TEXT_SUBTITLE_CODECS = frozenset("subrip srt ass ssa webvtt mov_text text".split())
 AUDIO_REENCODE_ARGS = ("aac", "256k")
 
-# Cost of the networks per megapixel of output, measured on a 2-core x86-64 machine (EDSR:
-# reported ~3 s per 192x128 frame at x4 on a desktop CPU). Only for up-front estimates.
-SECONDS_PER_OUTPUT_MEGAPIXEL = {"fsrcnn-small": 0.012, "fsrcnn": 0.025, "espcn": 0.02,
-                                "lapsrn": 1.7, "edsr": 7.7}
+# Whole-run cost per frame in seconds per megapixel of (input, output), fitted to runs at
+# 200x112 x2/x4 and 640x360 x2 on a 2-core x86-64 machine: the light networks work at the
+# input size, LapSRN and EDSR up to the output size (EDSR: reported ~3 s per 192x128 frame
+# at x4 on a desktop CPU). Only for up-front estimates.
+SECONDS_PER_MEGAPIXEL = {"fsrcnn-small": (0.08, 0.006), "fsrcnn": (0.2, 0.008),
+                         "espcn": (0.24, 0.005), "lapsrn": (0.0, 1.4), "edsr": (0.0, 7.7)}
 MAX_OUTPUT_PIXELS = 7680 * 4320       # 8K UHD: beyond it a frame no longer fits comfortably
 SLOW_RUN_SECONDS = 600                # say how long a run will take when it exceeds this
 
@@ -1813,7 +1815,8 @@ def check_workload(source, video, settings):
     w, h = video.width * settings.scale, video.height * settings.scale
     megapixels = w * h / 1e6
     frames = video.frame_count_hint
-    per_frame = SECONDS_PER_OUTPUT_MEGAPIXEL.get(settings.method.name, 0.0) * megapixels
+    per_input, per_output = SECONDS_PER_MEGAPIXEL.get(settings.method.name, (0.0, 0.0))
+    per_frame = per_input * video.width * video.height / 1e6 + per_output * megapixels
     estimate = f"about {format_eta(per_frame * frames)} for {frames} frames" \
         if frames and per_frame else "unknown time"
     if w * h > MAX_OUTPUT_PIXELS:

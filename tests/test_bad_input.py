@@ -209,7 +209,7 @@ def test_huge_output_is_refused_before_starting_with_an_estimate(ffmpeg, tmp_pat
 
 def test_slow_run_gets_a_time_estimate_up_front(ffmpeg, tmp_path):
     import upscale
-    src = make_clip(ffmpeg, tmp_path / "long.mkv", size="320x240", seconds=60, rate="5",
+    src = make_clip(ffmpeg, tmp_path / "long.mkv", size="320x240", seconds=60, rate="8",
                     audio=False, vcodec=("-c:v", "libx264", "-preset", "ultrafast"))
     proc = subprocess.Popen([sys.executable, str(SCRIPT), str(src), "--model", "lapsrn",
                              "--scale", "4"], env=cli_env(), stderr=subprocess.PIPE, text=True)
@@ -217,7 +217,7 @@ def test_slow_run_gets_a_time_estimate_up_front(ffmpeg, tmp_path):
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert "will take about" in line and "1280x960" in line, line
-    assert upscale.SECONDS_PER_OUTPUT_MEGAPIXEL["lapsrn"] * 1.2288 * 300 > upscale.SLOW_RUN_SECONDS
+    assert upscale.SECONDS_PER_MEGAPIXEL["lapsrn"][1] * 1.2288 * 480 > upscale.SLOW_RUN_SECONDS
 
 
 def test_file_with_two_video_streams_uses_the_first_with_a_note(ffmpeg, tmp_path):
