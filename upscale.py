@@ -15,9 +15,9 @@ Usage:
     python upscale.py --compare clip.mp4 --scale 4   # which method is best, measured
     python upscale.py clip.mp4 --benchmark           # each stage's speed, side by side
 
-The file reads in the order data flows: tables, ffmpeg probing, model files, upscalers,
-reading, the threaded pipeline, timing repair, muxing, progress, jobs, benchmark, compare,
-command line, main().
+The file reads in the order data flows: tables, ffmpeg probing, model files, upscalers
+(with the rewriting of the official graphs into faster equivalents), reading, the threaded
+pipeline, timing repair, muxing, progress, jobs, benchmark, compare, command line, main().
 
 Model files (.pb) are looked up in --model-dir, then $UPSCALE_MODEL_DIR, then models/ beside
 this script, and downloaded on demand from their official repositories (SHA-256 checked).
