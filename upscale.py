@@ -934,8 +934,8 @@ class NetworkUpscaler(ResizeUpscaler):
 
     DnnSuperResImpl.upsample converts the whole frame to float YCrCb and back at the output
     size; the luma networks only need Y, so chroma is resized on uint8 instead (same result
-    within rounding, half the time). EDSR runs on BGR with the DIV2K mean removed, as
-    DnnSuperResImpl does it.
+    within rounding, half the time), and they run as their rewritten graphs (fast_graph).
+    EDSR runs on BGR with the DIV2K mean removed, as DnnSuperResImpl does it.
     """
 
     def __init__(self, method, scale, model_path, tile=None, device="cpu"):
