@@ -586,7 +586,7 @@ def protobuf_message(fields):
 # Field numbers in TensorFlow's graph.proto, node_def.proto, attr_value.proto, tensor.proto.
 GRAPH_NODE = 1
 NODE_NAME, NODE_OP, NODE_INPUT, NODE_ATTR = 1, 2, 3, 5
-ATTR_FLOAT, ATTR_TYPE, ATTR_TENSOR = 4, 6, 8
+ATTR_INT, ATTR_FLOAT, ATTR_TYPE, ATTR_TENSOR = 3, 4, 6, 8
 TENSOR_DTYPE, TENSOR_SHAPE, TENSOR_CONTENT, TENSOR_FLOATS = 1, 2, 4, 5
 SHAPE_DIM, DIM_SIZE = 2, 1
 DT_FLOAT = 1
@@ -623,27 +623,32 @@ def graph_nodes(graph):
     return nodes
 
 
+def node_attr(node, key):
+    """The fields of a node's attribute `key` (an AttrValue message), or []."""
+    for entry in node.attrs:
+        name, value = (v for _, _, v in protobuf_fields(entry))
+        if name == key.encode():
+            return protobuf_fields(value)
+    return []
+
+
 def const_floats(node):
     """The float tensor of a Const node, in its shape; None for anything else."""
     if node is None or node.op != "Const":
         return None
-    for entry in node.attrs:
-        key, value = (v for _, _, v in protobuf_fields(entry))
-        if key != b"value":
+    for number, _, tensor in node_attr(node, "value"):
+        if number != ATTR_TENSOR:
             continue
-        for number, _, tensor in protobuf_fields(value):
-            if number != ATTR_TENSOR:
-                continue
-            parts = protobuf_fields(tensor)
-            if (TENSOR_DTYPE, 0, DT_FLOAT) not in parts:
-                return None
-            shape = [protobuf_fields(d)[0][2] if d else 1 for f, _, s in parts
-                     if f == TENSOR_SHAPE for n, _, d in protobuf_fields(s) if n == SHAPE_DIM]
-            raw = b"".join(v for f, _, v in parts if f in (TENSOR_CONTENT, TENSOR_FLOATS))
-            values = np.frombuffer(raw, "<f4")
-            if values.size == 1:             # one value stands for the whole tensor
-                return np.full(shape, values[0], np.float32)
-            return values.reshape(shape) if values.size == math.prod(shape) else None
+        parts = protobuf_fields(tensor)
+        if (TENSOR_DTYPE, 0, DT_FLOAT) not in parts:
+            return None
+        shape = [protobuf_fields(d)[0][2] if d else 1 for f, _, s in parts
+                 if f == TENSOR_SHAPE for n, _, d in protobuf_fields(s) if n == SHAPE_DIM]
+        raw = b"".join(v for f, _, v in parts if f in (TENSOR_CONTENT, TENSOR_FLOATS))
+        values = np.frombuffer(raw, "<f4")
+        if values.size == 1:             # one value stands for the whole tensor
+            return np.full(shape, values[0], np.float32)
+        return values.reshape(shape) if values.size == math.prod(shape) else None
     return None
 
 
@@ -766,11 +771,7 @@ def cut_depth_to_space(nodes):
     if len(shuffles) != 1:
         return unchanged
     shuffle = shuffles[0]
-    block = None
-    for entry in shuffle.attrs:
-        key, value = (v for _, _, v in protobuf_fields(entry))
-        if key == b"block_size":
-            block = protobuf_fields(value)[0][2]
+    block = next((v for f, _, v in node_attr(shuffle, "block_size") if f == ATTR_INT), None)
     tail, last = [], shuffle
     while len(consumers.get(last.name, [])) == 1 and \
             consumers[last.name][0].op in ("BiasAdd", "Tanh"):
