@@ -1217,19 +1217,86 @@ def inference_streams(upscaler):
     return max(1, min(upscaler.method.streams, cv2.getNumThreads()))
 
 
+class InOrderWriter:
+    """A VideoWriter fed by several workers whose frames finish out of order.
+
+    Each worker hands in its finished frame and, if no other worker is writing, writes
+    every frame that is next in line itself: the encoder runs on whichever core just
+    freed up rather than in a thread of its own competing with the networks. At most
+    QUEUE_DEPTH frames wait; a worker ahead of the others waits for them.
+    """
+
+    def __init__(self, path, fourcc, fps, stop, progress=None):
+        self.path, self.fourcc, self.fps, self.stop = path, fourcc, fps, stop
+        self.progress = progress
+        self.waiting, self.written, self.size = {}, 0, None
+        self.turn = threading.Condition()       # guards waiting and written
+        self.writing = threading.Lock()         # held by the one worker encoding
+        self.writer = None
+
+    def put(self, seq, frame):
+        with self.turn:
+            self.waiting[seq] = frame
+            while len(self.waiting) > QUEUE_DEPTH and self.written not in self.waiting \
+                    and not self.stop.is_set():
+                self.turn.wait(0.1)
+        # Frames handed in while another worker was writing are left to it; it looks again
+        # after letting go of the lock, so none is stranded.
+        while self.writing.acquire(blocking=False):
+            try:
+                self.write_ready()
+            finally:
+                self.writing.release()
+            with self.turn:
+                if self.written not in self.waiting:
+                    return
+
+    def write_ready(self):
+        while True:
+            with self.turn:
+                frame = self.waiting.pop(self.written, None)
+            if frame is None:
+                return
+            if self.writer is None:
+                self.open(frame)
+            self.writer.write(pad_to_even(frame))
+            with self.turn:
+                self.written += 1
+                self.turn.notify_all()
+            if self.progress:
+                self.progress.update(self.written)
+
+    def open(self, frame):
+        h, w = frame.shape[:2]
+        self.size = (w, h)
+        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc),
+                                      self.fps, even_size(w, h))
+        if not self.writer.isOpened():
+            raise UpscaleError(f"cannot write temporary video {self.path}; check free space "
+                               "and permissions")
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.release()
+
+
 def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
                    orient=ORIENTATIONS["as decoded"]):
     """Upscale every frame of cap into temp_path; returns a FrameResult.
 
-    The stages overlap in threads: decoding and colour conversion; the network, in
-    inference_streams() copies that take frames in turn; chroma reconstruction and
-    encoding, which puts the frames back in order. Queues of QUEUE_DEPTH bound memory to a
-    few frames whatever the length.
+    A reader thread decodes and converts colour; inference_streams() workers, each with
+    its own copy of the network, take frames in turn, rebuild chroma and hand them to an
+    InOrderWriter, which encodes them in order. The workers do the encoding themselves:
+    one thread fewer than a separate writer stage on a machine whose cores the networks
+    already fill, and each frame is finished on the core that computed it. A queue of
+    QUEUE_DEPTH frames and the writer's bound keep memory to a few frames whatever the
+    length.
     """
     streams = inference_streams(upscaler)
     stop = threading.Event()
-    to_infer, to_write = queue.Queue(QUEUE_DEPTH), queue.Queue(QUEUE_DEPTH)
-    times, state, stats = [], {}, ReadStats()
+    to_infer = queue.Queue(QUEUE_DEPTH)
+    times, stats = [], ReadStats()
+    writer = InOrderWriter(temp_path, fourcc, fps, stop, progress)
     threads_before = cv2.getNumThreads()
     networks = [upscaler] + [upscaler.clone(streams) for _ in range(streams - 1)]
 
@@ -1239,51 +1306,18 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
             if not stage.put((seq, upscaler.prepare(orient(frame)))):
                 return
 
-    def infer(network):
-        def work(stage):
+    def work(network):
+        def run(stage):
             while True:
                 item = get_item(to_infer, stop)
-                if item is _DONE:
+                if item is _DONE or stop.is_set():
                     return
                 seq, prepared = item
-                if not stage.put((seq, network.infer(prepared))):
-                    return
-        return work
-
-    def write(stage):
-        writer, waiting, next_seq, ended = None, {}, 0, 0
-        try:
-            while ended < streams:
-                item = get_item(to_write, stop)
-                if item is _DONE:
-                    if stop.is_set():
-                        return
-                    ended += 1
-                    continue
-                waiting[item[0]] = item[1]
-                while next_seq in waiting:         # streams finish out of order
-                    frame = upscaler.finish(waiting.pop(next_seq))
-                    next_seq += 1
-                    if writer is None:
-                        h, w = frame.shape[:2]
-                        state["size"] = (w, h)
-                        writer = cv2.VideoWriter(str(temp_path),
-                                                 cv2.VideoWriter_fourcc(*fourcc), fps,
-                                                 even_size(w, h))
-                        if not writer.isOpened():
-                            raise UpscaleError(f"cannot write temporary video {temp_path}; "
-                                               "check free space and permissions")
-                    writer.write(pad_to_even(frame))
-                    state["written"] = next_seq
-                    if progress:
-                        progress.update(next_seq)
-        finally:
-            if writer is not None:
-                writer.release()
+                writer.put(seq, upscaler.finish(network.infer(prepared)))
+        return run
 
     workers = [Stage("reader", read, to_infer, stop, ends=streams)]
-    workers += [Stage(f"network{i}", infer(n), to_write, stop) for i, n in enumerate(networks)]
-    workers += [Stage("writer", write, None, stop)]
+    workers += [Stage(f"network{i}", work(n), None, stop) for i, n in enumerate(networks)]
     if streams > 1:
         cv2.setNumThreads(max(1, threads_before // streams))
     try:
@@ -1297,12 +1331,12 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
         for worker in workers:
             worker.join()
         cv2.setNumThreads(threads_before)
+        writer.close()
     for worker in workers:
         if worker.error is not None:
             raise worker.error
-    count = state.get("written", 0)
-    w, h = state.get("size", (0, 0))
-    return FrameResult(count, times[:count], w, h, stats.skipped)
+    w, h = writer.size or (0, 0)
+    return FrameResult(writer.written, times[:writer.written], w, h, stats.skipped)
 
 
 # ---------------------------------------------------------------------------------------------
