@@ -1,8 +1,10 @@
-"""--tile, --device and --jobs: the options that trade memory, hardware and cores."""
+"""--tile, --device and --jobs: the options that trade memory, hardware and cores; and the
+pipeline's in-order writer, which lets several workers share the encoder."""
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import cv2
@@ -153,3 +155,71 @@ def test_benchmark_prints_each_stage_both_loops_their_ratio_psnr_and_memory(
     assert float(out.split("peak resident memory of this benchmark: ")[1].split()[0]) > 0
     assert leftovers(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def level_frame(level):
+    """A 64x48 frame of one grey level: its order shows in its brightness after encoding."""
+    return np.full((48, 64, 3), level, np.uint8)
+
+
+def written_levels(path):
+    cap = cv2.VideoCapture(str(path))
+    levels = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return levels
+        levels.append(int(round(frame.mean())))
+
+
+def test_frames_handed_in_out_of_order_by_several_workers_are_written_in_order(tmp_path):
+    stop = threading.Event()
+    writer = upscale.InOrderWriter(tmp_path / "t.mp4", "mp4v", 25, stop)
+
+    # Two workers: one gets the even frames and is slow, the other the odd ones.
+    def worker(seqs, delay):
+        for seq in seqs:
+            time.sleep(delay)
+            writer.put(seq, level_frame(20 + 10 * seq))
+    threads = [threading.Thread(target=worker, args=(range(0, 20, 2), 0.02)),
+               threading.Thread(target=worker, args=(range(1, 20, 2), 0.0))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.close()
+    assert writer.written == 20 and not writer.waiting
+    levels = written_levels(tmp_path / "t.mp4")
+    assert len(levels) == 20
+    # 10 levels apart in the order handed in (mp4v's limited range shifts them all a little)
+    assert all(8 <= b - a <= 12 for a, b in zip(levels, levels[1:]))
+    assert all(abs(level - (20 + 10 * i)) <= 5 for i, level in enumerate(levels))
+
+
+def test_a_worker_far_ahead_waits_until_the_frame_due_next_is_written(tmp_path):
+    stop = threading.Event()
+    writer = upscale.InOrderWriter(tmp_path / "t.mp4", "mp4v", 25, stop)
+    ahead = threading.Thread(target=lambda: [writer.put(seq, level_frame(40 + seq))
+                                             for seq in range(1, upscale.QUEUE_DEPTH + 3)])
+    ahead.start()
+    ahead.join(0.5)
+    assert ahead.is_alive()                      # held: frame 0 has not come yet...
+    assert len(writer.waiting) == upscale.QUEUE_DEPTH + 1    # ...so memory stays bounded
+    writer.put(0, level_frame(40))
+    ahead.join(5)
+    writer.close()
+    assert not ahead.is_alive() and writer.written == upscale.QUEUE_DEPTH + 3
+
+
+def test_a_stopped_run_releases_a_waiting_worker(tmp_path):
+    stop = threading.Event()
+    writer = upscale.InOrderWriter(tmp_path / "t.mp4", "mp4v", 25, stop)
+    ahead = threading.Thread(target=lambda: [writer.put(seq, level_frame(50))
+                                             for seq in range(1, upscale.QUEUE_DEPTH + 3)])
+    ahead.start()
+    ahead.join(0.3)
+    assert ahead.is_alive()
+    stop.set()                                    # another stage failed, or Ctrl-C
+    ahead.join(5)
+    writer.close()
+    assert not ahead.is_alive() and writer.written == 0
