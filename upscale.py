@@ -472,8 +472,8 @@ def locate_model(method, scale, model_dir=None, quiet=False):
 
 # ---------------------------------------------------------------------------------------------
 # Upscalers: each splits its work in three so reading, inference and writing can overlap
-#   prepare(frame) runs in the reader thread, infer(x) in an inference thread,
-#   finish(y) in the writer thread. Each is a pure function of its argument.
+#   prepare(frame) runs in the reader thread; infer(x) and finish(y) in a worker, which
+#   also encodes. Each is a pure function of its argument.
 # ---------------------------------------------------------------------------------------------
 
 def silence_opencv():
@@ -1133,7 +1133,7 @@ def monotonic_times(times_ms, interval_ms):
 
 
 # ---------------------------------------------------------------------------------------------
-# The pipeline: reader thread -> inference threads (one per stream) -> writer thread
+# The pipeline: reader thread -> workers (one per network copy), which encode in order
 # ---------------------------------------------------------------------------------------------
 
 _DONE = object()
