@@ -1059,6 +1059,7 @@ MAX_FAILED_READS = 16   # consecutive failed reads taken as the end of the strea
 @dataclass
 class ReadStats:
     skipped: int = 0        # frames that failed to decode between good ones
+    repeated: int = 0       # frames identical to the one before: upscaled once, written twice
 
 
 def read_frames(cap, stats=None):
@@ -1137,6 +1138,10 @@ def monotonic_times(times_ms, interval_ms):
 # ---------------------------------------------------------------------------------------------
 
 _DONE = object()
+# Stands for a frame identical to the one before it. Still pictures, slides, screen
+# recordings and held frames decode to exactly the same pixels again; the network would
+# give exactly the same result, so it is computed once and the picture written again.
+_REPEAT = object()
 
 
 class Stage(threading.Thread):
@@ -1195,6 +1200,12 @@ def even_size(width, height):
     return width + width % 2, height + height % 2
 
 
+def same_picture(frame, previous):
+    """Whether two decoded frames are identical, pixel for pixel."""
+    return previous is not None and frame.shape == previous.shape and \
+        cv2.norm(frame, previous, cv2.NORM_INF) == 0
+
+
 @dataclass
 class FrameResult:
     count: int
@@ -1202,6 +1213,7 @@ class FrameResult:
     width: int                # exact upscaled size, before any padding
     height: int
     skipped: int = 0          # corrupted frames that could not be decoded
+    repeated: int = 0         # frames identical to the one before, not upscaled again
 
 
 def inference_streams(upscaler):
@@ -1229,7 +1241,7 @@ class InOrderWriter:
     def __init__(self, path, fourcc, fps, stop, progress=None):
         self.path, self.fourcc, self.fps, self.stop = path, fourcc, fps, stop
         self.progress = progress
-        self.waiting, self.written, self.size = {}, 0, None
+        self.waiting, self.written, self.size, self.last = {}, 0, None, None
         self.turn = threading.Condition()       # guards waiting and written
         self.writing = threading.Lock()         # held by the one worker encoding
         self.writer = None
@@ -1257,9 +1269,12 @@ class InOrderWriter:
                 frame = self.waiting.pop(self.written, None)
             if frame is None:
                 return
-            if self.writer is None:
+            if frame is _REPEAT:
+                frame = self.last
+            elif self.writer is None:
                 self.open(frame)
-            self.writer.write(pad_to_even(frame))
+            self.last = frame = pad_to_even(frame)
+            self.writer.write(frame)
             with self.turn:
                 self.written += 1
                 self.turn.notify_all()
@@ -1284,9 +1299,10 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
                    orient=ORIENTATIONS["as decoded"]):
     """Upscale every frame of cap into temp_path; returns a FrameResult.
 
-    A reader thread decodes and converts colour; inference_streams() workers, each with
-    its own copy of the network, take frames in turn, rebuild chroma and hand them to an
-    InOrderWriter, which encodes them in order. The workers do the encoding themselves:
+    A reader thread decodes and converts colour, and marks a frame identical to the one
+    before as a repeat; inference_streams() workers, each with its own copy of the network,
+    take frames in turn, rebuild chroma and hand them to an InOrderWriter, which encodes
+    them in order and writes a repeat as the picture before. The workers do the encoding:
     one thread fewer than a separate writer stage on a machine whose cores the networks
     already fill, and each frame is finished on the core that computed it. A queue of
     QUEUE_DEPTH frames and the writer's bound keep memory to a few frames whatever the
@@ -1301,9 +1317,16 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
     networks = [upscaler] + [upscaler.clone(streams) for _ in range(streams - 1)]
 
     def read(stage):
+        previous = None
         for seq, (frame, t) in enumerate(read_frames(cap, stats)):
             times.append(t)
-            if not stage.put((seq, upscaler.prepare(orient(frame)))):
+            if same_picture(frame, previous):
+                stats.repeated += 1
+                item = _REPEAT
+            else:
+                item = upscaler.prepare(orient(frame))
+            previous = frame
+            if not stage.put((seq, item)):
                 return
 
     def work(network):
@@ -1313,7 +1336,8 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
                 if item is _DONE or stop.is_set():
                     return
                 seq, prepared = item
-                writer.put(seq, upscaler.finish(network.infer(prepared)))
+                writer.put(seq, prepared if prepared is _REPEAT else
+                           upscaler.finish(network.infer(prepared)))
         return run
 
     workers = [Stage("reader", read, to_infer, stop, ends=streams)]
@@ -1336,7 +1360,8 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
         if worker.error is not None:
             raise worker.error
     w, h = writer.size or (0, 0)
-    return FrameResult(writer.written, times[:writer.written], w, h, stats.skipped)
+    return FrameResult(writer.written, times[:writer.written], w, h, stats.skipped,
+                       stats.repeated)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1896,6 +1921,9 @@ def upscale_video(source, temp_video, settings, upscaler, duration_s=0.0,
                            "a video")
     times = monotonic_times(result.times_ms, video.nominal_interval_ms)
     rewrite_mp4_timing(temp_video, times, last_interval(times, video.nominal_interval_ms))
+    if result.repeated:
+        say(f"note: {source.name}: {result.repeated} of {result.count} frames repeat the frame "
+            "before them exactly; each such picture was upscaled once", settings.quiet)
     if result.skipped:
         warn(f"{source.name}: {result.skipped} corrupted frame(s) could not be decoded and "
              f"were skipped; the {result.count} others keep their times, so sound stays "

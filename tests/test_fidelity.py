@@ -2,6 +2,7 @@
 import subprocess
 from fractions import Fraction
 
+import cv2
 import numpy as np
 import pytest
 
@@ -310,3 +311,30 @@ def test_mov_output_is_quicktime_and_keeps_pcm_audio(ffmpeg, tmp_path):
     assert info.format.startswith("mov") and b"qt  " in out.read_bytes()[:32]
     assert [a.codec for a in info.of_kind("audio")] == ["pcm_s16le"]
     assert "re-encoded" not in result.stderr
+
+
+def test_frames_repeating_the_one_before_are_upscaled_once_and_written_each_time(
+        ffmpeg, tmp_path, model_dir):
+    # A 5 fps picture held for five frames at 25 fps, losslessly coded: every unique picture
+    # decodes to exactly the same pixels four more times, as slides and screen recordings do.
+    src = tmp_path / "held.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc2=s=96x64:r=5:d=2,fps=25", "-f", "lavfi", "-i", "sine=d=2",
+                    "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv444p", "-c:a", "aac",
+                    "-shortest", str(src)], check=True)
+    shown = ffmpeg_frames(ffmpeg, src, 96, 64)
+    repeats = sum(np.array_equal(a, b) for a, b in zip(shown, shown[1:]))
+    assert repeats == 40                         # ffmpeg's own decoding says so too
+    result = run_cli(src, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert f"{repeats} of 50 frames repeat the frame before them" in result.stderr
+    upscaler = upscale.make_upscaler(upscale.METHODS["fsrcnn"], 2, model_dir, quiet=True)
+    source = cv2.VideoCapture(str(src))
+    output = cv2.VideoCapture(str(tmp_path / "held_fsrcnn_x2.mp4"))
+    for i in range(50):
+        ok, frame = source.read()
+        ok_out, written = output.read()
+        # Each frame is its own picture upscaled, within mp4v's loss (about 31 dB here;
+        # the neighbouring pictures are 17 dB or less away).
+        assert ok and ok_out and cv2.PSNR(written, upscaler.upscale(frame)) > 25, i
+    assert not output.read()[0]
