@@ -262,6 +262,7 @@ class Stream:
     title: str = ""
     pix_fmt: str = ""
     color: dict = field(default_factory=dict)   # range, space, transfer, primaries
+    end: float = 0.0           # seconds, from a Matroska DURATION tag; 0 when not given
 
 
 @dataclass
@@ -286,6 +287,8 @@ DISPOSITION_RE = re.compile(r"\((default|forced|dub|original|comment|lyrics|kara
                             r"hearing impaired|visual impaired|captions|descriptions)\)")
 TITLE_RE = re.compile(r"^\s{6,}title\s*: (.*)$")     # a stream's, indented deeper
 DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+# Matroska muxers tag each stream with when it ends on the file's timeline.
+STREAM_END_RE = re.compile(r"^\s{6,}DURATION\s*: (\d+):(\d\d):(\d\d(?:\.\d+)?)$")
 PIX_FMT_RE = re.compile(r"^(\w+)(?:\(([^)]*)\))?$")
 
 
@@ -323,6 +326,10 @@ def parse_color(rest):
     return pix_fmt, color
 
 
+def seconds_of(hours, minutes, seconds):
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 def parse_probe(text):
     """What `ffmpeg -i FILE` printed about input #0, as a Probe."""
     streams, duration, fmt, matrix = [], 0.0, "", False
@@ -334,8 +341,10 @@ def parse_probe(text):
         matrix = matrix or "Display Matrix" in line or "displaymatrix" in line
         d = DURATION_RE.search(line)
         if d and not duration:
-            h, m, s = d.groups()
-            duration = int(h) * 3600 + int(m) * 60 + float(s)
+            duration = seconds_of(*d.groups())
+        end = STREAM_END_RE.match(line)
+        if end and streams:
+            streams[-1].end = seconds_of(*end.groups())
         title = TITLE_RE.match(line)
         if title and streams:
             streams[-1].title = streams[-1].title or title.group(1).strip()
@@ -1808,6 +1817,13 @@ def temp_name(final, tag):
     return Path(name)
 
 
+def video_length(info, start):
+    """Seconds the first video stream should last, for telling a truncated file from one
+    whose video simply starts later or ends sooner than its sound: to its own end when the
+    container tags it (Matroska), else to the end of the file."""
+    return max(0.0, (info.video[0].end or info.duration) - start)
+
+
 def upscale_file(source, out_path, settings, ffmpeg, upscaler):
     """Upscale one file (already through check_source) to out_path. Temporary files live
     beside the output and are removed whatever happens; out_path appears only complete."""
@@ -1827,6 +1843,8 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
         warn(f"{source} is {info.video[0].pix_fmt} "
              f"{info.video[0].color.get('transfer', '')}: output is 8-bit SDR")
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    # Both OpenCV's frames and ffmpeg's scaled copy start at 0 in the temporary file.
+    offset = video_start(ffmpeg, source, info.video[0].index)
     temps, frames = [], None
     try:
         temp_video = temp_name(out_path, "video.mp4")
@@ -1838,16 +1856,14 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
         else:
             orientation = display_orientation(ffmpeg, source, info.video[0].index) \
                 if info.display_matrix else "as decoded"
-            frames = upscale_video(source, temp_video, settings, upscaler, info.duration,
-                                   orientation)
+            frames = upscale_video(source, temp_video, settings, upscaler,
+                                   video_length(info, offset), orientation)
             if frames.width % 2 or frames.height % 2:
                 w, h = even_size(frames.width, frames.height)
                 warn(f"{source.name}: {frames.width}x{frames.height} is odd-sized; padded to "
                      f"{w}x{h} by repeating the last column/row (codecs need even sizes)")
         temp_final = temp_name(out_path, "part")
         temps.append(temp_final)
-        # Both OpenCV's frames and ffmpeg's scaled copy start at 0 in the temporary file.
-        offset = video_start(ffmpeg, source, info.video[0].index)
         command, notes = mux_command(ffmpeg, temp_video, source, info, temp_final, settings,
                                      container_of(out_path, settings.format), offset)
         for note in notes:
@@ -1929,7 +1945,11 @@ def upscale_video(source, temp_video, settings, upscaler, duration_s=0.0,
              f"were skipped; the {result.count} others keep their times, so sound stays "
              "in sync")
     decoded_s = (times[-1] + last_interval(times, video.nominal_interval_ms)) / 1000.0
-    if duration_s and decoded_s < duration_s - max(0.5, 0.05 * duration_s):
+    # An MP4's frame count is exact (its sample table's); Matroska's is only estimated
+    # from the file's duration, so there the length decides.
+    all_claimed = result.count + result.skipped >= video.frame_count_hint > 0
+    if duration_s and not all_claimed and \
+            decoded_s < duration_s - max(0.5, 0.05 * duration_s):
         warn(f"{source.name}: decoding stopped at frame {result.count} ({decoded_s:.1f} s of "
              f"{duration_s:.1f} s); the file looks truncated or damaged. Kept the "
              f"{result.count} frames that decoded")

@@ -167,6 +167,22 @@ def test_truncated_video_keeps_the_decodable_frames_with_a_warning(ffmpeg, tmp_p
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("container", ["mkv", "mp4"])
+@pytest.mark.parametrize("start", [0, 2])
+def test_video_that_ends_before_its_sound_is_not_called_truncated(ffmpeg, tmp_path, container,
+                                                                  start):
+    # One second of picture and three of sound; with start=2 the picture comes in last.
+    src = tmp_path / f"clip.{container}"
+    subprocess.run([ffmpeg, "-v", "error", "-itsoffset", str(start), "-f", "lavfi", "-i",
+                    "testsrc2=s=96x64:r=25:d=1", "-f", "lavfi", "-i", "sine=d=3",
+                    "-c:v", "libx264", "-c:a", "aac", str(src)], check=True)
+    result = run_cli(src, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert "truncated" not in result.stderr and "warning" not in result.stderr
+    from conftest import decoded_frame_count
+    assert decoded_frame_count(ffmpeg, tmp_path / "clip_fsrcnn_x2.mp4") == 25
+
+
 def test_disk_full_while_writing_leaves_nothing(ffmpeg, tmp_path):
     import resource
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="160x120", seconds=2)
