@@ -2824,6 +2824,12 @@ def run(settings, inputs):
                 raise UpscaleError(f"{source}: output would overwrite the input; choose "
                                    "another -o or --output-dir")
             check_source(source)
+            if OUTPUT_NAME_RE.search(Path(source).stem) and settings.output is None:
+                # A shell loop over *.mp4 run twice would otherwise upscale its own outputs.
+                say(f"skip: {source} is named as an upscale.py output; to upscale it again, "
+                    "name the result with -o", settings.quiet)
+                skipped += 1
+                continue
             if out_path.exists() and not settings.overwrite:
                 say(f"skip: {out_path} exists (use --overwrite to replace it)", settings.quiet)
                 skipped += 1

@@ -229,3 +229,21 @@ def test_progress_in_a_log_is_plain_lines():
     progress.update(7)
     assert log.text == log.text.strip("\r") and log.text.endswith("\n")
     assert "7 frames" in log.text and "\x1b" not in log.text
+
+
+def test_shell_loop_run_twice_does_not_upscale_its_own_outputs(ffmpeg, tmp_path):
+    make_clip(ffmpeg, tmp_path / "a.mp4", seconds=0.2)
+    for _ in range(2):                     # for f in clips/*.mp4; do upscale.py "$f"; done
+        for f in sorted(tmp_path.glob("*.mp4")):
+            assert run_cli(f, "--scale", "2").returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "a_fsrcnn_x2.mp4"]
+
+
+def test_an_output_named_with_o_can_be_upscaled_again(ffmpeg, tmp_path):
+    first = make_clip(ffmpeg, tmp_path / "a_fsrcnn_x2.mp4", seconds=0.2)
+    skipped = run_cli(first, "--scale", "2")
+    assert skipped.returncode == 0 and "skip:" in skipped.stderr
+    assert not (tmp_path / "a_fsrcnn_x2_fsrcnn_x2.mp4").exists()
+    again = run_cli(first, "--scale", "2", "-o", tmp_path / "a_x4.mp4")
+    assert again.returncode == 0, again.stderr
+    assert video_size(tmp_path / "a_x4.mp4") == tuple(2 * v for v in video_size(first))
