@@ -2019,6 +2019,23 @@ def infer_in_streams(upscaler, prepared):
         cv2.setNumThreads(threads_before)
 
 
+def single_threaded(fn):
+    """fn() run with OpenCV on one thread."""
+    threads_before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return fn()
+    finally:
+        cv2.setNumThreads(threads_before)
+
+
+def usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:             # not on Linux
+        return os.cpu_count() or 1
+
+
 def timed(fn, *args):
     start = time.perf_counter()
     result = fn(*args)
@@ -2056,10 +2073,12 @@ def benchmark(source, settings, repeats=BENCHMARK_REPEATS, out=sys.stdout):
     n = len(frames)
     if n == 0:
         raise UpscaleError(f"{source}: no frame could be decoded")
-    prepared = [upscaler.prepare(f) for f in frames]
+    t_prepare, prepared = timed(lambda: [upscaler.prepare(f) for f in frames])
     t_infer_one, inferred = timed(lambda: [upscaler.infer(p) for p in prepared])
+    t_infer_thread = timed(single_threaded, lambda: [upscaler.infer(p) for p in prepared])[0]
     t_infer, _ = timed(infer_in_streams, upscaler, prepared)
-    t_convert, finished = timed(lambda: [upscaler.finish(i) for i in inferred])
+    t_finish, finished = timed(lambda: [upscaler.finish(i) for i in inferred])
+    t_convert = t_prepare + t_finish
     with tempfile.TemporaryDirectory(prefix="upscale-bench-") as tmp:
         tmp = Path(tmp)
         h, w = finished[0].shape[:2]
@@ -2091,13 +2110,14 @@ def benchmark(source, settings, repeats=BENCHMARK_REPEATS, out=sys.stdout):
     if t_official is not None:
         rows.append(("DnnSuperResImpl.upsample alone (plain loop's)", t_official))
     rows += [("network alone, 1 stream, all threads", t_infer_one),
+             ("network alone, 1 stream, 1 thread", t_infer_thread),
              (f"network alone, as the pipeline ({streams} stream{'s' * (streams > 1)})",
               t_infer),
              ("colour convert / merge", t_convert), ("encode (VideoWriter mp4v)", t_encode),
              ("plain sequential loop, end to end", t_plain),
              ("upscale.py pipeline, end to end", t_ours)]
     print(f"benchmark: {source.name}, {w // scale}x{h // scale} -> {w}x{h}, {n} frames, "
-          f"{method.name} x{scale}, OpenCV {cv2.__version__}, {os.cpu_count()} cores, "
+          f"{method.name} x{scale}, OpenCV {cv2.__version__}, {usable_cores()} cores, "
           f"best of {repeats}", file=out)
     print(f"{'stage':<50}{'seconds':>9}{'fps':>9}", file=out)
     for name, seconds in rows:
@@ -2108,6 +2128,13 @@ def benchmark(source, settings, repeats=BENCHMARK_REPEATS, out=sys.stdout):
           file=out)
     print(f"pipeline fps / network-alone fps (as the pipeline runs it): "
           f"{t_infer / t_ours:.2f}", file=out)
+    # What no arrangement of these stages can beat: all of their work, each stage at its
+    # least CPU (the network on one thread), shared over the cores without any loss.
+    cores = usable_cores()
+    ideal = (t_decode + t_infer_thread + t_convert + t_encode) / cores
+    print(f"ideal pipeline: the stages' times above (network on 1 thread) shared over "
+          f"{cores} cores with no loss: {ideal:.3f} s, at most {t_plain / ideal:.2f}x over the "
+          "plain loop", file=out)
     if method.is_network:
         print(f"PSNR of pipeline frames vs DnnSuperResImpl.upsample (min of 20): {psnr:.1f} dB",
               file=out)

@@ -141,7 +141,8 @@ def test_benchmark_prints_each_stage_both_loops_their_ratio_psnr_and_memory(
     stages = {m[1]: (float(m[2]), float(m[3])) for m in
               re.finditer(r"(?m)^(.*?) +(\d+\.\d+) +(\d+\.\d+)$", out)}
     for stage in ("decode (VideoCapture)", "DnnSuperResImpl.upsample alone (plain loop's)",
-                  "network alone, 1 stream, all threads", "colour convert / merge",
+                  "network alone, 1 stream, all threads", "network alone, 1 stream, 1 thread",
+                  "colour convert / merge",
                   "encode (VideoWriter mp4v)", "plain sequential loop, end to end",
                   "upscale.py pipeline, end to end"):
         seconds, fps = stages[stage]
@@ -150,7 +151,20 @@ def test_benchmark_prints_each_stage_both_loops_their_ratio_psnr_and_memory(
                   .split("x")[0])
     plain, ours = stages["plain sequential loop, end to end"][0], \
         stages["upscale.py pipeline, end to end"][0]
-    assert abs(ratio - plain / ours) < 0.02          # the ratio is of the printed figures
+    # The ratio is of the printed figures (rounded to 1 ms, so within that).
+    assert (plain - 0.0005) / (ours + 0.0005) - 0.005 <= ratio <= \
+        (plain + 0.0005) / (ours - 0.0005) + 0.005
+    # The ideal pipeline is the printed stages' times over the cores, and its ceiling the
+    # plain loop's time over that.
+    ideal = re.search(r"shared over (\d+) cores with no loss: (\d+\.\d+) s, at most "
+                      r"(\d+\.\d+)x", out)
+    parts = ("decode (VideoCapture)", "network alone, 1 stream, 1 thread",
+             "colour convert / merge", "encode (VideoWriter mp4v)")
+    work = sum(stages[part][0] for part in parts)
+    assert abs(float(ideal[2]) - work / int(ideal[1])) < 0.003
+    best_s = float(ideal[2])                    # printed to 1 ms: the ratio within that
+    assert (plain - 0.0005) / (best_s + 0.0005) - 0.005 <= float(ideal[3]) <= \
+        (plain + 0.0005) / (best_s - 0.0005) + 0.005
     assert float(out.split("DnnSuperResImpl.upsample (min of 20): ")[1].split()[0]) >= 45
     assert float(out.split("peak resident memory of this benchmark: ")[1].split()[0]) > 0
     assert leftovers(tmp_path) == []
