@@ -1857,7 +1857,8 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
             orientation = display_orientation(ffmpeg, source, info.video[0].index) \
                 if info.display_matrix else "as decoded"
             frames = upscale_video(source, temp_video, settings, upscaler,
-                                   video_length(info, offset), orientation)
+                                   video_length(info, offset), orientation,
+                                   length_tagged=bool(info.video[0].end))
             if frames.width % 2 or frames.height % 2:
                 w, h = even_size(frames.width, frames.height)
                 warn(f"{source.name}: {frames.width}x{frames.height} is odd-sized; padded to "
@@ -1907,16 +1908,20 @@ def check_workload(source, video, settings):
 
 
 def upscale_video(source, temp_video, settings, upscaler, duration_s=0.0,
-                  orientation="as decoded"):
-    """Decode, upscale and write the picture of source into temp_video with its frame times."""
+                  orientation="as decoded", length_tagged=False):
+    """Decode, upscale and write the picture of source into temp_video with its frame times.
+    duration_s: how long the picture should last; length_tagged: the container says so
+    for the video stream itself (Matroska), not only for the whole file."""
     if orientation != "as decoded":
         say(f"note: {source.name}: display matrix applied: {orientation}", settings.quiet)
     cap = open_capture(source)
     try:
+        fps, claimed = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if length_tagged and duration_s and 0 < fps < 1000:
+            # OpenCV estimates a Matroska video's frames from the whole file's duration.
+            claimed = math.ceil(duration_s * fps - 0.01)
         video = SourceVideo(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                            cap.get(cv2.CAP_PROP_FPS),
-                            int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+                            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), fps, claimed)
         check_workload(source, video, settings)
         frames_hint = f", about {video.frame_count_hint} frames" \
             if video.frame_count_hint > 0 else ""

@@ -179,6 +179,7 @@ def test_video_that_ends_before_its_sound_is_not_called_truncated(ffmpeg, tmp_pa
     result = run_cli(src, "--scale", "2")
     assert result.returncode == 0, result.stderr
     assert "truncated" not in result.stderr and "warning" not in result.stderr
+    assert "about 25 frames" in result.stderr          # the picture's own count, up front
     from conftest import decoded_frame_count
     assert decoded_frame_count(ffmpeg, tmp_path / "clip_fsrcnn_x2.mp4") == 25
 
