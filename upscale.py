@@ -25,6 +25,7 @@ Run `python upscale.py --help` for every option.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -1238,6 +1239,18 @@ def inference_streams(upscaler):
     return max(1, min(upscaler.method.streams, cv2.getNumThreads()))
 
 
+@contextlib.contextmanager
+def opencv_threads(share):
+    """OpenCV's thread count divided by `share` (at least 1) for the duration, then as
+    it was: each of `share` network copies gets its part of the cores."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(max(1, before // share))
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
 class InOrderWriter:
     """A VideoWriter fed by several workers whose frames finish out of order.
 
@@ -1322,7 +1335,6 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
     to_infer = queue.Queue(QUEUE_DEPTH)
     times, stats = [], ReadStats()
     writer = InOrderWriter(temp_path, fourcc, fps, stop, progress)
-    threads_before = cv2.getNumThreads()
     networks = [upscaler] + [upscaler.clone(streams) for _ in range(streams - 1)]
 
     def read(stage):
@@ -1351,20 +1363,18 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
 
     workers = [Stage("reader", read, to_infer, stop, ends=streams)]
     workers += [Stage(f"network{i}", work(n), None, stop) for i, n in enumerate(networks)]
-    if streams > 1:
-        cv2.setNumThreads(max(1, threads_before // streams))
-    try:
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            while worker.is_alive():       # a timed join lets Ctrl-C and SIGTERM through
-                worker.join(0.1)
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join()
-        cv2.setNumThreads(threads_before)
-        writer.close()
+    with opencv_threads(streams):
+        try:
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                while worker.is_alive():   # a timed join lets Ctrl-C and SIGTERM through
+                    worker.join(0.1)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+            writer.close()
     for worker in workers:
         if worker.error is not None:
             raise worker.error
@@ -2010,28 +2020,20 @@ def infer_in_streams(upscaler, prepared):
     if streams == 1:
         return [upscaler.infer(p) for p in prepared]
     networks = [upscaler] + [upscaler.clone(streams) for _ in range(streams - 1)]
-    threads_before = cv2.getNumThreads()
-    cv2.setNumThreads(max(1, threads_before // streams))
     workers = [threading.Thread(target=lambda k=k: [networks[k].infer(p)
                                                     for p in prepared[k::streams]])
                for k in range(streams)]
-    try:
+    with opencv_threads(streams):
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
-    finally:
-        cv2.setNumThreads(threads_before)
 
 
 def single_threaded(fn):
     """fn() run with OpenCV on one thread."""
-    threads_before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
+    with opencv_threads(cv2.getNumThreads()):
         return fn()
-    finally:
-        cv2.setNumThreads(threads_before)
 
 
 def usable_cores():
