@@ -19,13 +19,17 @@ The file reads in the order data flows: tables, ffmpeg probing, model files, ups
 (with the rewriting of the official graphs into faster equivalents), reading, the threaded
 pipeline, timing repair, muxing, progress, jobs, benchmark, compare, command line, main().
 
-Model files (.pb) are looked up in --model-dir, then $UPSCALE_MODEL_DIR, then models/ beside
-this script, and downloaded on demand from their official repositories (SHA-256 checked).
+The default model's weights (FSRCNN, trained by models/train.py) ship in models/ beside this
+script. The official model files (.pb) are looked up in --model-dir, then $UPSCALE_MODEL_DIR,
+then models/, and downloaded on demand from their official repositories (SHA-256 checked).
+ffmpeg is $UPSCALE_FFMPEG, else imageio-ffmpeg's pinned build, else the first on PATH.
 Run `python upscale.py --help` for every option.
 """
 
 import argparse
+import concurrent.futures
 import contextlib
+import ctypes
 import dataclasses
 import functools
 import hashlib
@@ -37,6 +41,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -64,6 +69,9 @@ __version__ = "1.0.0"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+# Signals that stop a run, each cleaned up after like Ctrl-C; the exit status is 128 + signal
+# (a closed terminal or ssh session sends SIGHUP).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .ts .m2ts .mts .3gp .ogv".split())
@@ -87,7 +95,10 @@ class Method:
     runs: str                  # "luma" / "bgr" network, "resize" or "ffmpeg"
     algo: str = ""             # dnn_superres algorithm name
     file_pattern: str = ""     # official file name, {scale} filled in
-    url: str = ""              # official folder the file is downloaded from
+    # Official folder the file is downloaded from; "": the file ships in models/ (our own
+    # weights, see models/README.md).
+    url: str = ""
+    official: str = ""         # the method with the official weights of the same network
     interpolation: int = cv2.INTER_CUBIC
     about: str = ""
     features: int = 0          # widest feature map, channels: memory per input pixel
@@ -109,9 +120,14 @@ class Method:
 ANY_SCALE = tuple(range(2, 9))
 
 METHODS = {m.name: m for m in (
-    Method("fsrcnn", (2, 3, 4), "luma", "fsrcnn", "FSRCNN_x{scale}.pb", FSRCNN_URL,
-           about="fast, good (default)", features=56, reach=8, streams=2, engine="new",
-           cache_tile=128),
+    # Our own FSRCNN weights (models/train.py): the official network, trained for the
+    # papers' quality; they ship in models/, so the default needs no download.
+    Method("fsrcnn", (2, 3, 4), "luma", "fsrcnn", "FSRCNN-upscalepy_x{scale}.pb",
+           about="fast, sharp (default; our weights, shipped)", official="fsrcnn-opencv",
+           features=56, reach=8, streams=2, engine="new", cache_tile=128),
+    Method("fsrcnn-opencv", (2, 3, 4), "luma", "fsrcnn", "FSRCNN_x{scale}.pb", FSRCNN_URL,
+           about="FSRCNN with OpenCV's official weights", features=56, reach=8, streams=2,
+           engine="new", cache_tile=128),
     Method("fsrcnn-small", (2, 3, 4), "luma", "fsrcnn", "FSRCNN-small_x{scale}.pb", FSRCNN_URL,
            about="fastest network", features=32, reach=8, streams=2, engine="new",
            cache_tile=128),
@@ -134,10 +150,17 @@ METHODS = {m.name: m for m in (
     Method("ffmpeg", ANY_SCALE, "ffmpeg", about="baseline: ffmpeg's bicubic scaler"),
 )}
 
-# Every official file is pinned. EDSR's files could not be fetched where this was written, so
-# they are pinned by their git blob ids in the official repository (sha1 of "blob <size>\0" +
-# content), which identify the bytes just as well.
+# Every file is pinned: ours (made by models/train.py, committed in models/) and the official
+# ones. EDSR's files could not be fetched where this was written, so they are pinned by their
+# git blob ids in the official repository (sha1 of "blob <size>\0" + content), which identify
+# the bytes just as well.
 MODEL_CHECKSUMS = {
+    "FSRCNN-upscalepy_x2.pb":
+        "sha256:@X2@",
+    "FSRCNN-upscalepy_x3.pb":
+        "sha256:5d2866f88de39cd74dd484060d8eecb546554717e8b1d9ebe2dfa3cbc94208c1",
+    "FSRCNN-upscalepy_x4.pb":
+        "sha256:3c540672ebc7f0d6a81c6a3cd77c322b324ae9a6a4328176857db73e50785819",
     "ESPCN_x2.pb": "sha256:59f77351e1d7c0057bf6fe088b4a8a07e42c468c8c8aebb674a6b4ea1823221d",
     "ESPCN_x3.pb": "sha256:0e667db7a431d14c32568ed79bf21701a64df8b1d162e48ca1f8800affe2c2b3",
     "ESPCN_x4.pb": "sha256:e403f06309229cf36009cd8fb0da032ba7643fae9f15cf94fe562e8edf8fef47",
@@ -182,19 +205,47 @@ CODECS = {c.name: c for c in (
           "lossless FFV1 (Matroska), for further editing"),
 )}
 
+# x264's and x265's speed presets, fastest first (--preset).
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
+
 # Audio codecs MP4 can carry as they are; anything else is re-encoded to AAC there.
 MP4_AUDIO_CODECS = frozenset("aac mp3 mp2 ac3 eac3 alac flac opus".split())
-# QuickTime also carries uncompressed audio as it is.
-MOV_AUDIO_CODECS = MP4_AUDIO_CODECS | {"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be",
-                                       "pcm_s32le", "pcm_f32le", "pcm_u8"}
 TEXT_SUBTITLE_CODECS = frozenset("subrip srt ass ssa webvtt mov_text text".split())
 AUDIO_REENCODE_ARGS = ("aac", "256k")
+
+
+@dataclass(frozen=True)
+class Container:
+    """An output container: how it is named, what ffmpeg calls it, what it carries."""
+    name: str                  # --format
+    extensions: tuple          # the first is the one outputs get
+    ffmpeg_format: str
+    audio: frozenset = None    # audio codecs carried as they are; None: any
+    # "": subtitles copied as they are; else text ones become this codec and picture ones
+    # are dropped.
+    text_subtitles_as: str = ""
+    attachments: bool = False  # fonts and other attached files
+    codecs: tuple = ()         # video codecs (CODECS) it may hold; (): any
+
+
+CONTAINERS = {c.name: c for c in (
+    Container("mp4", (".mp4", ".m4v"), "mp4", MP4_AUDIO_CODECS, "mov_text",
+              codecs=("mp4v", "h264", "h265")),
+    # QuickTime also carries uncompressed audio as it is.
+    Container("mov", (".mov",), "mov", MP4_AUDIO_CODECS | {
+        "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_f32le",
+        "pcm_u8"}, "mov_text", codecs=("mp4v", "h264", "h265")),
+    Container("mkv", (".mkv",), "matroska", attachments=True),
+)}
+
 
 # Whole-run cost per frame in seconds per megapixel of (input, output), fitted to runs at
 # 200x112 x2/x4 and 640x360 x2 on a 2-core x86-64 machine: the light networks work at the
 # input size, LapSRN and EDSR up to the output size (EDSR: reported ~3 s per 192x128 frame
 # at x4 on a desktop CPU). Only for up-front estimates.
 SECONDS_PER_MEGAPIXEL = {"fsrcnn-small": (0.08, 0.006), "fsrcnn": (0.2, 0.008),
+                         "fsrcnn-opencv": (0.2, 0.008),
                          "espcn": (0.24, 0.005), "lapsrn": (0.0, 1.4), "edsr": (0.0, 7.7)}
 MAX_OUTPUT_PIXELS = 7680 * 4320       # 8K UHD: beyond it a frame no longer fits comfortably
 SLOW_RUN_SECONDS = 600                # say how long a run will take when it exceeds this
@@ -202,6 +253,10 @@ SLOW_RUN_SECONDS = 600                # say how long a run will take when it exc
 PROGRESS_INTERVAL_TTY = 0.25      # seconds between redraws of the progress line
 PROGRESS_INTERVAL_LOG = 10.0      # seconds between plain progress lines in logs
 QUEUE_DEPTH = 4                   # frames in flight between stages: bounds memory
+# cv2.VideoWriter reports no write errors: a full disk would only show at the mux, after
+# every frame. The writer looks at the free space this often instead, and stops below this.
+DISK_CHECK_SECONDS = 1.0
+DISK_RESERVE_BYTES = 16 << 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +272,11 @@ class UsageError(UpscaleError):
 
 
 class Terminated(BaseException):
-    """SIGTERM arrived; unwinds like KeyboardInterrupt so every cleanup runs."""
+    """SIGTERM or SIGHUP arrived; unwinds like KeyboardInterrupt so every cleanup runs."""
+
+    def __init__(self, signum=signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def say(message, quiet=False):
@@ -229,27 +288,52 @@ def warn(message):
     print(f"upscale: warning: {message}", file=sys.stderr, flush=True)
 
 
+def error(message):
+    """The one way an error reaches the user: one line on stderr."""
+    print("upscale: error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+
+
+def describe(exc, source=None):
+    """One line for an exception that ends a file's run: UpscaleError's own message;
+    OpenCV's last line, or any other error's type and text, named with the file."""
+    if isinstance(exc, UpscaleError):
+        return str(exc)
+    if isinstance(exc, OSError):          # disk full, permissions, a path that is a file...
+        where = f" ({exc.filename})" if exc.filename else ""
+        return (f"{source}: cannot write the output: {exc.strerror or exc}{where}; check the "
+                "output folder and free space")
+    lines = str(exc).strip().splitlines()
+    if isinstance(exc, cv2.error):
+        return f"{source}: OpenCV failed: {lines[-1].strip() if lines else exc}"
+    return (f"{source}: {type(exc).__name__}: {lines[-1] if lines else ''} (an error in "
+            "upscale.py itself; please report it with this line)")
+
+
 # ---------------------------------------------------------------------------------------------
 # ffmpeg: finding it and reading what a file holds
 # ---------------------------------------------------------------------------------------------
 
 def find_ffmpeg():
-    """Path of an ffmpeg binary: $UPSCALE_FFMPEG, then PATH, then the imageio-ffmpeg wheel."""
+    """Path of an ffmpeg binary: $UPSCALE_FFMPEG, then the one the imageio-ffmpeg wheel
+    pins (the build this tool is tested with), then PATH. An older ffmpeg first on PATH
+    (Debian 12's 5.1, say) times and encodes some files differently and may lack libvmaf,
+    so it is only the last resort."""
     explicit = os.environ.get("UPSCALE_FFMPEG")
     if explicit is not None:
         if explicit and shutil.which(explicit):
             return shutil.which(explicit)
         raise UpscaleError(f"ffmpeg not found at UPSCALE_FFMPEG={explicit!r}; "
                            "unset it or point it at an ffmpeg binary")
-    on_path = shutil.which("ffmpeg")
-    if on_path:
-        return on_path
     try:
         import imageio_ffmpeg
         return imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception:
-        raise UpscaleError("ffmpeg not found; install it (pip install imageio-ffmpeg, "
-                           "or your system's ffmpeg package)") from None
+    except Exception:            # not installed, or its binary is missing for this platform
+        pass
+    on_path = shutil.which("ffmpeg")
+    if on_path:
+        return on_path
+    raise UpscaleError("ffmpeg not found; install it (pip install imageio-ffmpeg, or your "
+                       "system's ffmpeg package), or name one with UPSCALE_FFMPEG")
 
 
 @dataclass
@@ -272,6 +356,7 @@ class Probe:
     duration: float = 0.0     # seconds, 0 when unknown
     format: str = ""          # ffmpeg's demuxer names, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
     display_matrix: bool = False   # rotation or reflection to apply when shown
+    tags: dict = field(default_factory=dict)     # the file's own metadata (not its streams')
 
     def of_kind(self, kind):
         return [s for s in self.streams if s.kind == kind]
@@ -291,6 +376,7 @@ DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 # Matroska muxers tag each stream with when it ends on the file's timeline.
 STREAM_END_RE = re.compile(r"^\s{6,}DURATION\s*: (\d+):(\d\d):(\d\d(?:\.\d+)?)$")
 PIX_FMT_RE = re.compile(r"^(\w+)(?:\(([^)]*)\))?$")
+FILE_TAG_RE = re.compile(r"^    (\w+)\s*: (.*)$")      # indented 4: the file's, not a stream's
 
 
 def top_level_fields(text):
@@ -333,12 +419,15 @@ def seconds_of(hours, minutes, seconds):
 
 def parse_probe(text):
     """What `ffmpeg -i FILE` printed about input #0, as a Probe."""
-    streams, duration, fmt, matrix = [], 0.0, "", False
+    streams, duration, fmt, matrix, tags = [], 0.0, "", False, {}
     for line in text.splitlines():
         if line.startswith("Output #"):
             break
         if line.startswith("Input #0, "):
             fmt = line[len("Input #0, "):].rsplit(", from ", 1)[0]
+        tag = FILE_TAG_RE.match(line)
+        if tag and fmt and not streams and not duration:
+            tags[tag.group(1)] = tag.group(2).strip()
         matrix = matrix or "Display Matrix" in line or "displaymatrix" in line
         d = DURATION_RE.search(line)
         if d and not duration:
@@ -358,7 +447,7 @@ def parse_probe(text):
             if stream.kind == "video":
                 stream.pix_fmt, stream.color = parse_color(rest)
             streams.append(stream)
-    return Probe(streams, duration, fmt, matrix)
+    return Probe(streams, duration, fmt, matrix, tags)
 
 
 def probe(ffmpeg, path):
@@ -410,7 +499,10 @@ def model_search_dirs(model_dir=None):
 
 
 def model_url(method, scale):
-    """Where the official file is downloaded from ($UPSCALE_MODEL_URL replaces the base)."""
+    """Where the official file is downloaded from ($UPSCALE_MODEL_URL replaces the base);
+    "" for the files that ship with the tool."""
+    if not method.url:
+        return ""
     base = os.environ.get(MODEL_URL_ENV) or method.url
     return f"{base.rstrip('/')}/{method.file_name(scale)}"
 
@@ -434,6 +526,10 @@ def file_digest(path, checksum):
 def verify_model_file(path, url):
     checksum = MODEL_CHECKSUMS[path.name]
     if os.path.getsize(path) == 0 or file_digest(path, checksum) != checksum:
+        if not url:
+            raise UpscaleError(f"model file {path} is corrupt or not the one this version "
+                               "ships (checksum mismatch); restore it from the project "
+                               f"(git checkout -- models/{path.name})")
         raise UpscaleError(f"model file {path} is corrupt or not the official file (checksum "
                            f"mismatch); delete it to download it again, or replace it with {url}")
 
@@ -441,7 +537,7 @@ def verify_model_file(path, url):
 def download_model(url, dest, checksum, quiet=False):
     """Download url to dest atomically: the file appears only when complete and verified."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=".part", dir=dest.parent)
     try:
         say(f"downloading {dest.name} from {url}", quiet)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
@@ -476,6 +572,10 @@ def locate_model(method, scale, model_dir=None, quiet=False):
         if candidate.is_file():
             verify_model_file(candidate, url)
             return candidate
+    if not url:
+        raise UpscaleError(f"model file {name} ships with upscale.py but is missing from "
+                           f"{DEFAULT_MODEL_DIR}; restore it from the project (git checkout "
+                           f"-- models/{name}), or use --model {method.official} (downloaded)")
     target_dir = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
     return download_model(url, target_dir / name, MODEL_CHECKSUMS[name], quiet)
 
@@ -1267,6 +1367,7 @@ class InOrderWriter:
         self.turn = threading.Condition()       # guards waiting and written
         self.writing = threading.Lock()         # held by the one worker encoding
         self.writer = None
+        self.disk_checked = time.monotonic()
 
     def put(self, seq, frame):
         with self.turn:
@@ -1300,8 +1401,20 @@ class InOrderWriter:
             with self.turn:
                 self.written += 1
                 self.turn.notify_all()
+            self.check_disk()
             if self.progress:
                 self.progress.update(self.written)
+
+    def check_disk(self):
+        now = time.monotonic()
+        if now - self.disk_checked < DISK_CHECK_SECONDS:
+            return
+        self.disk_checked = now
+        free = shutil.disk_usage(Path(self.path).parent).free
+        if free < DISK_RESERVE_BYTES:
+            raise UpscaleError(f"the disk holding {Path(self.path).parent} is full "
+                               f"({free >> 20} MB free) at frame {self.written}; free some "
+                               "space there, or write elsewhere with --output-dir")
 
     def open(self, frame):
         h, w = frame.shape[:2]
@@ -1529,11 +1642,15 @@ def rewrite_mp4_timing(path, times_ms, last_interval_ms):
 # Muxing: the upscaled picture plus everything else the source had
 # ---------------------------------------------------------------------------------------------
 
+def container_for_extension(suffix):
+    """The Container whose extensions include suffix (".MKV" too); None if none does."""
+    return next((c for c in CONTAINERS.values() if suffix.lower() in c.extensions), None)
+
+
 def container_of(path, fmt=None):
-    """"matroska", "mov" or "mp4", from --format or the output's extension."""
-    if fmt:
-        return {"mkv": "matroska", "matroska": "matroska", "mov": "mov"}.get(fmt, "mp4")
-    return {".mkv": "matroska", ".mov": "mov"}.get(Path(path).suffix.lower(), "mp4")
+    """The output's Container, from --format or else its extension (mp4 by default)."""
+    return CONTAINERS.get(fmt) or container_for_extension(Path(path).suffix) or \
+        CONTAINERS["mp4"]
 
 
 # Matrices swscale can convert to, by the name ffmpeg reports for a stream's colour space.
@@ -1577,7 +1694,7 @@ def color_args(stream, reencode, written_by_opencv=True):
 def track_name_args(spec, stream, container):
     """MP4 has no track title; players show the handler name instead, so a titled track
     ("Director's commentary") keeps its name there."""
-    if container == "matroska" or not stream.title:
+    if container.ffmpeg_format not in ("mp4", "mov") or not stream.title:
         return []
     return [f"-metadata:s:{spec}", f"handler_name={stream.title}"]
 
@@ -1589,24 +1706,24 @@ def stream_plan(info, container):
     for k, s in enumerate(info.of_kind("audio")):
         args += ["-map", f"1:{s.index}", f"-map_metadata:s:a:{k}", f"1:s:{s.index}"]
         args += track_name_args(f"a:{k}", s, container)
-        if container == "mp4" and s.codec not in MP4_AUDIO_CODECS or \
-                container == "mov" and s.codec not in MOV_AUDIO_CODECS:
+        if container.audio is not None and s.codec not in container.audio:
             codec, bitrate = AUDIO_REENCODE_ARGS
             args += [f"-c:a:{k}", codec, f"-b:a:{k}", bitrate]
-            notes.append(f"audio stream {k + 1} ({s.codec}) cannot go into {container.upper()} "
-                         f"as it is: re-encoded to AAC {bitrate} (use an .mkv output to keep "
-                         "it exact)")
+            notes.append(f"audio stream {k + 1} ({s.codec}) cannot go into "
+                         f"{container.name.upper()} as it is: re-encoded to AAC {bitrate} (use "
+                         "an .mkv output to keep it exact)")
         else:
             args += [f"-c:a:{k}", "copy"]
     k = 0
     for s in info.of_kind("subtitle"):
-        if container == "matroska":
+        if not container.text_subtitles_as:
             codec = "copy"
         elif s.codec in TEXT_SUBTITLE_CODECS:
-            codec = "mov_text"
+            codec = container.text_subtitles_as
         else:
-            notes.append(f"subtitle stream ({s.codec}) cannot go into {container.upper()} "
-                         "and was dropped (use an .mkv output to keep it)")
+            notes.append(f"subtitle stream ({s.codec}) cannot go into "
+                         f"{container.name.upper()} and was dropped (use an .mkv output to "
+                         "keep it)")
             continue
         # Naming any -map_metadata turns off ffmpeg's default copying of stream metadata
         # (language, title), so every stream gets its own.
@@ -1614,7 +1731,7 @@ def stream_plan(info, container):
                  f"-map_metadata:s:s:{k}", f"1:s:{s.index}"]
         args += track_name_args(f"s:{k}", s, container)
         k += 1
-    if container == "matroska" and info.of_kind("attachment"):
+    if container.attachments and info.of_kind("attachment"):
         args += ["-map", "1:t"]
     args += ["-map_metadata", "1", "-map_chapters", "1"]
     if info.video:
@@ -1642,10 +1759,16 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
     args += vfilter + tags
     streams, notes = stream_plan(info, container)
     args += streams
-    if container in ("mp4", "mov"):
-        # write_colr: without it the MP4 muxer drops colour tags of a copied stream.
-        args += ["-movflags", "+faststart+write_colr"]
-    args += ["-f", container]
+    # What made the file, so a rerun can tell it from a file made with other settings.
+    args += ["-metadata", f"{SETTINGS_TAG}={settings.fingerprint()}"]
+    if container.ffmpeg_format in ("mp4", "mov"):
+        # write_colr: without it the MP4 muxer drops colour tags of a copied stream;
+        # use_metadata_tags stores a tag of our own (as an mdta key). The source's brands
+        # would then be stored as tags too: they are the new file's to set.
+        args += ["-movflags", "+faststart+write_colr+use_metadata_tags"]
+        args += [a for key in ("major_brand", "minor_version", "compatible_brands")
+                 for a in ("-metadata", f"{key}=")]
+    args += ["-f", container.ffmpeg_format]
     return args + [str(out_path)], notes
 
 
@@ -1661,10 +1784,29 @@ def ffmpeg_scale_command(ffmpeg, source, temp_video, scale, codec):
             *vcodec, "-f", "mp4", str(temp_video)]
 
 
+def ffmpeg_encoders(ffmpeg):
+    """Names of the video encoders an ffmpeg binary has."""
+    listing = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True,
+                             text=True, errors="replace", stdin=subprocess.DEVNULL).stdout
+    return {parts[1] for parts in map(str.split, listing.splitlines())
+            if len(parts) > 1 and parts[0].startswith("V")}
+
+
+def check_ffmpeg_has(ffmpeg, codec):
+    """UsageError before any work when ffmpeg lacks the encoder --codec needs."""
+    if "-c:v" not in codec.ffmpeg_args:
+        return
+    encoder = codec.ffmpeg_args[codec.ffmpeg_args.index("-c:v") + 1]
+    if encoder not in ffmpeg_encoders(ffmpeg):
+        raise UsageError(f"--codec {codec.name} needs ffmpeg's {encoder} encoder, which "
+                         f"{ffmpeg} lacks; use the ffmpeg of imageio-ffmpeg (unset "
+                         "UPSCALE_FFMPEG) or another --codec")
+
+
 def run_ffmpeg(args, what):
     """Run ffmpeg; one clear error line on failure; the child dies with us on interrupt."""
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=die_with_parent)
     try:
         _, err = proc.communicate()
     except BaseException:
@@ -1686,6 +1828,16 @@ def run_ffmpeg(args, what):
 # Progress
 # ---------------------------------------------------------------------------------------------
 
+def shorten(text, width):
+    """text, cut in the middle with "..." to at most width characters."""
+    if len(text) <= width:
+        return text
+    if width <= 3:
+        return text[:width]
+    head = (width - 3) // 2           # the end (an extension, a take number) keeps the extra
+    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
+
+
 def format_eta(seconds):
     seconds = int(max(0, seconds))
     h, rem = divmod(seconds, 3600)
@@ -1706,15 +1858,29 @@ class Progress:
         self.start = self.last = time.monotonic()
         self.done = 0
 
-    def line(self, now):
+    def line(self, now, width=0):
+        """The progress line; with width, at most width - 1 characters (a terminal wraps a
+        line that fills its last column): the label gives way first, the figures last."""
         elapsed = max(now - self.start, 1e-6)
         fps = self.done / elapsed
         if self.total and self.done <= self.total:
             pct = 100.0 * self.done / self.total
-            eta = (self.total - self.done) / fps if fps > 0 else 0
-            return (f"{self.label}: {self.done}/{self.total} frames ({pct:.0f}%), "
-                    f"{fps:.1f} fps, ETA {format_eta(eta)}")
-        return f"{self.label}: {self.done} frames, {fps:.1f} fps"
+            eta = format_eta((self.total - self.done) / fps if fps > 0 else 0)
+            figures = [f"{self.done}/{self.total} frames ({pct:.0f}%), {fps:.1f} fps, ETA {eta}",
+                       f"{self.done}/{self.total} {pct:.0f}% {fps:.0f}fps ETA {eta}"]
+        else:
+            figures = [f"{self.done} frames, {fps:.1f} fps", f"{self.done} {fps:.0f}fps"]
+        if not width:
+            return f"{self.label}: {figures[0]}"
+        room = width - 1
+        for text in figures:
+            label_room = room - len(text) - 2
+            if label_room >= min(len(self.label), 12):
+                return f"{shorten(self.label, label_room)}: {text}"
+        return figures[-1][:room]
+
+    def width(self):
+        return shutil.get_terminal_size().columns if self.tty else 0
 
     def update(self, done):
         self.done = done
@@ -1725,7 +1891,7 @@ class Progress:
         if now - self.last >= interval:
             self.last = now
             if self.tty:
-                self.stream.write("\r\x1b[K" + self.line(now))
+                self.stream.write("\r\x1b[K" + self.line(now, self.width()))
             else:
                 self.stream.write(self.line(now) + "\n")
             self.stream.flush()
@@ -1759,15 +1925,47 @@ class Settings:
     tile: int = None           # None: automatic; 0: never; N: tiles of N input pixels
     device: str = "cpu"
     jobs: int = 1
+    argv: tuple = ()           # the options as given, for the child processes of --jobs
+
+    def fingerprint(self):
+        """What decides the output's content, as `key=value ...`: recorded in the output so
+        that a rerun skips only a file made the same way."""
+        parts = [f"model={self.method.name}", f"scale={self.scale}", f"codec={self.codec.name}"]
+        if self.codec.name in ("h264", "h265"):
+            parts += [f"crf={self.crf}", f"preset={self.preset}"]
+        checksum = MODEL_CHECKSUMS.get(self.method.file_name(self.scale), "")
+        if checksum:                  # the weights too: a new version may ship new ones
+            parts.append(f"weights={checksum.split(':')[1][:12]}")
+        return " ".join(parts)
+
+
+SETTINGS_TAG = "upscale_settings"
+
+
+def recorded_settings(ffmpeg, path):
+    """The settings an earlier run recorded in path (Settings.fingerprint()); None when it
+    records none (made by something else) or cannot be read."""
+    try:
+        return probe(ffmpeg, path).tags.get(SETTINGS_TAG)
+    except UpscaleError:
+        return None
+
+
+def settings_differences(made, wanted):
+    """`key: made, asked wanted` for each setting that differs."""
+    a, b = (dict(p.split("=", 1) for p in text.split() if "=" in p) for text in (made, wanted))
+    return [f"{k} {a.get(k, '-')}, asked {b.get(k, '-')}" for k in dict.fromkeys([*b, *a])
+            if a.get(k) != b.get(k)]
+
+
+def containers_for(codec):
+    """The containers that can hold a codec, the default first."""
+    return [c for c in CONTAINERS.values() if not c.codecs or codec.name in c.codecs]
 
 
 def default_extension(settings):
-    if settings.format == "mov":
-        return ".mov"
-    if settings.format in ("mkv", "matroska") or (not settings.format and
-                                                  settings.codec.name == "ffv1"):
-        return ".mkv"
-    return ".mp4"
+    container = CONTAINERS.get(settings.format) or containers_for(settings.codec)[0]
+    return container.extensions[0]
 
 
 def output_path_for(source, settings):
@@ -1814,6 +2012,9 @@ def check_source(path):
     if p.is_dir():
         raise UpscaleError(f"{path}: is a folder with no video files directly inside; give "
                            "video files, or the folder that holds them")
+    if not p.is_file():
+        raise UpscaleError(f"{path}: is not a regular file (a named pipe or device); the "
+                           "tool needs to seek in its input, so save the video to a file")
     if not os.access(p, os.R_OK):
         raise UpscaleError(f"{path}: permission denied; check the file's permissions")
     if p.stat().st_size == 0:
@@ -1821,10 +2022,74 @@ def check_source(path):
                            "again")
 
 
+# ---------------------------------------------------------------------------------------------
+# Temporary files: hidden beside the output, named with their owner (process and host), so a
+# later run can tell those of a run that was killed (kill -9, the OOM killer, a power cut)
+# from those of a run still working, and remove only the former.
+# ---------------------------------------------------------------------------------------------
+
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+TEMP_RE = re.compile(r"^\..*\.upscale-(\d+)@([A-Za-z0-9-]+)\.[^/]*$")
+TEMP_STEM_CHARS = 40       # of the output's name, so a temporary name is never too long
+
+
+def temp_prefix(final):
+    return f".{Path(final).stem[:TEMP_STEM_CHARS]}.upscale-{os.getpid()}@{HOST}."
+
+
 def temp_name(final, tag):
-    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".{tag}", dir=final.parent)
+    """A new empty hidden file beside `final`, ending in `.tag`."""
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(final), suffix=f".{tag}",
+                                dir=Path(final).parent)
     os.close(fd)
     return Path(name)
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:         # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(folder):
+    """Remove the temporary files and folders that runs on this host left in folder when
+    they died without cleaning up; never those of a live run. Returns how many."""
+    removed = 0
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        match = TEMP_RE.match(entry.name)
+        if not match or match[2] != HOST or process_alive(int(match[1])):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def die_with_parent(signum=signal.SIGKILL):
+    """A preexec_fn: the child gets signum when this process dies, however it dies, so no
+    ffmpeg or job outlives the tool (Linux; elsewhere a no-op)."""
+    prctl = getattr(LIBC, "prctl", None)
+    if prctl is not None:
+        prctl(1, int(signum))       # PR_SET_PDEATHSIG
+
+
+try:                                # loaded here: a preexec_fn must not import
+    LIBC = ctypes.CDLL(None)
+except OSError:
+    LIBC = None
 
 
 def video_length(info, start):
@@ -1853,6 +2118,10 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
         warn(f"{source} is {info.video[0].pix_fmt} "
              f"{info.video[0].color.get('transfer', '')}: output is 8-bit SDR")
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    stale = remove_stale_temps(out_path.parent)
+    if stale:
+        say(f"note: removed {stale} temporary file{'s' * (stale > 1)} that killed runs left "
+            f"in {out_path.parent}", settings.quiet)
     # Both OpenCV's frames and ffmpeg's scaled copy start at 0 in the temporary file.
     offset = video_start(ffmpeg, source, info.video[0].index)
     temps, frames = [], None
@@ -2005,7 +2274,8 @@ def plain_loop(source, out_path, method, scale, model_path, ffmpeg, info):
         writer.release()
         cap.release()
         settings = Settings(method=method, scale=scale, codec=CODECS["mp4v"])
-        command, _ = mux_command(ffmpeg, temp_video, source, info, out_path, settings, "mp4")
+        command, _ = mux_command(ffmpeg, temp_video, source, info, out_path, settings,
+                                 CONTAINERS["mp4"])
         run_ffmpeg(command, "muxing the plain loop's output")
         return count
     finally:
@@ -2057,9 +2327,42 @@ def peak_rss_mb():
 BENCHMARK_REPEATS = 3     # end-to-end runs of each, alternated; the best of each is compared
 
 
-def benchmark(source, settings, repeats=BENCHMARK_REPEATS, out=sys.stdout):
-    """Print frames per second of decode, inference and encode alone, of the pipeline end
-    to end and of the plain loop, with their ratio; every figure is measured here and now."""
+BENCHMARK_SPREAD = 0.15    # runs further apart than this make the ratio unreliable
+
+
+@dataclass
+class BenchmarkResult:
+    """What --benchmark measured: seconds for every stage over all frames, and every
+    alternated end-to-end run of the plain loop and of this tool."""
+    source: str
+    frames: int
+    size_in: tuple             # (w, h)
+    size_out: tuple
+    method: str
+    scale: int
+    cores: int
+    streams: int
+    stages: list               # [(name, seconds)]
+    plain_runs: list
+    tool_runs: list
+    ideal: float               # seconds: every stage's least CPU shared over the cores
+    psnr: float                # pipeline frames against DnnSuperResImpl.upsample (nan: none)
+    peak_mb: float
+
+    @property
+    def speedup(self):
+        return min(self.plain_runs) / min(self.tool_runs)
+
+    @property
+    def spread(self):
+        """The largest relative spread of either's runs: how much the machine's load moved
+        the figures while they were taken."""
+        return max((max(r) - min(r)) / min(r) for r in (self.plain_runs, self.tool_runs))
+
+
+def measure_benchmark(source, settings, repeats=BENCHMARK_REPEATS):
+    """A BenchmarkResult for one input: each stage alone, then the plain loop and this
+    tool end to end, alternated `repeats` times; every figure measured here and now."""
     source = Path(source)
     check_source(source)
     ffmpeg = find_ffmpeg()
@@ -2111,44 +2414,59 @@ def benchmark(source, settings, repeats=BENCHMARK_REPEATS, out=sys.stdout):
                                model_path, ffmpeg, info)[0])
             ours.append(timed(upscale_file, source, tmp / f"ours{i}.mp4", quiet, ffmpeg,
                               upscaler)[0])
-    t_plain, t_ours = min(plain), min(ours)
     streams = inference_streams(upscaler)
-    rows = [("decode (VideoCapture)", t_decode)]
+    stages = [("decode (VideoCapture)", t_decode)]
     if t_official is not None:
-        rows.append(("DnnSuperResImpl.upsample alone (plain loop's)", t_official))
-    rows += [("network alone, 1 stream, all threads", t_infer_one),
-             ("network alone, 1 stream, 1 thread", t_infer_thread),
-             (f"network alone, as the pipeline ({streams} stream{'s' * (streams > 1)})",
-              t_infer),
-             ("colour convert / merge", t_convert), ("encode (VideoWriter mp4v)", t_encode),
-             ("plain sequential loop, end to end", t_plain),
-             ("upscale.py pipeline, end to end", t_ours)]
-    print(f"benchmark: {source.name}, {w // scale}x{h // scale} -> {w}x{h}, {n} frames, "
-          f"{method.name} x{scale}, OpenCV {cv2.__version__}, {usable_cores()} cores, "
-          f"best of {repeats}", file=out)
-    print(f"{'stage':<50}{'seconds':>9}{'fps':>9}", file=out)
-    for name, seconds in rows:
-        print(f"{name:<50}{seconds:>9.3f}{n / seconds:>9.1f}", file=out)
-    print("end-to-end runs, alternated (s): plain " + " ".join(f"{t:.2f}" for t in plain)
-          + " | upscale.py " + " ".join(f"{t:.2f}" for t in ours), file=out)
-    print(f"speed-up over the plain loop (best against best): {t_plain / t_ours:.2f}x",
-          file=out)
-    print(f"pipeline fps / network-alone fps (as the pipeline runs it): "
-          f"{t_infer / t_ours:.2f}", file=out)
+        stages.append(("DnnSuperResImpl.upsample alone (plain loop's)", t_official))
+    stages += [("network alone, 1 stream, all threads", t_infer_one),
+               ("network alone, 1 stream, 1 thread", t_infer_thread),
+               (f"network alone, as the pipeline ({streams} stream{'s' * (streams > 1)})",
+                t_infer),
+               ("colour convert / merge", t_convert), ("encode (VideoWriter mp4v)", t_encode),
+               ("plain sequential loop, end to end", min(plain)),
+               ("upscale.py pipeline, end to end", min(ours))]
     # What no arrangement of these stages can beat: all of their work, each stage at its
     # least CPU (the network on one thread), shared over the cores without any loss.
     cores = usable_cores()
     ideal = (t_decode + t_infer_thread + t_convert + t_encode) / cores
-    print(f"ideal pipeline: the stages' times above (network on 1 thread) shared over "
-          f"{cores} cores with no loss: {ideal:.3f} s, at most {t_plain / ideal:.2f}x over the "
-          "plain loop", file=out)
-    if method.is_network:
-        print(f"PSNR of pipeline frames vs DnnSuperResImpl.upsample (min of 20): {psnr:.1f} dB",
-              file=out)
     # A high-water mark of this process, which held every decoded frame for the per-stage
-    # figures above: the pipeline alone keeps only QUEUE_DEPTH frames per stage in flight.
-    print(f"peak resident memory of this benchmark: {peak_rss_mb():.0f} MB", file=out)
-    return EXIT_OK
+    # figures: the pipeline alone keeps only QUEUE_DEPTH frames per stage in flight.
+    return BenchmarkResult(source.name, n, (w // scale, h // scale), (w, h), method.name,
+                           scale, cores, streams, stages, plain, ours, ideal, psnr,
+                           peak_rss_mb())
+
+
+def report_benchmark(result, out=sys.stdout):
+    """Print a BenchmarkResult: first what a user wants (this tool's speed, the plain
+    loop's, the ratio and whether it can be trusted), then each stage."""
+    r, n = result, result.frames
+    best_plain, best_tool = min(r.plain_runs), min(r.tool_runs)
+    print(f"benchmark: {r.source}, {r.size_in[0]}x{r.size_in[1]} -> {r.size_out[0]}x"
+          f"{r.size_out[1]}, {n} frames, {r.method} x{r.scale}, OpenCV {cv2.__version__}, "
+          f"{r.cores} cores, best of {len(r.tool_runs)}", file=out)
+    print(f"upscale.py end to end: {n / best_tool:.1f} fps ({best_tool:.2f} s)", file=out)
+    print(f"plain loop end to end: {n / best_plain:.1f} fps ({best_plain:.2f} s; VideoCapture "
+          "-> DnnSuperResImpl.upsample -> VideoWriter mp4v -> ffmpeg mux)", file=out)
+    print(f"speed-up over the plain loop (best against best): {r.speedup:.2f}x", file=out)
+    if r.spread > BENCHMARK_SPREAD:
+        print(f"note: runs of the same thing differed by up to {100 * r.spread:.0f}% (the "
+              "machine was busy): the ratio is unreliable; run again when it is quieter",
+              file=out)
+    print(f"\n{'stage':<50}{'seconds':>9}{'fps':>9}", file=out)
+    for name, seconds in r.stages:
+        print(f"{name:<50}{seconds:>9.3f}{n / seconds:>9.1f}", file=out)
+    print("end-to-end runs, alternated (s): plain " + " ".join(f"{t:.2f}" for t in r.plain_runs)
+          + " | upscale.py " + " ".join(f"{t:.2f}" for t in r.tool_runs), file=out)
+    network = dict(r.stages)[next(name for name, _ in r.stages if "as the pipeline" in name)]
+    print(f"pipeline fps / network-alone fps (as the pipeline runs it): "
+          f"{network / best_tool:.2f}", file=out)
+    print(f"ideal pipeline: the stages' times above (network on 1 thread) shared over "
+          f"{r.cores} cores with no loss: {r.ideal:.3f} s, at most {best_plain / r.ideal:.2f}x "
+          "over the plain loop", file=out)
+    if not math.isnan(r.psnr):
+        print(f"PSNR of pipeline frames vs DnnSuperResImpl.upsample (min of 20): {r.psnr:.1f} "
+              "dB", file=out)
+    print(f"peak resident memory of this benchmark: {r.peak_mb:.0f} MB", file=out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2156,7 +2474,8 @@ def benchmark(source, settings, repeats=BENCHMARK_REPEATS, out=sys.stdout):
 # ---------------------------------------------------------------------------------------------
 
 IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .tif .tiff .webp".split())
-COMPARE_METHODS = ("fsrcnn", "espcn", "lapsrn", "edsr", "cubic", "linear", "ffmpeg")
+COMPARE_METHODS = ("fsrcnn", "fsrcnn-opencv", "espcn", "lapsrn", "edsr", "cubic", "linear",
+                   "ffmpeg")
 PSNR_CAP = 100.0          # dB reported for identical frames (no error at all)
 GRID_MAX_WIDTH = 1920     # grid videos and pictures are scaled down to this width
 COMPARE_NAME_RE = re.compile(r"_compare_x\d+$")     # stems of --compare's own outputs
@@ -2176,12 +2495,36 @@ def ssim(truth, test):
     return float(np.mean(cv2.quality.QualitySSIM_compute(test, truth)[0][:3]))
 
 
+def bicubic_taps(scale):
+    """The 1-D filter of MATLAB's imresize(x, 1/scale, 'bicubic') (antialiased: the cubic
+    kernel stretched by the scale) around one output sample, and the anchor that centres
+    it on the sample's block of `scale` input pixels."""
+    half = 2 * scale - (0.5 if scale % 2 == 0 else 1)
+    offsets = np.arange(-half, half + 1)
+    x = np.abs(offsets / scale)
+    taps = np.where(x <= 1, 1.5 * x ** 3 - 2.5 * x ** 2 + 1,
+                    np.where(x < 2, -0.5 * x ** 3 + 2.5 * x ** 2 - 4 * x + 2, 0.0))
+    return (taps / taps.sum()).astype(np.float32), 2 * scale - 1
+
+
+def downscale(image, scale):
+    """image made `scale` times smaller the way the SR papers, ffmpeg's scaler and image
+    editors do it: antialiased bicubic (MATLAB's imresize exactly, mirrored edges), rounded
+    to 8 bits. The size must be a multiple of scale."""
+    taps, anchor = bicubic_taps(scale)
+    blurred = cv2.sepFilter2D(image.astype(np.float32), -1, taps, taps,
+                              anchor=(anchor, anchor), borderType=cv2.BORDER_REFLECT)
+    first = (scale - 1) // 2          # the output sample's block starts here
+    small = blurred[first::scale, first::scale]
+    return np.clip(np.rint(small), 0, 255).astype(np.uint8)
+
+
 def truth_and_low(frame, scale):
     """The high-resolution truth (cropped from the top-left to a multiple of scale) and its
-    low-resolution copy, made as OpenCV's dnn_superres benchmark makes it."""
+    low-resolution copy, made small as real footage is (see downscale)."""
     h, w = frame.shape[:2]
     truth = frame[:h - h % scale, :w - w % scale]
-    return truth, cv2.resize(truth, None, fx=1.0 / scale, fy=1.0 / scale)
+    return truth, downscale(truth, scale)
 
 
 def compare_inputs(paths):
@@ -2510,6 +2853,9 @@ def compare(paths, settings, names, reference=True, max_frames=0, report=None,
     ffmpeg = find_ffmpeg()
     inputs = compare_inputs(paths)
     vmaf_ok = reference and has_libvmaf(ffmpeg)
+    if reference and not vmaf_ok:
+        warn(f"{ffmpeg} has no libvmaf filter, so VMAF is not measured (its column stays "
+             "empty); the ffmpeg of imageio-ffmpeg has it (unset UPSCALE_FFMPEG)")
     rows, failures = [], []
     for path, kind in inputs:
         video, picture = compare_output_paths(path, settings, kind, len(inputs) > 1)
@@ -2519,7 +2865,7 @@ def compare(paths, settings, names, reference=True, max_frames=0, report=None,
                     raise UpscaleError(f"{target} exists; use --overwrite to replace it")
                 if target:
                     target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(prefix=".upscale-compare-",
+            with tempfile.TemporaryDirectory(prefix=temp_prefix(picture),
                                              dir=picture.parent) as tmp:
                 tmp = Path(tmp)
                 temp_video = tmp / "grid.mp4" if video else None
@@ -2536,10 +2882,8 @@ def compare(paths, settings, names, reference=True, max_frames=0, report=None,
             format_table(found, out)
             say(f"grid: {video}" if video else f"picture: {picture}", settings.quiet)
             rows += found
-        except (UpscaleError, cv2.error) as exc:
-            detail = str(exc).strip().splitlines()[-1] if isinstance(exc, cv2.error) else exc
-            print(f"upscale: error: {path}: {detail}" if isinstance(exc, cv2.error)
-                  else f"upscale: error: {detail}", file=sys.stderr, flush=True)
+        except Exception as exc:
+            error(describe(exc, path))
             failures.append(str(path))
     if len(inputs) > 1 and rows:
         print(f"\nmean over {len(inputs) - len(failures)} inputs:", file=out)
@@ -2574,14 +2918,17 @@ def mean_rows(rows):
 EXAMPLES = """\
 examples:
   python upscale.py clip.mp4                          FSRCNN x4 -> clip_fsrcnn_x4.mp4
+  python upscale.py clip.mp4 --model fsrcnn-opencv    OpenCV's own FSRCNN weights
   python upscale.py clip.mp4 --model espcn --scale 2  ESPCN x2  -> clip_espcn_x2.mp4
   python upscale.py clip.mov -o big.mkv --codec h264  choose the output name and codec
   python upscale.py clips/ --output-dir big/          every video directly inside clips/
   for f in clips/*.mp4; do python upscale.py "$f" --quiet; done
 
 models (scales): {models}
-model files are searched in --model-dir, $UPSCALE_MODEL_DIR, then {default_dir},
-and downloaded there on first use if missing.
+fsrcnn's weights ship in {default_dir}; the official files are searched in --model-dir,
+$UPSCALE_MODEL_DIR, then {default_dir}, and downloaded there on first use if missing.
+ffmpeg: $UPSCALE_FFMPEG if set, else the one pip's imageio-ffmpeg brings (the build this
+tool is tested with), else the first on PATH.
 exit status: 0 all done (or already done), 1 some input failed, 2 usage error,
 130/143 interrupted.
 """
@@ -2589,7 +2936,7 @@ exit status: 0 all done (or already done), 1 some input failed, 2 usage error,
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):
-        print(f"upscale: error: {message} (see --help)", file=sys.stderr)
+        error(f"{message} (see --help)")
         sys.exit(EXIT_USAGE)
 
 
@@ -2644,21 +2991,22 @@ def build_parser():
                         + ", ".join(METHODS) + " (default: fsrcnn)")
     parser.add_argument("-s", "--scale", type=scale_arg, default=4,
                         help="enlargement factor; must be one the model has (default: 4)")
-    parser.add_argument("-o", "--output", type=Path, metavar="PATH",
+    parser.add_argument("-o", "--output", metavar="PATH",
                         help="output file (one input only); .mkv gives Matroska")
     parser.add_argument("--output-dir", type=Path, metavar="DIR",
                         help="folder for outputs (created if missing); default: beside "
                              "each input")
-    parser.add_argument("--format", choices=("mp4", "mkv", "mov"), default="",
+    parser.add_argument("--format", choices=list(CONTAINERS), default="",
                         help="output container (default: from -o's extension, else mp4)")
     parser.add_argument("--codec", choices=list(CODECS), default="mp4v",
                         help="video codec of the output: " + "; ".join(
                             f"{c.name}: {c.about}" for c in CODECS.values())
                         + " (default: mp4v)")
-    parser.add_argument("--crf", type=int, default=18,
+    parser.add_argument("--crf", type=int, default=None,
                         help="quality for h264/h265, lower is better (default: 18)")
-    parser.add_argument("--preset", default="medium",
-                        help="x264/x265 speed preset (default: medium)")
+    parser.add_argument("--preset", default=None, choices=X264_PRESETS, metavar="PRESET",
+                        help="x264/x265 speed preset: " + ", ".join(X264_PRESETS)
+                             + " (default: medium)")
     parser.add_argument("--tile", type=tile_arg, default=None, metavar="SIZE",
                         help="run the network on tiles of SIZE input pixels (overlapping, "
                              "seamless) to bound memory; 0 never tiles (default: auto: "
@@ -2674,15 +3022,20 @@ def build_parser():
                              "threads (default: 1)")
     parser.add_argument("--model-dir", type=Path, metavar="DIR",
                         help="folder of model files searched first, and where downloads go")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing outputs (default: skip them, so a rerun "
-                             "resumes a batch)")
+    overwrite = parser.add_mutually_exclusive_group()
+    overwrite.add_argument("-y", "--overwrite", action="store_true",
+                           help="replace existing outputs (default: skip them, so a rerun "
+                                "resumes a batch)")
+    overwrite.add_argument("-n", "--no-overwrite", action="store_true",
+                           help="never replace an existing output (the default; as ffmpeg's "
+                                "-n)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress or notes; errors and warnings only")
     compare = parser.add_argument_group(
         "comparing methods", "python upscale.py --compare INPUT --scale 4 [--methods ...]: "
         "each INPUT (video, image, or folder of images) is taken as the high-resolution "
-        "truth, made small the way OpenCV's dnn_superres benchmark does, enlarged by each "
+        "truth, made small as real footage is (antialiased bicubic, as the SR papers, "
+        "ffmpeg's scaler and image editors shrink pictures), enlarged by each "
         "method and measured against the truth (PSNR, SSIM, VMAF, ms per frame, and the "
         "same after mp4v encoding); writes <name>_compare_x<scale>.mp4 (videos) and .png")
     compare.add_argument("--compare", action="store_true",
@@ -2703,9 +3056,25 @@ def build_parser():
     return parser
 
 
+URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+COMPARE_ONLY = {"methods": ",".join(COMPARE_METHODS), "no_reference": False, "report": None,
+                "frames": 0}                      # options of --compare, and their defaults
+
+
 def settings_from_args(args):
     """Checked Settings, or UsageError before any work is done."""
     method = METHODS[args.model]
+    output = Path(args.output) if args.output else None       # (Path drops a final "/")
+    url = next((i for i in args.inputs if URL_RE.match(i)), None)
+    if url:
+        raise UsageError(f"{url}: URLs are not supported; download the file first and give "
+                         "its path")
+    if not args.compare:
+        given = [k for k, default in COMPARE_ONLY.items() if getattr(args, k) != default]
+        if given:
+            option = "--" + given[0].replace("_", "-")
+            raise UsageError(f"{option} applies to --compare only; add --compare, or leave "
+                             f"{option} out")
     if args.compare:
         unknown = [m for m in args.methods.split(",") if m not in METHODS]
         if unknown:
@@ -2714,7 +3083,7 @@ def settings_from_args(args):
         if args.frames < 0:
             raise UsageError(f"--frames must be 0 (all) or more, not {args.frames}")
         return Settings(method=method, scale=args.scale, codec=CODECS["mp4v"],
-                        output=args.output, output_dir=args.output_dir,
+                        output=output, output_dir=args.output_dir,
                         overwrite=args.overwrite, quiet=args.quiet, model_dir=args.model_dir,
                         tile=args.tile, device=args.device)
     if args.scale not in method.scales:
@@ -2724,19 +3093,32 @@ def settings_from_args(args):
         raise UsageError("-o/--output takes one input; use --output-dir for several")
     if args.output and args.output_dir:
         raise UsageError("use either -o/--output or --output-dir, not both")
-    if not 0 <= args.crf <= 51:
-        raise UsageError(f"--crf must be between 0 and 51, not {args.crf}")
+    if args.codec not in ("h264", "h265"):
+        given = "--crf" if args.crf is not None else "--preset" if args.preset else ""
+        if given:
+            raise UsageError(f"{given} applies to --codec h264 or h265; the {args.codec} "
+                             f"output has no such setting")
+    crf = 18 if args.crf is None else args.crf
+    if not 0 <= crf <= 51:
+        raise UsageError(f"--crf must be between 0 and 51, not {crf}")
+    if output and (args.output.endswith(("/", os.sep)) or output.is_dir()):
+        raise UsageError(f"-o {args.output} is a folder; -o names the output file, "
+                         f"--output-dir {output} puts outputs in a folder")
     fmt = args.format
-    if args.output and not fmt:
-        suffix = args.output.suffix.lower()
-        if suffix not in (".mp4", ".m4v", ".mov", ".mkv"):
-            raise UsageError(f"output {args.output} must end in .mp4, .m4v, .mov or .mkv "
-                             "(or give --format)")
-        fmt = {".mkv": "mkv", ".mov": "mov"}.get(suffix, "mp4")
-    if args.codec == "ffv1" and fmt in ("mp4", "mov"):
-        raise UsageError("--codec ffv1 needs Matroska: give an .mkv output name or --format mkv")
-    return Settings(method=method, scale=args.scale, codec=CODECS[args.codec], crf=args.crf,
-                    preset=args.preset, format=fmt, output=args.output,
+    if output and not fmt:
+        container = container_for_extension(output.suffix)
+        if container is None:
+            known = [e for c in CONTAINERS.values() for e in c.extensions]
+            raise UsageError(f"output {output} must end in {', '.join(known[:-1])} or "
+                             f"{known[-1]} (or give --format)")
+        fmt = container.name
+    codec = CODECS[args.codec]
+    if fmt and codec not in [CODECS[c] for c in CONTAINERS[fmt].codecs or CODECS]:
+        fits = containers_for(codec)
+        raise UsageError(f"--codec {codec.name} cannot go into {fmt.upper()}: give an "
+                         f"{fits[0].extensions[0]} output name or --format {fits[0].name}")
+    return Settings(method=method, scale=args.scale, codec=CODECS[args.codec], crf=crf,
+                    preset=args.preset or "medium", format=fmt, output=output,
                     output_dir=args.output_dir, overwrite=args.overwrite, quiet=args.quiet,
                     model_dir=args.model_dir, tile=args.tile, device=args.device,
                     jobs=args.jobs)
@@ -2759,11 +3141,30 @@ def expand_inputs(paths):
             files += found if found else [p]     # an empty folder is reported as an error
         else:
             files.append(p)
-    return files
+    unique = {}                        # the same file named twice is done once
+    for f in files:
+        unique.setdefault(f.resolve() if f.exists() else f, f)
+    return list(unique.values())
 
 
-def handle_sigterm(signum, frame):
-    raise Terminated()
+def summary(done, skipped, failures):
+    """The closing line of a run over several inputs, with or without --jobs."""
+    return f"{done} done, {skipped} skipped, {len(failures)} failed" + \
+        (": " + ", ".join(failures) if failures else "")
+
+
+STOPPING = threading.Event()
+
+
+def handle_stop(signum, frame):
+    """The first stop signal unwinds the run (every cleanup runs); any later one is ignored,
+    so that a second Ctrl-C or SIGTERM cannot cut the cleanup short."""
+    if STOPPING.is_set():
+        return
+    STOPPING.set()
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
 
 
 class ModelUnavailable(UpscaleError):
@@ -2782,75 +3183,90 @@ def load_upscaler(settings):
     return upscaler
 
 
-def child_args(settings):
-    """Command-line options that make a child process do what settings say, for --jobs."""
-    args = ["--model", settings.method.name, "--scale", str(settings.scale),
-            "--codec", settings.codec.name, "--crf", str(settings.crf),
-            "--preset", settings.preset, "--device", settings.device,
-            "--tile", "auto" if settings.tile is None else str(settings.tile)]
-    for flag, value in (("--format", settings.format), ("--output-dir", settings.output_dir),
-                        ("--model-dir", settings.model_dir)):
-        if value:
-            args += [flag, str(value)]
-    return args + ["--overwrite"] * settings.overwrite + ["--quiet"] * settings.quiet
+def forwarded_options(parser, args, leave_out=("inputs", "jobs")):
+    """The options given on the command line, as a child process running one input for
+    --jobs must get them: every option not at its default, generically, so that a new
+    option needs no code here."""
+    out, given = [], vars(args)
+    for action in parser._actions:
+        if not action.option_strings or action.dest in leave_out or \
+                action.dest not in given or given[action.dest] == action.default:
+            continue                  # positional, not for a child, --help, or not given
+        value = given[action.dest]
+        flag = action.option_strings[-1]
+        out += [flag] if action.nargs == 0 else [flag, str(value)]
+    return tuple(out)
 
 
 def run_jobs(settings, inputs):
     """--jobs N: each input in its own process, N at a time, each with its share of the
-    CPU threads; their messages are passed on line by line, prefixed with the file name."""
+    CPU threads and the options this run was given; their messages are passed on line by
+    line, prefixed with the file name."""
     if settings.method.is_network:      # fetch the model once, not in N processes at once
         try:
             locate_model(settings.method, settings.scale, settings.model_dir, settings.quiet)
         except UpscaleError as exc:
-            print(f"upscale: error: {exc}", file=sys.stderr, flush=True)
+            error(exc)
             return EXIT_FAILED
-    env = dict(os.environ, UPSCALE_THREADS=str(max(1, (os.cpu_count() or 1) // settings.jobs)))
-    lock, children, results = threading.Lock(), set(), {}
+    env = dict(os.environ, UPSCALE_THREADS=str(max(1, usable_cores() // settings.jobs)))
+    lock, children = threading.Lock(), set()
 
     def one(source):
-        command = [sys.executable, str(Path(__file__).resolve()), "--", str(source)]
-        proc = subprocess.Popen(command[:2] + child_args(settings) + command[2:], env=env,
-                                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                errors="replace")
+        """"done", "skipped" or "failed": one input in its own process."""
+        command = [sys.executable, str(Path(__file__).resolve()), *settings.argv, "--",
+                   str(source)]
+        # Its own session: a Ctrl-C in the terminal reaches this process alone, which passes
+        # it on once (below), so each job stops and cleans up exactly once.
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, errors="replace",
+                                start_new_session=True,
+                                preexec_fn=functools.partial(die_with_parent, signal.SIGTERM))
         with lock:
             children.add(proc)
+        skipped = False
         for line in proc.stderr:
+            skipped = skipped or line.startswith("skip: ")
             with lock:
                 sys.stderr.write(f"[{Path(source).name}] {line}")
                 sys.stderr.flush()
-        results[str(source)] = proc.wait()
+        code = proc.wait()
         with lock:
             children.discard(proc)
+        return "failed" if code else "skipped" if skipped else "done"
 
-    workers = []
+    pool = concurrent.futures.ThreadPoolExecutor(settings.jobs)
     try:
-        pending = list(inputs)
-        while pending or workers:
-            workers = [w for w in workers if w.is_alive()]
-            while pending and len(workers) < settings.jobs:
-                worker = threading.Thread(target=one, args=(pending.pop(0),), daemon=True)
-                worker.start()
-                workers.append(worker)
-            time.sleep(0.05)
-    except BaseException:
+        futures = [pool.submit(one, source) for source in inputs]
+        while not all(f.done() for f in futures):   # a timed wait lets signals through
+            concurrent.futures.wait(futures, timeout=0.1)
+    except BaseException as exc:
+        signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else \
+            getattr(exc, "signum", signal.SIGTERM)
         with lock:
             for proc in children:        # each cleans up its own temporary files
-                proc.terminate()
-        for worker in workers:
-            worker.join(timeout=60)
+                proc.send_signal(signum)
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
-    failed = [name for name, code in results.items() if code != 0]
-    summary = f"{len(results) - len(failed)} done or skipped, {len(failed)} failed"
-    say(summary + (": " + ", ".join(failed) if failed else ""), settings.quiet and not failed)
+    pool.shutdown()
+    results = [f.result() for f in futures]
+    failed = [str(s) for s, r in zip(inputs, results) if r == "failed"]
+    say(summary(results.count("done"), results.count("skipped"), failed),
+        settings.quiet and not failed)
     return EXIT_FAILED if failed else EXIT_OK
 
 
 def run(settings, inputs):
     """Process every input; returns the exit status."""
+    try:                  # what every input needs, checked once before any of them
+        ffmpeg = find_ffmpeg()
+        check_ffmpeg_has(ffmpeg, settings.codec)
+    except UpscaleError as exc:
+        error(exc)
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
     if settings.jobs > 1 and len(inputs) > 1:
         return run_jobs(settings, inputs)
     failures, done, skipped = [], 0, 0
-    ffmpeg = upscaler = None
+    upscaler = None
     for source in inputs:
         try:
             out_path = output_path_for(source, settings)
@@ -2865,10 +3281,18 @@ def run(settings, inputs):
                 skipped += 1
                 continue
             if out_path.exists() and not settings.overwrite:
-                say(f"skip: {out_path} exists (use --overwrite to replace it)", settings.quiet)
+                made = recorded_settings(ffmpeg, out_path)
+                if made != settings.fingerprint():
+                    how = ("with other settings (" + "; ".join(
+                        settings_differences(made, settings.fingerprint())) + ")") if made \
+                        else "by something else (it records no upscale.py settings)"
+                    raise UpscaleError(f"{out_path} exists but was made {how}; use "
+                                       "--overwrite to replace it, or -o to name another "
+                                       "output")
+                say(f"skip: {out_path} exists, made with the same settings (use --overwrite "
+                    "to make it again)", settings.quiet)
                 skipped += 1
                 continue
-            ffmpeg = ffmpeg or find_ffmpeg()
             if upscaler is None and settings.method.runs != "ffmpeg":
                 upscaler = load_upscaler(settings)
             started = time.monotonic()
@@ -2879,51 +3303,50 @@ def run(settings, inputs):
             done += 1
         except ModelUnavailable as exc:
             # The same for every input: say it once rather than once per file.
-            print(f"upscale: error: {exc}", file=sys.stderr, flush=True)
+            error(exc)
             return EXIT_FAILED
-        except UpscaleError as exc:
-            print(f"upscale: error: {exc}", file=sys.stderr, flush=True)
-            failures.append(str(source))
-        except OSError as exc:          # disk full, permissions, a path that is a file...
-            where = f" ({exc.filename})" if exc.filename else ""
-            print(f"upscale: error: {source}: cannot write the output: "
-                  f"{exc.strerror or exc}{where}; check the output folder and free space",
-                  file=sys.stderr, flush=True)
+        except Exception as exc:        # the file's one line; the batch goes on
+            error(describe(exc, source))
             failures.append(str(source))
     if len(inputs) > 1:
-        summary = f"{done} done, {skipped} skipped, {len(failures)} failed"
-        say(summary + (": " + ", ".join(failures) if failures else ""),
-            settings.quiet and not failures)
+        say(summary(done, skipped, failures), settings.quiet and not failures)
     return EXIT_FAILED if failures else EXIT_OK
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        settings = settings_from_args(args)
+        settings = dataclasses.replace(settings_from_args(args),
+                                       argv=forwarded_options(parser, args))
     except UsageError as exc:
-        print(f"upscale: error: {exc}", file=sys.stderr)
+        error(exc)
         return EXIT_USAGE
-    signal.signal(signal.SIGTERM, handle_sigterm)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handle_stop)
     if os.environ.get("UPSCALE_THREADS", "").isdigit():     # set by a parent's --jobs
         cv2.setNumThreads(int(os.environ["UPSCALE_THREADS"]))
     try:
         if args.benchmark:
-            return benchmark(expand_inputs(args.inputs)[0], settings)
+            report_benchmark(measure_benchmark(expand_inputs(args.inputs)[0], settings))
+            return EXIT_OK
         if args.compare:
             return compare(args.inputs, settings, args.methods.split(","),
                            reference=not args.no_reference, max_frames=args.frames,
                            report=args.report)
         return run(settings, expand_inputs(args.inputs))
-    except UpscaleError as exc:
-        print(f"upscale: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        error(describe(exc, (args.inputs or [""])[0]))
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
     except KeyboardInterrupt:
-        print("\nupscale: interrupted; unfinished output removed", file=sys.stderr)
+        # (a new line first ends the progress line a terminal shows)
+        print("\n" * sys.stderr.isatty() + "upscale: interrupted; unfinished output removed",
+              file=sys.stderr)
         return EXIT_SIGINT
-    except Terminated:
-        print("upscale: terminated; unfinished output removed", file=sys.stderr)
-        return EXIT_SIGTERM
+    except Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        print(f"upscale: terminated by {name}; unfinished output removed", file=sys.stderr)
+        return 128 + exc.signum
 
 
 if __name__ == "__main__":

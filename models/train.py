@@ -36,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 D, S, M = 56, 12, 4                        # FSRCNN(d, s, m) of the official files
 PATCH = {2: 36, 3: 32, 4: 28}             # low-resolution patch side per scale
+BATCH = 32
 # Input pixels each output pixel sees on every side (5x5, then four 3x3). Near a patch's
 # edge the network sees the convolutions' zero padding, as it does at a picture's edge; but
 # in a patch that margin is most of the pixels, in a picture a few percent. The loss weighs
@@ -50,7 +51,6 @@ def loss_weights(scale):
     w = np.full((side, side), MARGIN_WEIGHT, np.float32)
     w[margin:-margin, margin:-margin] = 1.0
     return (w / w.sum())[None, :, :, None]
-BATCH = 32
 
 
 def layer_shapes(scale):

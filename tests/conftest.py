@@ -34,6 +34,12 @@ def model_dir():
     return MODEL_DIR
 
 
+def model_file(name, scale):
+    """The verified model file a method uses at a scale: the shipped one, or the official
+    one from the model folder (a missing one fails)."""
+    return upscale.locate_model(upscale.METHODS[name], scale, MODEL_DIR, quiet=True)
+
+
 def cli_env(**extra):
     env = dict(os.environ)
     env["UPSCALE_MODEL_DIR"] = str(MODEL_DIR)       # absolute: tests run in other folders

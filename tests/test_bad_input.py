@@ -1,14 +1,19 @@
 """Bad input: one clear line on stderr, the right exit status, nothing left behind."""
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
-from conftest import SCRIPT, cli_env, leftovers, make_clip, run_cli
+import upscale
+from conftest import SCRIPT, cli_env, leftovers, make_clip, run_cli, video_size
 
 
 def error_lines(result):
@@ -97,6 +102,32 @@ def test_missing_ffmpeg_is_an_error(ffmpeg, tmp_path):
     assert leftovers(tmp_path) == [] and not (tmp_path / "clip_fsrcnn_x4.mp4").exists()
 
 
+def recording_ffmpeg(ffmpeg, folder):
+    """A real ffmpeg behind a script that notes each call in folder/calls."""
+    wrapper = folder / "ffmpeg"
+    folder.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{folder / "calls"}"\nexec "{ffmpeg}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_another_ffmpeg_first_on_path_is_not_the_one_used(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    other = recording_ffmpeg(ffmpeg, tmp_path / "bin")
+    env = cli_env(PATH=f"{other.parent}{os.pathsep}{os.environ['PATH']}")
+    result = run_cli(src, "--scale", "2", env=env)
+    assert result.returncode == 0, result.stderr
+    assert not (other.parent / "calls").exists()
+
+
+def test_upscale_ffmpeg_names_the_ffmpeg_to_use(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    chosen = recording_ffmpeg(ffmpeg, tmp_path / "bin")
+    result = run_cli(src, "--scale", "2", env=cli_env(UPSCALE_FFMPEG=str(chosen)))
+    assert result.returncode == 0, result.stderr
+    assert str(src) in (chosen.parent / "calls").read_text()
+
+
 def test_ffmpeg_failing_during_mux_leaves_nothing(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
     failing = tmp_path / "bin" / "ffmpeg"
@@ -110,7 +141,8 @@ def test_ffmpeg_failing_during_mux_leaves_nothing(ffmpeg, tmp_path):
     assert leftovers(tmp_path) == [] and not (tmp_path / "clip_fsrcnn_x2.mp4").exists()
 
 
-@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                        (signal.SIGHUP, 129)])
 def test_interrupt_mid_run_leaves_nothing(ffmpeg, tmp_path, sig, status):
     src = make_clip(ffmpeg, tmp_path / "long.mp4", size="160x120", seconds=20, rate="25")
     proc = subprocess.Popen([sys.executable, str(SCRIPT), str(src), "--model", "lapsrn",
@@ -348,14 +380,262 @@ def test_bad_input_row(ffmpeg, tmp_path, make_bad):
         make_bad is not bad_unreadable else None
     good = make_clip(ffmpeg, tmp_path / "good.mp4", seconds=0.2)
     kept = make_clip(ffmpeg, tmp_path / "kept.mp4", seconds=0.2)
-    (tmp_path / "kept_fsrcnn_x2.mp4").write_bytes(b"an earlier result")
+    assert run_cli(kept, "--scale", "2").returncode == 0          # an earlier result
+    earlier = (tmp_path / "kept_fsrcnn_x2.mp4").read_bytes()
     result = subprocess.run(as_user_without_root_powers(
         [sys.executable, str(SCRIPT), str(bad), str(good), str(kept), "--scale", "2"]),
         env=cli_env(), capture_output=True, text=True, timeout=120)
     assert_one_clear_error(result, 1, bad.name)
     assert (tmp_path / "good_fsrcnn_x2.mp4").is_file()                   # others complete
-    assert (tmp_path / "kept_fsrcnn_x2.mp4").read_bytes() == b"an earlier result"
+    assert (tmp_path / "kept_fsrcnn_x2.mp4").read_bytes() == earlier
     assert not list(tmp_path.glob(f"{bad.stem}_*"))                       # no partial output
     assert leftovers(tmp_path) == []                                      # no temp files
     if before is not None:
         assert bad.read_bytes() == before                                 # input untouched
+
+
+def test_url_input_says_to_download_it_first():
+    result = run_cli("https://example.com/clip.mp4")
+    assert_one_clear_error(result, 2, "https://example.com/clip.mp4", "download the file first")
+
+
+def test_named_pipe_is_not_called_an_empty_file(tmp_path):
+    fifo = tmp_path / "stream.mp4"
+    os.mkfifo(fifo)
+    result = run_cli(fifo, timeout=60)
+    assert_one_clear_error(result, 1, "stream.mp4", "not a regular file")
+    assert "empty" not in result.stderr
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_output_naming_a_folder_suggests_output_dir(tmp_path, existing):
+    folder = tmp_path / "big"
+    if existing:
+        folder.mkdir()
+    given = str(folder) if existing else str(folder) + "/"
+    result = run_cli(tmp_path / "clip.mp4", "-o", given)
+    assert_one_clear_error(result, 2, "-o", "--output-dir")
+    assert folder.is_dir() == existing
+
+
+@pytest.mark.parametrize("option", [["--frames", "5"], ["--report", "r.json"],
+                                    ["--methods", "cubic"], ["--no-reference"]])
+def test_compare_options_without_compare_are_an_error(tmp_path, option):
+    result = run_cli(tmp_path / "clip.mp4", *option)
+    assert_one_clear_error(result, 2, option[0], "--compare")
+
+
+@pytest.mark.parametrize("option", [["--crf", "20"], ["--preset", "slow"]])
+def test_encoder_settings_for_a_codec_without_them_are_an_error(tmp_path, option):
+    result = run_cli(tmp_path / "clip.mp4", "--codec", "mp4v", *option)
+    assert_one_clear_error(result, 2, option[0], "h264")
+
+
+def test_misspelt_preset_is_refused_before_any_frame(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    result = run_cli(src, "--codec", "h264", "--preset", "sloow")
+    assert_one_clear_error(result, 2, "sloow", "veryslow")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_y_and_n_work_as_in_ffmpeg(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    out = tmp_path / "clip_cubic_x2.mp4"
+    assert run_cli(src, "--model", "cubic", "--scale", "2").returncode == 0
+    first = out.stat().st_ino
+    kept = run_cli(src, "--model", "cubic", "--scale", "2", "-n")
+    assert kept.returncode == 0 and out.stat().st_ino == first
+    replaced = run_cli(src, "--model", "cubic", "--scale", "2", "-y")
+    assert replaced.returncode == 0, replaced.stderr
+    assert out.stat().st_ino != first and video_size(out) == (128, 96)
+    both = run_cli(src, "--model", "cubic", "--scale", "2", "-y", "-n")
+    assert both.returncode == 2 and "not allowed" in both.stderr
+
+
+class FailingOnWidth(upscale.ResizeUpscaler):
+    """The cubic baseline, except that frames `width` pixels wide hit a real OpenCV error
+    in the worker thread that upscales them."""
+
+    def __init__(self, width):
+        super().__init__(upscale.METHODS["cubic"], 2)
+        self.width = width
+
+    def infer(self, frame):
+        if frame.shape[1] == self.width:
+            cv2.resize(frame, (0, 0))          # OpenCV refuses an empty size
+        return super().infer(frame)
+
+
+def test_an_opencv_error_inside_a_worker_fails_that_file_alone(ffmpeg, tmp_path, capsys,
+                                                               monkeypatch):
+    bad = make_clip(ffmpeg, tmp_path / "bad.mp4", size="64x48", seconds=0.2)
+    good = make_clip(ffmpeg, tmp_path / "good.mp4", size="80x60", seconds=0.2)
+    monkeypatch.setattr(upscale, "load_upscaler", lambda settings: FailingOnWidth(64))
+    args = upscale.build_parser().parse_args([str(bad), str(good), "--model", "cubic",
+                                              "--scale", "2", "--quiet"])
+    status = upscale.run(upscale.settings_from_args(args), [bad, good])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("upscale: error")]
+    assert len(errors) == 1 and "bad.mp4" in errors[0] and "OpenCV failed" in errors[0]
+    assert "1 done, 0 skipped, 1 failed: " in err and str(bad) in err.splitlines()[-1]
+    assert video_size(tmp_path / "good_cubic_x2.mp4") == (160, 120)
+    assert not (tmp_path / "bad_cubic_x2.mp4").exists() and leftovers(tmp_path) == []
+
+
+def start_slow_run(ffmpeg, folder, name="long", *options):
+    """A run of LapSRN x4 on a 20 s clip, returned once its temporary video has frames."""
+    src = make_clip(ffmpeg, folder / f"{name}.mp4", size="160x120", seconds=20)
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(src), "--model", "lapsrn",
+                             "--scale", "4", *options], env=cli_env(),
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            p.name.startswith(f".{name}") and p.name.endswith(".video.mp4") and
+            p.stat().st_size > 0 for p in folder.iterdir()):
+        time.sleep(0.1)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    return proc
+
+
+def test_second_signal_during_cleanup_does_not_stop_it(ffmpeg, tmp_path):
+    proc = start_slow_run(ffmpeg, tmp_path)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        proc.send_signal(sig)
+        time.sleep(0.002)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
+
+
+def test_killed_runs_leftovers_are_removed_by_the_next_run_but_a_live_runs_are_not(
+        ffmpeg, tmp_path):
+    killed = start_slow_run(ffmpeg, tmp_path, "killed")
+    killed.kill()                                  # kill -9: no cleanup at all
+    killed.wait()
+    left = leftovers(tmp_path)
+    assert left and all(f".upscale-{killed.pid}@" in name for name in left)
+    short = make_clip(ffmpeg, tmp_path / "short.mp4", seconds=0.2)
+    result = run_cli(short, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert "removed 1 temporary file" in result.stderr
+    assert leftovers(tmp_path) == []
+    live = start_slow_run(ffmpeg, tmp_path, "live")
+    try:
+        live_temps = leftovers(tmp_path)
+        assert live_temps and all(f".upscale-{live.pid}@" in n for n in live_temps)
+        again = run_cli(short, "--model", "cubic", "--scale", "2", "--overwrite")
+        assert again.returncode == 0, again.stderr
+        assert "removed" not in again.stderr
+        assert leftovers(tmp_path) == live_temps     # the live run's, untouched
+    finally:
+        live.kill()
+        live.wait()
+
+
+def children_running(pid, word):
+    """Child processes of pid whose command line holds word."""
+    found = []
+    for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                                text=True).stdout.split():
+        try:
+            if word in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+        except OSError:              # it ended meanwhile
+            pass
+    return found
+
+
+def test_ffmpeg_does_not_outlive_a_killed_run(ffmpeg, tmp_path):
+    # ffmpeg alone scales it: a minute's work, which it must not go on doing by itself
+    src = make_clip(ffmpeg, tmp_path / "long.mp4", size="640x360", seconds=60, audio=False)
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(src), "--model", "ffmpeg",
+                             "--scale", "4"], env=cli_env(), stderr=subprocess.DEVNULL)
+    children = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not children:
+        children = children_running(proc.pid, b"scale=")
+        time.sleep(0.05)
+    assert children, "ffmpeg never started scaling"
+    time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists()
+                                                  for c in children):
+            time.sleep(0.05)
+        assert not any(Path(f"/proc/{c}").exists() for c in children)
+    finally:
+        for child in children:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_long_input_name_works_when_the_output_name_fits(ffmpeg, tmp_path):
+    stem = "a-long-name-" * 20                                # 240 characters
+    src = make_clip(ffmpeg, tmp_path / f"{stem}.mp4", seconds=0.2)
+    result = run_cli(src, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / f"{stem}_cubic_x2.mp4"                  # 253 of the 255 allowed
+    assert video_size(out) == (128, 96) and leftovers(tmp_path) == []
+
+
+def test_full_disk_is_noticed_within_seconds_not_after_every_frame(ffmpeg, tmp_path):
+    # noise: every upscaled frame is big; the 32 MB disk has room for a fraction of them
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="160x120", seconds=30, audio=False,
+                    vfilter="noise=alls=60:allf=t")
+    small = tmp_path / "small-disk"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(small)], check=True)
+    try:
+        started = time.monotonic()
+        result = run_cli(src, "--model", "espcn", "--scale", "4", "--output-dir", small)
+        took = time.monotonic() - started
+        assert_one_clear_error(result, 1, str(small), "full", "--output-dir")
+        at = int(result.stderr.split(" at frame ")[1].split(";")[0])
+        assert 0 < at < 750                  # well before the last of the 750 frames
+        assert list(small.iterdir()) == []
+        assert took < 60
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def ffmpeg_without(ffmpeg, folder, filter_name, encoder):
+    """A real ffmpeg that says it lacks one filter and one encoder, as builds do (Debian's
+    has no libvmaf)."""
+    wrapper = folder / "ffmpeg"
+    folder.mkdir()
+    wrapper.write_text(
+        f'#!/bin/sh\ncase "$*" in\n'
+        f'  *-filters*) "{ffmpeg}" "$@" | grep -v " {filter_name} "; exit 0;;\n'
+        f'  *-encoders*) "{ffmpeg}" "$@" | grep -v " {encoder} "; exit 0;;\nesac\n'
+        f'exec "{ffmpeg}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_an_ffmpeg_without_the_encoder_asked_for_is_refused_before_any_frame(
+        ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    lacking = ffmpeg_without(ffmpeg, tmp_path / "bin", "libvmaf", "libx265")
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--codec", "h265",
+                     env=cli_env(UPSCALE_FFMPEG=str(lacking)))
+    assert_one_clear_error(result, 2, "libx265", "UPSCALE_FFMPEG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "clip.mp4"]
+
+
+def test_compare_says_when_its_ffmpeg_cannot_measure_vmaf(ffmpeg, tmp_path):
+    picture = tmp_path / "p.png"
+    cv2.imwrite(str(picture), cv2.GaussianBlur(
+        np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8), (5, 5), 0))
+    lacking = ffmpeg_without(ffmpeg, tmp_path / "bin", "libvmaf", "libx265")
+    report = tmp_path / "r.json"
+    result = run_cli("--compare", picture, "--scale", "2", "--methods", "cubic",
+                     "--report", report, env=cli_env(UPSCALE_FFMPEG=str(lacking)))
+    assert result.returncode == 0, result.stderr
+    assert "no libvmaf" in result.stderr and "VMAF is not measured" in result.stderr
+    assert json.loads(report.read_text())[0]["vmaf"] is None

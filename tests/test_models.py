@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import MODEL_DIR, cli_env, make_clip, run_cli
+from conftest import MODEL_DIR, cli_env, make_clip, model_file, run_cli
 
 
 class ModelServer(http.server.ThreadingHTTPServer):
@@ -58,6 +58,9 @@ def server(request, model_dir):
     srv.server_close()
 
 
+OFFICIAL = "fsrcnn-opencv"     # FSRCNN with OpenCV's official weights: downloaded on demand
+
+
 @pytest.fixture
 def clip(ffmpeg, tmp_path):
     return make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
@@ -70,7 +73,7 @@ def download_env(server, tmp_path):
 
 def test_missing_model_is_downloaded_verified_and_used(server, clip, tmp_path):
     models = tmp_path / "models"
-    result = run_cli(clip, "--scale", "2", "--model-dir", models,
+    result = run_cli(clip, "--model", OFFICIAL, "--scale", "2", "--model-dir", models,
                      env=download_env(server, tmp_path))
     assert result.returncode == 0, result.stderr
     assert (models / "FSRCNN_x2.pb").read_bytes() == (MODEL_DIR / "FSRCNN_x2.pb").read_bytes()
@@ -80,7 +83,7 @@ def test_missing_model_is_downloaded_verified_and_used(server, clip, tmp_path):
 @pytest.mark.parametrize("server", ["corrupt"], indirect=True)
 def test_download_with_wrong_checksum_never_lands(server, clip, tmp_path):
     models = tmp_path / "models"
-    result = run_cli(clip, "--scale", "2", "--model-dir", models,
+    result = run_cli(clip, "--model", OFFICIAL, "--scale", "2", "--model-dir", models,
                      env=download_env(server, tmp_path))
     assert result.returncode == 1
     assert "checksum" in result.stderr and "FSRCNN_x2.pb" in result.stderr
@@ -90,7 +93,7 @@ def test_download_with_wrong_checksum_never_lands(server, clip, tmp_path):
 @pytest.mark.parametrize("server", ["cut"], indirect=True)
 def test_download_cut_off_halfway_never_lands(server, clip, tmp_path):
     models = tmp_path / "models"
-    result = run_cli(clip, "--scale", "2", "--model-dir", models,
+    result = run_cli(clip, "--model", OFFICIAL, "--scale", "2", "--model-dir", models,
                      env=download_env(server, tmp_path))
     assert result.returncode == 1 and "FSRCNN_x2.pb" in result.stderr
     assert "Traceback" not in result.stderr
@@ -100,7 +103,7 @@ def test_download_cut_off_halfway_never_lands(server, clip, tmp_path):
 def test_no_network_error_names_file_url_and_folder(clip, tmp_path):
     models = tmp_path / "models"
     env = cli_env(UPSCALE_MODEL_DIR=str(tmp_path / "nothing-here"))
-    result = run_cli(clip, "--scale", "2", "--model-dir", models, env=env)
+    result = run_cli(clip, "--model", OFFICIAL, "--scale", "2", "--model-dir", models, env=env)
     assert result.returncode == 1
     line = [x for x in result.stderr.splitlines() if x.startswith("upscale: error")][0]
     assert "FSRCNN_x2.pb" in line and "http://127.0.0.1:9/models/FSRCNN_x2.pb" in line
@@ -123,10 +126,10 @@ def test_corrupt_model_file_is_refused_with_the_fix(clip, tmp_path):
     models.mkdir()
     good = (MODEL_DIR / "FSRCNN_x2.pb").read_bytes()
     (models / "FSRCNN_x2.pb").write_bytes(good[: len(good) // 2])
-    result = run_cli(clip, "--scale", "2", "--model-dir", models)
+    result = run_cli(clip, "--model", OFFICIAL, "--scale", "2", "--model-dir", models)
     assert result.returncode == 1
     assert "FSRCNN_x2.pb" in result.stderr and "delete it" in result.stderr
-    assert not (clip.parent / "clip_fsrcnn_x2.mp4").exists()
+    assert not (clip.parent / f"clip_{OFFICIAL}_x2.mp4").exists()
 
 
 def test_model_dir_option_is_searched_before_the_environment(clip, tmp_path):
@@ -155,11 +158,11 @@ def test_pinned_checksums_match_the_shared_model_files(model_dir):
         assert hashlib.sha256((model_dir / name).read_bytes()).hexdigest() == digest
 
 
-@pytest.mark.parametrize("name,scale", [("fsrcnn", 4), ("espcn", 3), ("lapsrn", 2),
-                                        ("fsrcnn-small", 2)])
+@pytest.mark.parametrize("name,scale", [("fsrcnn", 4), ("fsrcnn-opencv", 4), ("espcn", 3),
+                                        ("lapsrn", 2), ("fsrcnn-small", 2)])
 def test_fast_luma_path_matches_dnn_superres(model_dir, name, scale):
     method = upscale.METHODS[name]
-    path = model_dir / method.file_name(scale)
+    path = model_file(name, scale)
     reference = cv2.dnn_superres.DnnSuperResImpl_create()
     reference.readModel(str(path))
     reference.setModel(method.algo, scale)

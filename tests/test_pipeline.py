@@ -162,15 +162,45 @@ def test_explicit_mkv_output_is_matroska(ffmpeg, tmp_path):
     assert out.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"      # EBML magic
 
 
-def test_existing_output_is_skipped_then_replaced_with_overwrite(ffmpeg, tmp_path):
+def test_existing_output_made_the_same_way_is_skipped_then_replaced_with_overwrite(
+        ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
     out = tmp_path / "clip_fsrcnn_x2.mp4"
-    out.write_bytes(b"keep me")
+    assert run_cli(src, "--scale", "2").returncode == 0
+    first = out.stat()
     skipped = run_cli(src, "--scale", "2")
-    assert skipped.returncode == 0 and out.read_bytes() == b"keep me"
-    assert "--overwrite" in skipped.stderr
+    assert skipped.returncode == 0 and "same settings" in skipped.stderr
+    assert "--overwrite" in skipped.stderr and out.stat().st_ino == first.st_ino
     replaced = run_cli(src, "--scale", "2", "--overwrite")
-    assert replaced.returncode == 0 and video_size(out) == (128, 96)
+    assert replaced.returncode == 0 and out.stat().st_ino != first.st_ino
+    assert video_size(out) == (128, 96)
+
+
+@pytest.mark.parametrize("change,words", [
+    (["--codec", "h264"], ["codec mp4v, asked h264"]),
+    (["--codec", "h264", "--crf", "23"], ["codec mp4v, asked h264", "crf -, asked 23"]),
+    (["--model", "fsrcnn-opencv", "-o", "clip_fsrcnn_x2.mp4"],
+     ["model fsrcnn, asked fsrcnn-opencv"])])
+def test_existing_output_made_another_way_is_refused_saying_what_differs(
+        ffmpeg, tmp_path, change, words):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    out = tmp_path / "clip_fsrcnn_x2.mp4"
+    assert run_cli(src, "--scale", "2").returncode == 0
+    before = out.read_bytes()
+    result = run_cli(src, "--scale", "2", *change, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = [x for x in result.stderr.splitlines() if x.startswith("upscale: error")][0]
+    assert all(w in line for w in words) and "--overwrite" in line
+    assert out.read_bytes() == before
+
+
+def test_existing_file_not_made_by_this_tool_is_not_taken_for_a_result(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    other = make_clip(ffmpeg, tmp_path / "clip_fsrcnn_x2.mp4", seconds=0.2)
+    before = other.read_bytes()
+    result = run_cli(src, "--scale", "2")
+    assert result.returncode == 1 and "records no upscale.py settings" in result.stderr
+    assert other.read_bytes() == before
 
 
 def test_input_is_never_modified(ffmpeg, tmp_path):
@@ -247,3 +277,52 @@ def test_an_output_named_with_o_can_be_upscaled_again(ffmpeg, tmp_path):
     again = run_cli(first, "--scale", "2", "-o", tmp_path / "a_x4.mp4")
     assert again.returncode == 0, again.stderr
     assert video_size(tmp_path / "a_x4.mp4") == tuple(2 * v for v in video_size(first))
+
+
+@pytest.mark.parametrize("columns", [40, 80, 120])
+def test_progress_line_fits_the_terminal_and_keeps_its_figures(monkeypatch, columns):
+    import upscale
+    monkeypatch.setenv("COLUMNS", str(columns))
+    term = FakeTerminal(tty=True)
+    name = "a very long file name from a phone, " * 6 + "VID_20260101_120000.mp4"
+    progress = upscale.Progress(name, 15000, stream=term)
+    progress.start -= 100
+    progress.last -= 1
+    progress.update(12345)
+    line = term.text.replace("\r\x1b[K", "")
+    assert len(line) < columns
+    assert "12345/15000" in line and "82%" in line and "ETA" in line and "fps" in line
+    if columns >= 80:                      # the name gives way, but not all of it
+        assert line.startswith(name[:5]) and "..." in line
+
+
+def test_upscaling_on_a_terminal_shows_progress(ffmpeg, tmp_path):
+    # stderr is a real pseudo-terminal, as when a person runs the tool
+    import os
+    import pty
+    import select
+    import sys
+    from conftest import SCRIPT, cli_env
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="480x270", seconds=5)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(src), "--model", "espcn",
+                             "--scale", "2"], env=cli_env(COLUMNS="100"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=follower)
+    os.close(follower)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([leader], [], [], 120)
+        try:
+            chunk = os.read(leader, 4096) if ready else b""
+        except OSError:              # the terminal closed: the run ended
+            chunk = b""
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    redraws = [r for r in seen.decode().split("\r\x1b[K") if "frames (" in r]
+    assert redraws, seen
+    assert all("/125 frames (" in r and "ETA" in r and len(r.rstrip()) < 100
+               for r in redraws[:-1])

@@ -1,5 +1,7 @@
 """--tile, --device and --jobs: the options that trade memory, hardware and cores; and the
 pipeline's in-order writer, which lets several workers share the encoder."""
+import io
+import os
 import re
 import signal
 import subprocess
@@ -12,14 +14,14 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import SCRIPT, cli_env, leftovers, make_clip, run_cli, video_size
+from conftest import SCRIPT, cli_env, leftovers, make_clip, model_file, run_cli, video_size
 
 
 @pytest.mark.parametrize("name,scale", [("fsrcnn", 4), ("espcn", 3), ("lapsrn", 8),
                                         ("fsrcnn-small", 2)])
 def test_tiled_upscaling_is_seamless(model_dir, name, scale):
     method = upscale.METHODS[name]
-    path = model_dir / method.file_name(scale)
+    path = model_file(name, scale)
     rng = np.random.default_rng(5)
     frame = cv2.GaussianBlur(rng.integers(0, 256, (70, 110, 3), dtype=np.uint8), (3, 3), 0)
     whole = upscale.NetworkUpscaler(method, scale, path, tile=0).upscale(frame)
@@ -56,7 +58,7 @@ def test_light_networks_tile_big_frames_to_stay_in_cache_and_small_ones_not():
 @pytest.mark.parametrize("name", ["fsrcnn", "espcn"])
 def test_automatic_cache_tiles_give_the_untiled_picture(model_dir, name):
     method = upscale.METHODS[name]
-    path = model_dir / method.file_name(2)
+    path = model_file(name, 2)
     rng = np.random.default_rng(6)
     frame = cv2.GaussianBlur(rng.integers(0, 256, (270, 301, 3), dtype=np.uint8), (3, 3), 0)
     automatic = upscale.NetworkUpscaler(method, 2, path)
@@ -110,8 +112,31 @@ def test_jobs_do_every_input_and_keep_messages_per_file(ffmpeg, tmp_path):
         assert (tmp_path / f"{name}_fsrcnn_x2.mp4").is_file()
         assert any(line.startswith(f"[{name}.mp4] done:") for line in result.stderr.splitlines())
     assert any(line.startswith("[d.mp4] upscale: error:") for line in result.stderr.splitlines())
-    assert "3 done or skipped, 1 failed" in result.stderr
+    assert "3 done, 0 skipped, 1 failed: " in result.stderr
     assert leftovers(tmp_path) == []
+
+
+def test_jobs_summary_counts_done_skipped_and_failed_like_a_single_run(ffmpeg, tmp_path):
+    for name in ("a", "b"):
+        make_clip(ffmpeg, tmp_path / f"{name}.mp4", seconds=0.2)
+    (tmp_path / "c.mp4").write_text("not a video")
+    args = ("--model", "cubic", "--scale", "2")
+    assert run_cli(tmp_path / "a.mp4", *args).returncode == 0      # a is done already
+    expected = f"1 done, 1 skipped, 1 failed: {tmp_path / 'c.mp4'}"
+    jobs = run_cli(tmp_path, *args, "--jobs", "2")
+    assert jobs.returncode == 1 and jobs.stderr.splitlines()[-1] == expected
+    (tmp_path / "b_cubic_x2.mp4").unlink()
+    single = run_cli(tmp_path, *args)
+    assert single.returncode == 1 and single.stderr.splitlines()[-1] == expected
+
+
+def test_the_same_input_named_twice_is_done_once(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "a.mp4", seconds=0.2)
+    for jobs in ("1", "2"):
+        result = run_cli(src, tmp_path / "." / "a.mp4", "--model", "cubic", "--scale", "2",
+                         "--jobs", jobs, "--overwrite")
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.count("done: ") == 1
 
 
 def test_jobs_interrupted_leave_nothing(ffmpeg, tmp_path):
@@ -128,6 +153,29 @@ def test_jobs_interrupted_leave_nothing(ffmpeg, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4"]
+
+
+def test_ctrl_c_during_jobs_is_one_clean_line_per_job(ffmpeg, tmp_path):
+    for name in ("a", "b"):
+        make_clip(ffmpeg, tmp_path / f"{name}.mp4", size="160x120", seconds=20)
+    # A terminal's Ctrl-C goes to the whole foreground process group.
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path), "--model", "lapsrn",
+                             "--scale", "4", "--jobs", "2"], env=cli_env(),
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sum(
+            p.name.endswith(".video.mp4") and p.stat().st_size > 0
+            for p in tmp_path.iterdir()) < 2:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "terminate called" not in err and "Traceback" not in err
+    for name in ("a", "b"):
+        assert [line for line in err.splitlines() if line.startswith(f"[{name}.mp4]") and
+                "interrupted" in line] == [f"[{name}.mp4] upscale: interrupted; unfinished "
+                                           "output removed"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4"]
 
 
@@ -167,8 +215,28 @@ def test_benchmark_prints_each_stage_both_loops_their_ratio_psnr_and_memory(
         (plain + 0.0005) / (best_s - 0.0005) + 0.005
     assert float(out.split("DnnSuperResImpl.upsample (min of 20): ")[1].split()[0]) >= 45
     assert float(out.split("peak resident memory of this benchmark: ")[1].split()[0]) > 0
+    # It leads with what a user wants: both loops' fps end to end and their ratio.
+    lines = out.splitlines()
+    assert lines[1].startswith("upscale.py end to end: ") and " fps (" in lines[1]
+    assert lines[2].startswith("plain loop end to end: ") and " fps (" in lines[2]
+    assert lines[3].startswith("speed-up over the plain loop")
     assert leftovers(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def benchmark_result(plain_runs, tool_runs):
+    stages = [("network alone, as the pipeline (2 streams)", 1.0)]
+    return upscale.BenchmarkResult("clip.mp4", 250, (200, 112), (800, 448), "fsrcnn", 4, 2,
+                                   2, stages, plain_runs, tool_runs, 1.0, float("nan"), 140)
+
+
+def test_benchmark_warns_when_its_runs_vary_too_much_to_trust_the_ratio():
+    steady, noisy = io.StringIO(), io.StringIO()
+    upscale.report_benchmark(benchmark_result([2.0, 2.1, 2.05], [1.2, 1.25, 1.22]), steady)
+    upscale.report_benchmark(benchmark_result([2.0, 2.9, 2.05], [1.2, 1.25, 1.22]), noisy)
+    assert "unreliable" not in steady.getvalue()
+    assert "differed by up to 45%" in noisy.getvalue() and "unreliable" in noisy.getvalue()
+    assert "speed-up over the plain loop (best against best): 1.67x" in noisy.getvalue()
 
 
 def level_frame(level):
@@ -237,3 +305,16 @@ def test_a_stopped_run_releases_a_waiting_worker(tmp_path):
     ahead.join(5)
     writer.close()
     assert not ahead.is_alive() and writer.written == 0
+
+
+@pytest.mark.parametrize("argv", [
+    ["a.mp4", "b.mp4", "-j", "2"],
+    ["a.mp4", "b.mp4", "-j", "2", "--model", "espcn", "--scale", "2", "-y", "-q",
+     "--codec", "h264", "--crf", "20", "--preset", "fast", "--tile", "64", "--device", "auto",
+     "--output-dir", "out", "--model-dir", "m", "--format", "mkv"],
+    ["a.mp4", "b.mp4", "--jobs", "3", "--tile", "0", "-n"]])
+def test_each_job_gets_every_option_it_was_given(argv):
+    parser = upscale.build_parser()
+    given = parser.parse_args(argv)
+    child = parser.parse_args([*upscale.forwarded_options(parser, given), "--", "a.mp4"])
+    assert vars(child) == dict(vars(given), inputs=["a.mp4"], jobs=1)

@@ -1,0 +1,116 @@
+"""Fast unit tests of the pure helpers: the `ffmpeg -i` parser on text recorded from ffmpeg
+5.1 (Debian 12) and 9.0 (imageio-ffmpeg), time and size arithmetic, names and tables."""
+from pathlib import Path
+
+import pytest
+
+import upscale
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def recorded(name):
+    return upscale.parse_probe((DATA / f"{name}.txt").read_text())
+
+
+@pytest.mark.parametrize("version", ["ffmpeg5.1", "ffmpeg9"])
+def test_probe_reads_a_rotated_quicktime_file_with_two_audio_streams(version):
+    info = recorded(f"{version}_phone_rot")
+    assert info.format.startswith("mov,mp4") and info.duration == 2.0
+    assert info.display_matrix
+    assert [(s.kind, s.codec, s.language) for s in info.streams] == [
+        ("video", "h264", ""), ("audio", "aac", ""), ("audio", "aac", "fra")]
+    video = info.video[0]
+    assert video.pix_fmt == "yuv420p"
+    assert video.color["range"] == "tv" and video.color["space"] == "bt709"
+    assert info.streams[1].dispositions == ("default",) and info.streams[2].dispositions == ()
+    assert info.tags["title"] == "Holiday"
+
+
+@pytest.mark.parametrize("version", ["ffmpeg5.1", "ffmpeg9"])
+def test_probe_reads_matroska_stream_end_times_and_subtitles(version):
+    info = recorded(f"{version}_film")
+    assert info.format == "matroska,webm" and info.duration == 3.01
+    assert not info.display_matrix
+    assert [(s.kind, s.codec, s.end) for s in info.streams] == [
+        ("video", "h264", 2.002), ("subtitle", "subrip", 1.0), ("audio", "opus", 3.008)]
+    assert info.streams[1].language == "eng"
+    assert "ENCODER" in info.tags and "DURATION" not in info.tags     # a stream's, not ours
+
+
+def test_both_ffmpeg_versions_read_the_same():
+    for name in ("phone_rot", "film"):
+        assert recorded(f"ffmpeg5.1_{name}") == recorded(f"ffmpeg9_{name}")
+
+
+@pytest.mark.parametrize("seconds,text", [(0, "0:00"), (59.9, "0:59"), (61, "1:01"),
+                                          (3600, "1:00:00"), (7384, "2:03:04"), (-5, "0:00")])
+def test_eta_is_minutes_and_seconds_then_hours(seconds, text):
+    assert upscale.format_eta(seconds) == text
+
+
+@pytest.mark.parametrize("width", [3, 4, 10, 11, 40])
+def test_shorten_cuts_the_middle_to_the_width(width):
+    text = "VID_20260101_120000_holiday_at_the_lake.mp4"
+    short = upscale.shorten(text, width)
+    assert len(short) == min(width, len(text))
+    if width > 4:
+        assert short.startswith(text[0]) and short.endswith(text[-1]) and "..." in short
+
+
+def test_summary_names_the_failures():
+    assert upscale.summary(2, 1, []) == "2 done, 1 skipped, 0 failed"
+    assert upscale.summary(0, 0, ["a.mp4", "b.mkv"]) == \
+        "0 done, 0 skipped, 2 failed: a.mp4, b.mkv"
+
+
+def settings(**changes):
+    base = dict(method=upscale.METHODS["fsrcnn"], scale=4, codec=upscale.CODECS["mp4v"])
+    return upscale.Settings(**dict(base, **changes))
+
+
+def test_fingerprint_holds_what_decides_the_output_and_nothing_else():
+    plain = settings().fingerprint()
+    assert plain.startswith("model=fsrcnn scale=4 codec=mp4v weights=")
+    assert settings(tile=64, device="auto", jobs=2, quiet=True).fingerprint() == plain
+    h264 = settings(codec=upscale.CODECS["h264"], crf=20, preset="slow").fingerprint()
+    assert "crf=20 preset=slow" in h264
+    assert "weights" not in settings(method=upscale.METHODS["cubic"]).fingerprint()
+
+
+def test_settings_differences_name_each_changed_setting():
+    made = "model=fsrcnn scale=4 codec=mp4v"
+    asked = "model=espcn scale=4 codec=h264 crf=18"
+    assert upscale.settings_differences(made, asked) == [
+        "model fsrcnn, asked espcn", "codec mp4v, asked h264", "crf -, asked 18"]
+    assert upscale.settings_differences(made, made) == []
+
+
+def test_temporary_names_say_whose_they_are_and_stay_short(tmp_path):
+    final = tmp_path / ("x" * 250 + ".mp4")
+    temp = upscale.temp_name(final, "video.mp4")
+    match = upscale.TEMP_RE.match(temp.name)
+    assert match and int(match[1]) > 0 and match[2] == upscale.HOST
+    assert len(temp.name) < 100 and temp.name.endswith(".video.mp4")
+
+
+@pytest.mark.parametrize("suffix,name", [(".mp4", "mp4"), (".M4V", "mp4"), (".mov", "mov"),
+                                         (".mkv", "mkv"), (".avi", None)])
+def test_containers_are_found_by_extension(suffix, name):
+    found = upscale.container_for_extension(suffix)
+    assert (found.name if found else None) == name
+
+
+def test_lossless_ffv1_goes_to_matroska_by_default():
+    assert [c.name for c in upscale.containers_for(upscale.CODECS["ffv1"])] == ["mkv"]
+    assert upscale.default_extension(settings(codec=upscale.CODECS["ffv1"])) == ".mkv"
+    assert upscale.default_extension(settings()) == ".mp4"
+    assert upscale.default_extension(settings(format="mov")) == ".mov"
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_taps_sum_to_one_and_are_symmetric(scale):
+    taps, anchor = upscale.bicubic_taps(scale)
+    assert abs(taps.sum() - 1) < 1e-6
+    assert list(taps) == list(taps[::-1])
+    assert 0 <= anchor < len(taps)
