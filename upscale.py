@@ -156,7 +156,7 @@ METHODS = {m.name: m for m in (
 # the bytes just as well.
 MODEL_CHECKSUMS = {
     "FSRCNN-upscalepy_x2.pb":
-        "sha256:@X2@",
+        "sha256:1411f565339b9b3440929922ce892adbc85f4f6b0728021bde98ff2f230deccf",
     "FSRCNN-upscalepy_x3.pb":
         "sha256:5d2866f88de39cd74dd484060d8eecb546554717e8b1d9ebe2dfa3cbc94208c1",
     "FSRCNN-upscalepy_x4.pb":

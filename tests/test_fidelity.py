@@ -24,6 +24,22 @@ def test_variable_frame_rate_keeps_every_frame_time(ffmpeg, tmp_path):
     assert max(abs(a - b) for a, b in zip(before, after)) <= smallest_interval / 2
 
 
+@pytest.mark.parametrize("codec,ext", [("mp4v", "mp4"), ("h264", "mp4"), ("h265", "mp4"),
+                                       ("ffv1", "mkv")])
+def test_phone_style_variable_frame_rate_keeps_every_time_in_every_codec(ffmpeg, tmp_path,
+                                                                         codec, ext):
+    # frame gaps of 80-100 ms on a 90 kHz clock, as phones write them
+    src = make_clip(ffmpeg, tmp_path / "phone.mp4", rate="30", seconds=3,
+                    vfilter="setpts='(N*0.09+0.01*mod(N*7,3))/TB'",
+                    extra=("-fps_mode", "vfr", "-video_track_timescale", "90000"))
+    out = tmp_path / f"phone_out.{ext}"
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--codec", codec, "-o", out)
+    assert result.returncode == 0, result.stderr
+    before, after = packet_times(ffmpeg, src), packet_times(ffmpeg, out)
+    assert len(after) == len(before) == 90
+    assert max(abs(a - b) for a, b in zip(before, after)) <= Fraction(1, 1000)
+
+
 def test_ntsc_rate_stays_exact(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "ntsc.mp4", rate="30000/1001", seconds=1)
     assert run_cli(src, "--scale", "2").returncode == 0
