@@ -1324,6 +1324,7 @@ class FrameResult:
     height: int
     skipped: int = 0          # corrupted frames that could not be decoded
     repeated: int = 0         # frames identical to the one before, not upscaled again
+    seconds: float = 0.0      # how long the picture lasts, its last frame's time included
 
 
 def inference_streams(upscaler):
@@ -1431,7 +1432,7 @@ class InOrderWriter:
 
 
 def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
-                   orient=ORIENTATIONS["as decoded"]):
+                   orient=ORIENTATIONS["as decoded"], max_frames=0):
     """Upscale every frame of cap into temp_path; returns a FrameResult.
 
     A reader thread decodes and converts colour, and marks a frame identical to the one
@@ -1453,6 +1454,8 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
     def read(stage):
         previous = None
         for seq, (frame, t) in enumerate(read_frames(cap, stats)):
+            if max_frames and seq >= max_frames:
+                return
             times.append(t)
             if same_picture(frame, previous):
                 stats.repeated += 1
@@ -1740,9 +1743,10 @@ def stream_plan(info, container):
 
 
 def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
-                video_offset=0.0):
+                video_offset=0.0, end=0.0):
     """The ffmpeg command that makes out_path (a container_of() container) from the
-    temporary video, whose first frame belongs at video_offset seconds, and the source."""
+    temporary video, whose first frame belongs at video_offset seconds, and the source;
+    with end, every stream stops there (seconds), as the picture of a --frames try does."""
     codec = settings.codec
     args = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     if video_offset:
@@ -1768,6 +1772,8 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
         args += ["-movflags", "+faststart+write_colr+use_metadata_tags"]
         args += [a for key in ("major_brand", "minor_version", "compatible_brands")
                  for a in ("-metadata", f"{key}=")]
+    if end:
+        args += ["-t", f"{end:.6f}"]
     args += ["-f", container.ffmpeg_format]
     return args + [str(out_path)], notes
 
@@ -1926,6 +1932,7 @@ class Settings:
     device: str = "cpu"
     jobs: int = 1
     argv: tuple = ()           # the options as given, for the child processes of --jobs
+    frames: int = 0            # only the first N frames (a quick try); 0: all
 
     def fingerprint(self):
         """What decides the output's content, as `key=value ...`: recorded in the output so
@@ -1933,6 +1940,8 @@ class Settings:
         parts = [f"model={self.method.name}", f"scale={self.scale}", f"codec={self.codec.name}"]
         if self.codec.name in ("h264", "h265"):
             parts += [f"crf={self.crf}", f"preset={self.preset}"]
+        if self.frames:
+            parts.append(f"frames={self.frames}")
         checksum = MODEL_CHECKSUMS.get(self.method.file_name(self.scale), "")
         if checksum:                  # the weights too: a new version may ship new ones
             parts.append(f"weights={checksum.split(':')[1][:12]}")
@@ -1975,6 +1984,8 @@ def output_path_for(source, settings):
         return Path(settings.output)
     folder = Path(settings.output_dir) if settings.output_dir else Path(source).parent
     name = f"{Path(source).stem}_{settings.method.name}_x{settings.scale}"
+    if settings.frames:               # a quick try never takes the whole result's name
+        name += f"_first{settings.frames}"
     return folder / (name + default_extension(settings))
 
 
@@ -2144,8 +2155,9 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
                      f"{w}x{h} by repeating the last column/row (codecs need even sizes)")
         temp_final = temp_name(out_path, "part")
         temps.append(temp_final)
+        end = offset + frames.seconds if settings.frames and frames else 0.0
         command, notes = mux_command(ffmpeg, temp_video, source, info, temp_final, settings,
-                                     container_of(out_path, settings.format), offset)
+                                     container_of(out_path, settings.format), offset, end)
         for note in notes:
             say(f"note: {source.name}: {note}", settings.quiet)
         run_ffmpeg(command, "muxing the output")
@@ -2199,6 +2211,8 @@ def upscale_video(source, temp_video, settings, upscaler, duration_s=0.0,
         if length_tagged and duration_s and 0 < fps < 1000:
             # OpenCV estimates a Matroska video's frames from the whole file's duration.
             claimed = math.ceil(duration_s * fps - 0.01)
+        if settings.frames:
+            claimed = min(claimed, settings.frames) if claimed > 0 else settings.frames
         video = SourceVideo(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
                             int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), fps, claimed)
         check_workload(source, video, settings)
@@ -2211,7 +2225,7 @@ def upscale_video(source, temp_video, settings, upscaler, duration_s=0.0,
         try:
             fps = video.fps if 0 < video.fps < 1000 else 30.0
             result = upscale_frames(cap, upscaler, temp_video, settings.codec.temp_fourcc,
-                                    fps, progress, ORIENTATIONS[orientation])
+                                    fps, progress, ORIENTATIONS[orientation], settings.frames)
         finally:
             progress.close()
     finally:
@@ -2228,15 +2242,16 @@ def upscale_video(source, temp_video, settings, upscaler, duration_s=0.0,
         warn(f"{source.name}: {result.skipped} corrupted frame(s) could not be decoded and "
              f"were skipped; the {result.count} others keep their times, so sound stays "
              "in sync")
-    decoded_s = (times[-1] + last_interval(times, video.nominal_interval_ms)) / 1000.0
+    decoded_s = (times[-1] - times[0] + last_interval(times, video.nominal_interval_ms)) / 1000.0
     # An MP4's frame count is exact (its sample table's); Matroska's is only estimated
     # from the file's duration, so there the length decides.
     all_claimed = result.count + result.skipped >= video.frame_count_hint > 0
-    if duration_s and not all_claimed and \
+    if duration_s and not all_claimed and not settings.frames and \
             decoded_s < duration_s - max(0.5, 0.05 * duration_s):
         warn(f"{source.name}: decoding stopped at frame {result.count} ({decoded_s:.1f} s of "
              f"{duration_s:.1f} s); the file looks truncated or damaged. Kept the "
              f"{result.count} frames that decoded")
+    result.seconds = decoded_s
     return result
 
 
@@ -3047,8 +3062,10 @@ def build_parser():
                               "measurements, just the side-by-side pictures")
     compare.add_argument("--report", type=Path, metavar="FILE.json",
                          help="also write the measurements as JSON")
-    compare.add_argument("--frames", type=int, default=0, metavar="N",
-                         help="compare only the first N frames of a video (default: all)")
+    parser.add_argument("--frames", type=int, default=0, metavar="N",
+                        help="only the first N frames: a quick try before a long run (the "
+                             "output is named ..._firstN, its sound cut to match); with "
+                             "--compare, compare only a video's first N frames (default: all)")
     parser.add_argument("--benchmark", action="store_true",
                         help="measure each stage, the pipeline and the plain sequential loop "
                              "on the first input, and print the figures (writes no output)")
@@ -3057,14 +3074,16 @@ def build_parser():
 
 
 URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-COMPARE_ONLY = {"methods": ",".join(COMPARE_METHODS), "no_reference": False, "report": None,
-                "frames": 0}                      # options of --compare, and their defaults
+COMPARE_ONLY = {"methods": ",".join(COMPARE_METHODS), "no_reference": False,
+                "report": None}                   # options of --compare, and their defaults
 
 
 def settings_from_args(args):
     """Checked Settings, or UsageError before any work is done."""
     method = METHODS[args.model]
     output = Path(args.output) if args.output else None       # (Path drops a final "/")
+    if args.frames < 0:
+        raise UsageError(f"--frames must be 0 (all) or more, not {args.frames}")
     url = next((i for i in args.inputs if URL_RE.match(i)), None)
     if url:
         raise UsageError(f"{url}: URLs are not supported; download the file first and give "
@@ -3080,8 +3099,6 @@ def settings_from_args(args):
         if unknown:
             raise UsageError(f"unknown method {unknown[0]!r} in --methods; choose from "
                              + ", ".join(METHODS))
-        if args.frames < 0:
-            raise UsageError(f"--frames must be 0 (all) or more, not {args.frames}")
         return Settings(method=method, scale=args.scale, codec=CODECS["mp4v"],
                         output=output, output_dir=args.output_dir,
                         overwrite=args.overwrite, quiet=args.quiet, model_dir=args.model_dir,
@@ -3121,10 +3138,10 @@ def settings_from_args(args):
                     preset=args.preset or "medium", format=fmt, output=output,
                     output_dir=args.output_dir, overwrite=args.overwrite, quiet=args.quiet,
                     model_dir=args.model_dir, tile=args.tile, device=args.device,
-                    jobs=args.jobs)
+                    jobs=args.jobs, frames=args.frames)
 
 
-OUTPUT_NAME_RE = re.compile(r"_(%s)_x\d+$" % "|".join(re.escape(m) for m in METHODS))
+OUTPUT_NAME_RE = re.compile(r"_(%s)_x\d+(_first\d+)?$" % "|".join(re.escape(m) for m in METHODS))
 
 
 def expand_inputs(paths):

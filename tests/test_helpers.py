@@ -114,3 +114,10 @@ def test_bicubic_taps_sum_to_one_and_are_symmetric(scale):
     assert abs(taps.sum() - 1) < 1e-6
     assert list(taps) == list(taps[::-1])
     assert 0 <= anchor < len(taps)
+
+
+@pytest.mark.parametrize("stem,is_output", [("clip_fsrcnn_x4", True),
+                                            ("clip_fsrcnn-opencv_x2_first100", True),
+                                            ("clip_x4", False), ("my_fsrcnn_notes", False)])
+def test_outputs_and_quick_tries_are_recognised_by_name(stem, is_output):
+    assert bool(upscale.OUTPUT_NAME_RE.search(stem)) == is_output

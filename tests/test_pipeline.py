@@ -326,3 +326,22 @@ def test_upscaling_on_a_terminal_shows_progress(ffmpeg, tmp_path):
     assert redraws, seen
     assert all("/125 frames (" in r and "ETA" in r and len(r.rstrip()) < 100
                for r in redraws[:-1])
+
+
+def stream_seconds(ffmpeg, path, stream):
+    times = packet_times(ffmpeg, path, stream)
+    return float(times[-1] - times[0]) if times else 0.0
+
+
+def test_frames_makes_a_quick_try_with_its_sound_cut_to_match(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=3)
+    result = run_cli(src, "--scale", "2", "--frames", "10")
+    assert result.returncode == 0, result.stderr
+    assert "about 10 frames" in result.stderr
+    trial = tmp_path / "clip_fsrcnn_x2_first10.mp4"
+    assert decoded_frame_count(ffmpeg, trial) == 10
+    assert abs(stream_seconds(ffmpeg, trial, "a:0") - 0.4) < 0.05     # not 3 s of sound
+    # the whole run afterwards is neither skipped nor confused with the try
+    assert run_cli(src, "--scale", "2").returncode == 0
+    assert decoded_frame_count(ffmpeg, tmp_path / "clip_fsrcnn_x2.mp4") == 75
+    assert decoded_frame_count(ffmpeg, trial) == 10
