@@ -18,10 +18,7 @@ Needs only what upscale.py needs (OpenCV, NumPy, imageio-ffmpeg); no TensorFlow.
 """
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -77,20 +74,7 @@ def video_pairs(hr, scale, ffmpeg):
     filter and libx264 CRF 18, as the seed's inputs were made."""
     frames = pan_frames(hr, scale)
     h, w = frames[0].shape[:2]
-    with tempfile.TemporaryDirectory() as tmp:
-        clip = os.path.join(tmp, "small.mp4")
-        subprocess.run([ffmpeg, "-v", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
-                        "-s", f"{w}x{h}", "-r", "25", "-i", "-",
-                        "-vf", f"scale={w // scale}:{h // scale}", "-c:v", "libx264",
-                        "-crf", "18", "-pix_fmt", "yuv420p", clip],
-                       input=b"".join(f.tobytes() for f in frames), check=True)
-        cap = cv2.VideoCapture(clip)
-        lows = []
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            lows.append(frame)
+    lows = srdata.h264_frames(frames, 18, ffmpeg, ("-vf", f"scale={w // scale}:{h // scale}"))
     return list(zip(frames, lows))
 
 

@@ -132,16 +132,17 @@ def find_ffmpeg():
         raise SystemExit("needs imageio-ffmpeg (pip install imageio-ffmpeg) or UPSCALE_FFMPEG")
 
 
-def h264_frames(frames_bgr, crf, ffmpeg=None):
+def h264_frames(frames_bgr, crf, ffmpeg=None, options=("-threads", "1")):
     """The frames after libx264 at `crf` (yuv420p, default preset), decoded back to BGR the
-    way OpenCV's reader does. Sizes must be even."""
+    way OpenCV's reader does; options (ffmpeg output options, a -vf say) come before the
+    encoder's. Sizes must be even."""
     ffmpeg = ffmpeg or find_ffmpeg()
     h, w = frames_bgr[0].shape[:2]
     with tempfile.TemporaryDirectory() as tmp:
         clip = os.path.join(tmp, "clip.mkv")
         subprocess.run([ffmpeg, "-v", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
-                        "-s", f"{w}x{h}", "-r", "25", "-i", "-", "-c:v", "libx264",
-                        "-crf", str(crf), "-pix_fmt", "yuv420p", "-threads", "1", clip],
+                        "-s", f"{w}x{h}", "-r", "25", "-i", "-", *options, "-c:v", "libx264",
+                        "-crf", str(crf), "-pix_fmt", "yuv420p", clip],
                        input=b"".join(f.tobytes() for f in frames_bgr), check=True)
         cap = cv2.VideoCapture(clip)
         out = []
