@@ -71,7 +71,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 # Signals that stop a run, each cleaned up after like Ctrl-C; the exit status is 128 + signal
 # (a closed terminal or ssh session sends SIGHUP).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .ts .m2ts .mts .3gp .ogv".split())
@@ -1812,7 +1813,7 @@ def check_ffmpeg_has(ffmpeg, codec):
 def run_ffmpeg(args, what):
     """Run ffmpeg; one clear error line on failure; the child dies with us on interrupt."""
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, preexec_fn=die_with_parent)
+                            stderr=subprocess.PIPE, preexec_fn=CHILD_SETUP)
     try:
         _, err = proc.communicate()
     except BaseException:
@@ -2089,7 +2090,7 @@ def remove_stale_temps(folder):
     return removed
 
 
-def die_with_parent(signum=signal.SIGKILL):
+def die_with_parent(signum=getattr(signal, "SIGKILL", 9)):
     """A preexec_fn: the child gets signum when this process dies, however it dies, so no
     ffmpeg or job outlives the tool (Linux; elsewhere a no-op)."""
     prctl = getattr(LIBC, "prctl", None)
@@ -2098,9 +2099,11 @@ def die_with_parent(signum=signal.SIGKILL):
 
 
 try:                                # loaded here: a preexec_fn must not import
-    LIBC = ctypes.CDLL(None)
+    LIBC = ctypes.CDLL(None) if os.name == "posix" else None
 except OSError:
     LIBC = None
+# Windows runs no preexec_fn at all.
+CHILD_SETUP = die_with_parent if os.name == "posix" else None
 
 
 def video_length(info, start):
@@ -3237,7 +3240,8 @@ def run_jobs(settings, inputs):
         proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, errors="replace",
                                 start_new_session=True,
-                                preexec_fn=functools.partial(die_with_parent, signal.SIGTERM))
+                                preexec_fn=CHILD_SETUP and functools.partial(
+                                    die_with_parent, signal.SIGTERM))
         with lock:
             children.add(proc)
         skipped = False
