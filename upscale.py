@@ -190,18 +190,28 @@ EDSR_MEAN_BGR = (103.1545782, 111.561547, 114.35629928)
 class Codec:
     """A video codec of the final file: what the temporary file holds and how ffmpeg ends it."""
     name: str
-    temp_fourcc: str           # what cv2.VideoWriter writes
-    ffmpeg_args: tuple         # () means the temporary stream is copied as it is
+    temp_fourcc: str           # what cv2.VideoWriter writes ("": frames are piped to ffmpeg)
+    ffmpeg_args: tuple         # the encoder's; () means the temporary stream is copied
     about: str
+
+    @property
+    def piped(self):
+        """Whether frames go straight to an ffmpeg encoder (no intermediate file): it
+        converts BGR to YUV with the source's own matrix and range, and the temporary
+        file holds the final stream, a few MB a minute rather than a lossless copy."""
+        return not self.temp_fourcc
 
 
 CODECS = {c.name: c for c in (
     Codec("mp4v", "mp4v", (), "MPEG-4 part 2 straight from cv2.VideoWriter (fastest)"),
-    # The others are encoded from a lossless FFV1 temporary file, so only one lossy step.
-    Codec("h264", "FFV1", ("-c:v", "libx264", "-pix_fmt", "yuv420p"),
+    # No B-frames: the frames' own times are written into the MP4's sample table after the
+    # encode (as for mp4v), which needs decode order to be presentation order.
+    Codec("h264", "", ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "0"),
           "H.264, plays everywhere including browsers"),
-    Codec("h265", "FFV1", ("-c:v", "libx265", "-pix_fmt", "yuv420p", "-tag:v", "hvc1"),
+    Codec("h265", "", ("-c:v", "libx265", "-pix_fmt", "yuv420p", "-bf", "0", "-tag:v", "hvc1",
+                       "-x265-params", "log-level=error"),
           "H.265/HEVC, smaller files"),
+    # Encoded from a lossless FFV1 temporary file.
     Codec("ffv1", "FFV1", ("-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv444p"),
           "lossless FFV1 (Matroska), for further editing"),
 )}
@@ -1362,8 +1372,8 @@ class InOrderWriter:
     QUEUE_DEPTH frames wait; a worker ahead of the others waits for them.
     """
 
-    def __init__(self, path, fourcc, fps, stop, progress=None):
-        self.path, self.fourcc, self.fps, self.stop = path, fourcc, fps, stop
+    def __init__(self, path, encoder, fps, stop, progress=None):
+        self.path, self.encoder, self.fps, self.stop = path, encoder, fps, stop
         self.progress = progress
         self.waiting, self.written, self.size, self.last = {}, 0, None, None
         self.turn = threading.Condition()       # guards waiting and written
@@ -1421,8 +1431,7 @@ class InOrderWriter:
     def open(self, frame):
         h, w = frame.shape[:2]
         self.size = (w, h)
-        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc),
-                                      self.fps, even_size(w, h))
+        self.writer = self.encoder(self.path, even_size(w, h), self.fps)
         if not self.writer.isOpened():
             raise UpscaleError(f"cannot write temporary video {self.path}; check free space "
                                "and permissions")
@@ -1432,7 +1441,67 @@ class InOrderWriter:
             self.writer.release()
 
 
-def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
+def video_writer(fourcc):
+    """An encoder for InOrderWriter: cv2.VideoWriter writing this fourcc."""
+    return lambda path, size, fps: cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc),
+                                                   fps, size)
+
+
+class PipeWriter:
+    """cv2.VideoWriter's interface to an ffmpeg process that encodes the raw BGR frames
+    piped to it. It never raises on release (an interrupt may be unwinding); error says
+    why the encode failed, if it did."""
+
+    def __init__(self, command):
+        self.log = tempfile.TemporaryFile()
+        # No die_with_parent: a worker thread starts it, and the kernel's signal follows
+        # the thread that started a child. If this process dies, the pipe closes and
+        # ffmpeg, at the end of its input, finishes by itself.
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+        self.error = ""
+
+    def isOpened(self):
+        return self.proc.poll() is None
+
+    def write(self, frame):
+        try:
+            self.proc.stdin.write(frame.tobytes())
+        except (BrokenPipeError, ValueError):
+            self.release()
+            raise UpscaleError(f"ffmpeg failed while encoding: {self.error or 'it stopped'}") \
+                from None
+
+    def release(self):
+        if self.proc.stdin and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        code = self.proc.wait()
+        if code and not self.error:
+            self.log.seek(0)
+            lines = self.log.read().decode(errors="replace").strip().splitlines()
+            self.error = lines[-1] if lines else f"exit status {code}"
+        self.log.close()
+
+
+def pipe_encoder(ffmpeg, settings, stream):
+    """An encoder for InOrderWriter: settings.codec's ffmpeg encoder, fed raw BGR frames,
+    converting them with the source stream's own matrix and range (as a player will read
+    them) into an MP4 whose frame times are put right afterwards (rewrite_mp4_timing)."""
+    vfilter, tags = color_args(stream, True)
+
+    def start(path, size, fps):
+        return PipeWriter([ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+                           "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}",
+                           "-framerate", f"{fps:.6f}", "-i", "pipe:0", *vfilter,
+                           *settings.codec.ffmpeg_args, "-crf", str(settings.crf),
+                           "-preset", settings.preset, *tags, "-f", "mp4", str(path)])
+    return start
+
+
+def upscale_frames(cap, upscaler, temp_path, encoder, fps, progress=None,
                    orient=ORIENTATIONS["as decoded"], max_frames=0):
     """Upscale every frame of cap into temp_path; returns a FrameResult.
 
@@ -1449,7 +1518,7 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
     stop = threading.Event()
     to_infer = queue.Queue(QUEUE_DEPTH)
     times, stats = [], ReadStats()
-    writer = InOrderWriter(temp_path, fourcc, fps, stop, progress)
+    writer = InOrderWriter(temp_path, encoder, fps, stop, progress)
     networks = [upscaler] + [upscaler.clone(streams) for _ in range(streams - 1)]
 
     def read(stage):
@@ -1495,6 +1564,8 @@ def upscale_frames(cap, upscaler, temp_path, fourcc, fps, progress=None,
     for worker in workers:
         if worker.error is not None:
             raise worker.error
+    if getattr(writer.writer, "error", ""):
+        raise UpscaleError(f"ffmpeg failed while encoding: {writer.writer.error}")
     w, h = writer.size or (0, 0)
     return FrameResult(writer.written, times[:writer.written], w, h, stats.skipped,
                        stats.repeated)
@@ -1753,15 +1824,16 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
     if video_offset:
         args += ["-itsoffset", f"{video_offset:.6f}"]
     args += ["-i", str(temp_video), "-i", str(source), "-map", "0:v:0"]
-    if codec.ffmpeg_args:
+    encode = bool(codec.ffmpeg_args) and not codec.piped    # else the stream is final
+    if encode:
         args += list(codec.ffmpeg_args) + ["-fps_mode", "passthrough"]
-        if codec.name in ("h264", "h265"):
-            args += ["-crf", str(settings.crf), "-preset", settings.preset]
     else:
         args += ["-c:v", "copy"]
-    vfilter, tags = color_args(info.video[0] if info.video else None,
-                               bool(codec.ffmpeg_args), settings.method.runs != "ffmpeg")
-    args += vfilter + tags
+    # A piped encode converted BGR as a re-encode does (the ffmpeg scaler's YUV was not).
+    converted = encode or codec.piped and settings.method.runs != "ffmpeg"
+    vfilter, tags = color_args(info.video[0] if info.video else None, converted,
+                               settings.method.runs != "ffmpeg")
+    args += (vfilter if encode else []) + tags
     streams, notes = stream_plan(info, container)
     args += streams
     # What made the file, so a rerun can tell it from a file made with other settings.
@@ -1779,11 +1851,12 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
     return args + [str(out_path)], notes
 
 
-def ffmpeg_scale_command(ffmpeg, source, temp_video, scale, codec):
+def ffmpeg_scale_command(ffmpeg, source, temp_video, scale, codec, crf=18,
+                         preset="medium"):
     """The ffmpeg baseline: ffmpeg's bicubic scaler writes the temporary video itself."""
     vcodec = ["-c:v", "mpeg4", "-q:v", "2", "-tag:v", "mp4v", "-pix_fmt", "yuv420p"] \
-        if codec.temp_fourcc == "mp4v" \
-        else ["-c:v", "ffv1", "-pix_fmt", "bgr0"]
+        if codec.temp_fourcc == "mp4v" else ["-c:v", "ffv1", "-pix_fmt", "bgr0"] \
+        if not codec.piped else list(codec.ffmpeg_args) + ["-crf", str(crf), "-preset", preset]
     return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(source),
             "-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
             "-vf", f"scale=iw*{scale}:ih*{scale}:flags=bicubic:out_range=tv,"
@@ -2145,11 +2218,14 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
         if settings.method.runs == "ffmpeg":
             say(f"{source.name}: scaling with ffmpeg", settings.quiet)
             run_ffmpeg(ffmpeg_scale_command(ffmpeg, source, temp_video, settings.scale,
-                                            settings.codec), "scaling the video")
+                                            settings.codec, settings.crf, settings.preset),
+                       "scaling the video")
         else:
             orientation = display_orientation(ffmpeg, source, info.video[0].index) \
                 if info.display_matrix else "as decoded"
-            frames = upscale_video(source, temp_video, settings, upscaler,
+            encoder = pipe_encoder(ffmpeg, settings, info.video[0]) if settings.codec.piped \
+                else video_writer(settings.codec.temp_fourcc)
+            frames = upscale_video(source, temp_video, settings, upscaler, encoder,
                                    video_length(info, offset), orientation,
                                    length_tagged=bool(info.video[0].end))
             if frames.width % 2 or frames.height % 2:
@@ -2201,7 +2277,7 @@ def check_workload(source, video, settings):
             "on a 2-core machine)", settings.quiet)
 
 
-def upscale_video(source, temp_video, settings, upscaler, duration_s=0.0,
+def upscale_video(source, temp_video, settings, upscaler, encoder, duration_s=0.0,
                   orientation="as decoded", length_tagged=False):
     """Decode, upscale and write the picture of source into temp_video with its frame times.
     duration_s: how long the picture should last; length_tagged: the container says so
@@ -2227,8 +2303,8 @@ def upscale_video(source, temp_video, settings, upscaler, duration_s=0.0,
         progress = Progress(source.name, video.frame_count_hint, settings.quiet)
         try:
             fps = video.fps if 0 < video.fps < 1000 else 30.0
-            result = upscale_frames(cap, upscaler, temp_video, settings.codec.temp_fourcc,
-                                    fps, progress, ORIENTATIONS[orientation], settings.frames)
+            result = upscale_frames(cap, upscaler, temp_video, encoder, fps, progress,
+                                    ORIENTATIONS[orientation], settings.frames)
         finally:
             progress.close()
     finally:

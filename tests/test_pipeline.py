@@ -345,3 +345,26 @@ def test_frames_makes_a_quick_try_with_its_sound_cut_to_match(ffmpeg, tmp_path):
     assert run_cli(src, "--scale", "2").returncode == 0
     assert decoded_frame_count(ffmpeg, tmp_path / "clip_fsrcnn_x2.mp4") == 75
     assert decoded_frame_count(ffmpeg, trial) == 10
+
+
+def test_h264_needs_no_lossless_intermediate_only_room_for_its_own_stream(ffmpeg, tmp_path):
+    import sys
+    from conftest import SCRIPT, cli_env
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="160x120", seconds=3)
+    out = tmp_path / "clip_lapsrn_x2.mp4"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(src), "--model", "lapsrn",
+                             "--scale", "2", "--codec", "h264"], env=cli_env(),
+                            stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:                 # the temporary files' size, all along
+        sizes = []
+        for p in tmp_path.iterdir():
+            try:
+                sizes.append(p.stat().st_size if p.name.startswith(".") else 0)
+            except FileNotFoundError:
+                pass
+        peak = max(peak, sum(sizes))
+    assert proc.returncode == 0, proc.stderr.read()
+    # the encoded stream, then the muxed copy of it (a lossless FFV1 copy of 75 frames
+    # of 320x240 would be many times this)
+    assert 0 < peak <= 2.2 * out.stat().st_size + 65536

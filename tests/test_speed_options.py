@@ -256,7 +256,7 @@ def written_levels(path):
 
 def test_frames_handed_in_out_of_order_by_several_workers_are_written_in_order(tmp_path):
     stop = threading.Event()
-    writer = upscale.InOrderWriter(tmp_path / "t.mp4", "mp4v", 25, stop)
+    writer = upscale.InOrderWriter(tmp_path / "t.mp4", upscale.video_writer("mp4v"), 25, stop)
 
     # Two workers: one gets the even frames and is slow, the other the odd ones.
     def worker(seqs, delay):
@@ -280,7 +280,7 @@ def test_frames_handed_in_out_of_order_by_several_workers_are_written_in_order(t
 
 def test_a_worker_far_ahead_waits_until_the_frame_due_next_is_written(tmp_path):
     stop = threading.Event()
-    writer = upscale.InOrderWriter(tmp_path / "t.mp4", "mp4v", 25, stop)
+    writer = upscale.InOrderWriter(tmp_path / "t.mp4", upscale.video_writer("mp4v"), 25, stop)
     ahead = threading.Thread(target=lambda: [writer.put(seq, level_frame(40 + seq))
                                              for seq in range(1, upscale.QUEUE_DEPTH + 3)])
     ahead.start()
@@ -295,7 +295,7 @@ def test_a_worker_far_ahead_waits_until_the_frame_due_next_is_written(tmp_path):
 
 def test_a_stopped_run_releases_a_waiting_worker(tmp_path):
     stop = threading.Event()
-    writer = upscale.InOrderWriter(tmp_path / "t.mp4", "mp4v", 25, stop)
+    writer = upscale.InOrderWriter(tmp_path / "t.mp4", upscale.video_writer("mp4v"), 25, stop)
     ahead = threading.Thread(target=lambda: [writer.put(seq, level_frame(50))
                                              for seq in range(1, upscale.QUEUE_DEPTH + 3)])
     ahead.start()
