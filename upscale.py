@@ -203,7 +203,8 @@ class Codec:
 
 
 CODECS = {c.name: c for c in (
-    Codec("mp4v", "mp4v", (), "MPEG-4 part 2 straight from cv2.VideoWriter (fastest)"),
+    Codec("mp4v", "mp4v", (), "MPEG-4 part 2 straight from cv2.VideoWriter (the design's "
+          "first path; players in browsers and phones may refuse it)"),
     # No B-frames: the frames' own times are written into the MP4's sample table after the
     # encode (as for mp4v), which needs decode order to be presentation order.
     Codec("h264", "", ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "0"),
@@ -215,6 +216,10 @@ CODECS = {c.name: c for c in (
     Codec("ffv1", "FFV1", ("-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv444p"),
           "lossless FFV1 (Matroska), for further editing"),
 )}
+
+# The output of a plain run: H.264 plays in browsers and on phones. Its preset and CRF were
+# chosen from measurements on a 2-core machine (README, "Default codec").
+DEFAULT_CODEC, DEFAULT_PRESET, DEFAULT_CRF = "h264", "superfast", 18
 
 # x264's and x265's speed presets, fastest first (--preset).
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
@@ -1851,8 +1856,8 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
     return args + [str(out_path)], notes
 
 
-def ffmpeg_scale_command(ffmpeg, source, temp_video, scale, codec, crf=18,
-                         preset="medium"):
+def ffmpeg_scale_command(ffmpeg, source, temp_video, scale, codec, crf=DEFAULT_CRF,
+                         preset=DEFAULT_PRESET):
     """The ffmpeg baseline: ffmpeg's bicubic scaler writes the temporary video itself."""
     vcodec = ["-c:v", "mpeg4", "-q:v", "2", "-tag:v", "mp4v", "-pix_fmt", "yuv420p"] \
         if codec.temp_fourcc == "mp4v" else ["-c:v", "ffv1", "-pix_fmt", "bgr0"] \
@@ -1994,8 +1999,8 @@ class Settings:
     method: Method
     scale: int
     codec: Codec
-    crf: int = 18
-    preset: str = "medium"
+    crf: int = DEFAULT_CRF
+    preset: str = DEFAULT_PRESET
     format: str = ""           # "mp4", "mkv" or "" (from the output's extension)
     output: Path = None        # -o, one input only
     output_dir: Path = None
@@ -3011,10 +3016,10 @@ def mean_rows(rows):
 
 EXAMPLES = """\
 examples:
-  python upscale.py clip.mp4                          FSRCNN x4 -> clip_fsrcnn_x4.mp4
+  python upscale.py clip.mp4                          FSRCNN x4 -> clip_fsrcnn_x4.mp4 (H.264)
   python upscale.py clip.mp4 --model fsrcnn-opencv    OpenCV's own FSRCNN weights
   python upscale.py clip.mp4 --model espcn --scale 2  ESPCN x2  -> clip_espcn_x2.mp4
-  python upscale.py clip.mov -o big.mkv --codec h264  choose the output name and codec
+  python upscale.py clip.mov -o big.mkv --codec h265  choose the output name and codec
   python upscale.py clips/ --output-dir big/          every video directly inside clips/
   for f in clips/*.mp4; do python upscale.py "$f" --quiet; done
 
@@ -3024,7 +3029,7 @@ $UPSCALE_MODEL_DIR, then {default_dir}, and downloaded there on first use if mis
 ffmpeg: $UPSCALE_FFMPEG if set, else the one pip's imageio-ffmpeg brings (the build this
 tool is tested with), else the first on PATH.
 exit status: 0 all done (or already done), 1 some input failed, 2 usage error,
-130/143 interrupted.
+130/143/129 interrupted (Ctrl-C, SIGTERM, SIGHUP).
 """
 
 
@@ -3092,15 +3097,15 @@ def build_parser():
                              "each input")
     parser.add_argument("--format", choices=list(CONTAINERS), default="",
                         help="output container (default: from -o's extension, else mp4)")
-    parser.add_argument("--codec", choices=list(CODECS), default="mp4v",
+    parser.add_argument("--codec", choices=list(CODECS), default=DEFAULT_CODEC,
                         help="video codec of the output: " + "; ".join(
                             f"{c.name}: {c.about}" for c in CODECS.values())
-                        + " (default: mp4v)")
+                        + " (default: " + DEFAULT_CODEC + ")")
     parser.add_argument("--crf", type=int, default=None,
-                        help="quality for h264/h265, lower is better (default: 18)")
+                        help=f"quality for h264/h265, lower is better (default: {DEFAULT_CRF})")
     parser.add_argument("--preset", default=None, choices=X264_PRESETS, metavar="PRESET",
                         help="x264/x265 speed preset: " + ", ".join(X264_PRESETS)
-                             + " (default: medium)")
+                             + f" (default: {DEFAULT_PRESET})")
     parser.add_argument("--tile", type=tile_arg, default=None, metavar="SIZE",
                         help="run the network on tiles of SIZE input pixels (overlapping, "
                              "seamless) to bound memory; 0 never tiles (default: auto: "
@@ -3194,7 +3199,7 @@ def settings_from_args(args):
         if given:
             raise UsageError(f"{given} applies to --codec h264 or h265; the {args.codec} "
                              f"output has no such setting")
-    crf = 18 if args.crf is None else args.crf
+    crf = DEFAULT_CRF if args.crf is None else args.crf
     if not 0 <= crf <= 51:
         raise UsageError(f"--crf must be between 0 and 51, not {crf}")
     if output and (args.output.endswith(("/", os.sep)) or output.is_dir()):
@@ -3214,7 +3219,7 @@ def settings_from_args(args):
         raise UsageError(f"--codec {codec.name} cannot go into {fmt.upper()}: give an "
                          f"{fits[0].extensions[0]} output name or --format {fits[0].name}")
     return Settings(method=method, scale=args.scale, codec=CODECS[args.codec], crf=crf,
-                    preset=args.preset or "medium", format=fmt, output=output,
+                    preset=args.preset or DEFAULT_PRESET, format=fmt, output=output,
                     output_dir=args.output_dir, overwrite=args.overwrite, quiet=args.quiet,
                     model_dir=args.model_dir, tile=args.tile, device=args.device,
                     jobs=args.jobs, frames=args.frames)

@@ -174,10 +174,22 @@ def test_reencoded_output_keeps_the_source_tags(ffmpeg, tmp_path):
 def test_mp4v_output_is_tagged_as_what_videowriter_wrote(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "hd.mp4", seconds=0.3,
                     extra=COLOUR_SOURCES["bt709-limited"])
-    assert run_cli(src, "--scale", "2").returncode == 0
+    assert run_cli(src, "--scale", "2", "--codec", "mp4v").returncode == 0
     color = probe(ffmpeg, tmp_path / "hd_fsrcnn_x2.mp4").video[0].color
     assert (color.get("space"), color.get("primaries"), color.get("range")) == \
         ("smpte170m", "bt709", "tv")
+
+
+def test_default_output_is_h264_that_browsers_play_in_the_sources_colours(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "hd.mp4", seconds=0.3,
+                    extra=COLOUR_SOURCES["bt709-limited"])
+    assert run_cli(src, "--scale", "2").returncode == 0
+    out = tmp_path / "hd_fsrcnn_x2.mp4"
+    video = probe(ffmpeg, out).video[0]
+    assert video.codec == "h264" and video.pix_fmt == "yuv420p"
+    assert (video.color.get("space"), video.color.get("range")) == ("bt709", "tv")
+    head = out.read_bytes()[:4096]
+    assert head.find(b"moov") < head.find(b"mdat") or b"mdat" not in head   # faststart
 
 
 def test_ten_bit_source_warns_of_8_bit_output(ffmpeg, tmp_path):

@@ -177,8 +177,9 @@ def test_existing_output_made_the_same_way_is_skipped_then_replaced_with_overwri
 
 
 @pytest.mark.parametrize("change,words", [
-    (["--codec", "h264"], ["codec mp4v, asked h264"]),
-    (["--codec", "h264", "--crf", "23"], ["codec mp4v, asked h264", "crf -, asked 23"]),
+    (["--codec", "mp4v"], ["codec h264, asked mp4v", "crf 18, asked -"]),
+    (["--crf", "23"], ["crf 18, asked 23"]),
+    (["--preset", "veryslow"], ["preset superfast, asked veryslow"]),
     (["--model", "fsrcnn-opencv", "-o", "clip_fsrcnn_x2.mp4"],
      ["model fsrcnn, asked fsrcnn-opencv"])])
 def test_existing_output_made_another_way_is_refused_saying_what_differs(
