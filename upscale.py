@@ -1766,8 +1766,11 @@ def color_args(stream, reencode, written_by_opencv=True):
         # With a filter graph ffmpeg takes the tags from the frames, not from the output
         # options: setparams stamps them on.
         params = ":".join(f"{SETPARAMS_NAMES[k]}={v}" for k, v in tags.items())
+        # accurate_rnd: without it swscale's BGR-to-YUV rounds down, and a flat grey 128
+        # comes out as Y=125, U=V=127 (cv2.VideoWriter, which cannot be told, does this).
         vfilter = ["-vf", f"scale=out_color_matrix={SWS_MATRICES[tags['space']]}:"
-                          f"out_range={tags['range']},setparams={params}"]
+                          f"out_range={tags['range']}:flags=accurate_rnd,"
+                          f"setparams={params}"]
     return vfilter, [arg for k, v in tags.items() for arg in (TAG_OPTIONS[k], v)]
 
 

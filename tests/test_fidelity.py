@@ -162,6 +162,43 @@ def test_colours_look_the_same_as_the_source(ffmpeg, tmp_path, source, codec):
     assert error < 5.0, error
 
 
+def player_mean(ffmpeg, path):
+    """The mean colour of the first frame decoded as an accurate player does: with the
+    file's own matrix and range, rounded rather than truncated."""
+    raw = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-frames:v", "1", "-vf",
+                          "scale=flags=accurate_rnd+full_chroma_int", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, 3).mean(axis=0)
+
+
+def flat_clip(ffmpeg, path, rgb, matrix, full_range):
+    """A clip of one colour, converted to YUV with the given matrix and range and tagged."""
+    space = {"bt601": "smpte170m", "bt709": "bt709"}[matrix]
+    return make_clip(ffmpeg, path, seconds=0.2, audio=False, extra=(
+        "-vf", f"format=rgb24,geq=r={rgb[0]}:g={rgb[1]}:b={rgb[2]},scale=out_color_matrix="
+               f"{matrix}:out_range={'pc' if full_range else 'tv'}:flags=accurate_rnd,"
+               f"format=yuv420p,setparams=colorspace={space}:range="
+               f"{'pc' if full_range else 'tv'}"))
+
+
+@pytest.mark.parametrize("codec", ["h264", "h265", "ffv1"])
+@pytest.mark.parametrize("matrix,full_range", [("bt601", False), ("bt709", False),
+                                               ("bt601", True), ("bt709", True)])
+@pytest.mark.parametrize("rgb", [(128, 128, 128), (64, 64, 64), (200, 200, 200)])
+def test_greys_keep_their_level_within_half_a_level(ffmpeg, tmp_path, codec, matrix,
+                                                    full_range, rgb):
+    # Greys test the conversion back to YUV, which this tool controls (swscale without
+    # accurate_rnd wrote grey 128 as Y=125, U=V=127). Saturated colours are still 1-2
+    # levels off: OpenCV's decoder rounds them down before the tool sees them (README,
+    # "Not yet").
+    src = flat_clip(ffmpeg, tmp_path / "flat.mkv", rgb, matrix, full_range)
+    out = tmp_path / "out.mkv"
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--codec", codec, "-o", out)
+    assert result.returncode == 0, result.stderr
+    before, after = (player_mean(ffmpeg, p) for p in (src, out))
+    assert np.abs(after - before).max() <= 0.5, (before, after)
+
+
 def test_reencoded_output_keeps_the_source_tags(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "hd.mp4", seconds=0.3,
                     extra=COLOUR_SOURCES["bt709-full"])
