@@ -268,6 +268,7 @@ SLOW_RUN_SECONDS = 600                # say how long a run will take when it exc
 
 PROGRESS_INTERVAL_TTY = 0.25      # seconds between redraws of the progress line
 PROGRESS_INTERVAL_LOG = 10.0      # seconds between plain progress lines in logs
+PROGRESS_INTERVAL_JOB = 2.0       # ... from a --jobs child whose parent writes to a terminal
 QUEUE_DEPTH = 4                   # frames in flight between stages: bounds memory
 # cv2.VideoWriter reports no write errors: a full disk would only show at the mux, after
 # every frame. The writer looks at the free space this often instead, and stops below this.
@@ -1975,7 +1976,8 @@ class Progress:
         if self.quiet:
             return
         now = time.monotonic()
-        interval = PROGRESS_INTERVAL_TTY if self.tty else PROGRESS_INTERVAL_LOG
+        interval = PROGRESS_INTERVAL_TTY if self.tty else \
+            float(os.environ.get("UPSCALE_JOB_PROGRESS") or PROGRESS_INTERVAL_LOG)
         if now - self.last >= interval:
             self.last = now
             if self.tty:
@@ -3313,6 +3315,8 @@ def run_jobs(settings, inputs):
             error(exc)
             return EXIT_FAILED
     env = dict(os.environ, UPSCALE_THREADS=str(max(1, usable_cores() // settings.jobs)))
+    if sys.stderr.isatty():     # a person watches: each job's progress line every 2 s
+        env["UPSCALE_JOB_PROGRESS"] = str(PROGRESS_INTERVAL_JOB)
     lock, children = threading.Lock(), set()
 
     def one(source):

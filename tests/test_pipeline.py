@@ -297,19 +297,18 @@ def test_progress_line_fits_the_terminal_and_keeps_its_figures(monkeypatch, colu
         assert line.startswith(name[:5]) and "..." in line
 
 
-def test_upscaling_on_a_terminal_shows_progress(ffmpeg, tmp_path):
-    # stderr is a real pseudo-terminal, as when a person runs the tool
+def run_on_a_terminal(args, columns=100):
+    """Run upscale.py with its stderr on a real pseudo-terminal, as when a person runs it;
+    returns (exit status, everything it showed)."""
     import os
     import pty
     import select
     import sys
     from conftest import SCRIPT, cli_env
-    src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="480x270", seconds=5)
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(src), "--model", "espcn",
-                             "--scale", "2"], env=cli_env(COLUMNS="100"),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=follower)
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)],
+                            env=cli_env(COLUMNS=str(columns)), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=follower)
     os.close(follower)
     seen = b""
     while True:
@@ -322,11 +321,28 @@ def test_upscaling_on_a_terminal_shows_progress(ffmpeg, tmp_path):
             break
         seen += chunk
     os.close(leader)
-    assert proc.wait(timeout=60) == 0
-    redraws = [r for r in seen.decode().split("\r\x1b[K") if "frames (" in r]
+    return proc.wait(timeout=60), seen.decode(errors="replace")
+
+
+def test_upscaling_on_a_terminal_shows_progress(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="480x270", seconds=5)
+    status, seen = run_on_a_terminal([src, "--model", "espcn", "--scale", "2"])
+    assert status == 0
+    redraws = [r for r in seen.split("\r\x1b[K") if "frames (" in r]
     assert redraws, seen
     assert all("/125 frames (" in r and "ETA" in r and len(r.rstrip()) < 100
                for r in redraws[:-1])
+
+
+def test_jobs_on_a_terminal_show_each_files_progress(ffmpeg, tmp_path):
+    for name in ("a", "b"):
+        make_clip(ffmpeg, tmp_path / f"{name}.mp4", size="640x360", seconds=4)
+    status, seen = run_on_a_terminal([tmp_path, "--model", "espcn", "--scale", "2",
+                                      "--jobs", "2"])
+    assert status == 0
+    for name in ("a", "b"):
+        assert any(line.startswith(f"[{name}.mp4] {name}.mp4: ") and "frames (" in line and
+                   "ETA" in line for line in seen.splitlines()), seen
 
 
 def stream_seconds(ffmpeg, path, stream):
