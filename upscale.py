@@ -193,6 +193,7 @@ class Codec:
     temp_fourcc: str           # what cv2.VideoWriter writes ("": frames are piped to ffmpeg)
     ffmpeg_args: tuple         # the encoder's; () means the temporary stream is copied
     about: str
+    encoder: str               # what encodes the frames, as --benchmark names it
 
     @property
     def piped(self):
@@ -204,17 +205,17 @@ class Codec:
 
 CODECS = {c.name: c for c in (
     Codec("mp4v", "mp4v", (), "MPEG-4 part 2 straight from cv2.VideoWriter (the design's "
-          "first path; players in browsers and phones may refuse it)"),
+          "first path; players in browsers and phones may refuse it)", "VideoWriter mp4v"),
     # No B-frames: the frames' own times are written into the MP4's sample table after the
     # encode (as for mp4v), which needs decode order to be presentation order.
     Codec("h264", "", ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "0"),
-          "H.264, plays everywhere including browsers"),
+          "H.264, plays everywhere including browsers", "x264"),
     Codec("h265", "", ("-c:v", "libx265", "-pix_fmt", "yuv420p", "-bf", "0", "-tag:v", "hvc1",
                        "-x265-params", "log-level=error"),
-          "H.265/HEVC, smaller files"),
+          "H.265/HEVC, smaller files", "x265"),
     # Encoded from a lossless FFV1 temporary file.
     Codec("ffv1", "FFV1", ("-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv444p"),
-          "lossless FFV1 (Matroska), for further editing"),
+          "lossless FFV1 (Matroska), for further editing", "VideoWriter FFV1"),
 )}
 
 # The output of a plain run: H.264 plays in browsers and on phones. Its preset and CRF were
@@ -2497,9 +2498,12 @@ def measure_benchmark(source, settings, repeats=BENCHMARK_REPEATS):
         tmp = Path(tmp)
         h, w = finished[0].shape[:2]
 
+        codec = settings.codec       # the encoder this tool's run uses
+        encoder = pipe_encoder(ffmpeg, settings, info.video[0]) if codec.piped \
+            else video_writer(codec.temp_fourcc)
+
         def encode():
-            writer = cv2.VideoWriter(str(tmp / "enc.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                                     25, even_size(w, h))
+            writer = encoder(tmp / "enc.mp4", even_size(w, h), 25)
             for f in finished:
                 writer.write(pad_to_even(f))
             writer.release()
@@ -2526,7 +2530,8 @@ def measure_benchmark(source, settings, repeats=BENCHMARK_REPEATS):
                ("network alone, 1 stream, 1 thread", t_infer_thread),
                (f"network alone, as the pipeline ({streams} stream{'s' * (streams > 1)})",
                 t_infer),
-               ("colour convert / merge", t_convert), ("encode (VideoWriter mp4v)", t_encode),
+               ("colour convert / merge", t_convert),
+               (f"encode ({codec.encoder})", t_encode),
                ("plain sequential loop, end to end", min(plain)),
                ("upscale.py pipeline, end to end", min(ours))]
     # What no arrangement of these stages can beat: all of their work, each stage at its
