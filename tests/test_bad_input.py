@@ -504,8 +504,9 @@ def test_second_signal_during_cleanup_does_not_stop_it(ffmpeg, tmp_path):
         proc.send_signal(sig)
         time.sleep(0.002)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "Traceback" not in err
+    # Python runs pending handlers lowest signal first: SIGINT may be the one that stops it.
+    assert proc.returncode in (130, 143), err
+    assert "Traceback" not in err and err.count("unfinished output removed") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
 
 
