@@ -1473,7 +1473,7 @@ class PipeWriter:
 
     def write(self, frame):
         try:
-            self.proc.stdin.write(frame.tobytes())
+            self.proc.stdin.write(np.ascontiguousarray(frame).data)    # no copy
         except (BrokenPipeError, ValueError):
             self.release()
             raise UpscaleError(f"ffmpeg failed while encoding: {self.error or 'it stopped'}") \
