@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import hashlib
 import http.client
+import itertools
 import json
 import math
 import os
@@ -624,6 +625,10 @@ class ResizeUpscaler:
     def finish(self, frame):
         return frame
 
+    def copies(self, count):
+        """count upscalers that may run side by side: this one and count - 1 twins."""
+        return [self] * count
+
     def upscale(self, frame):
         return self.finish(self.infer(self.prepare(frame)))
 
@@ -1086,6 +1091,14 @@ class NetworkUpscaler(ResizeUpscaler):
                                "it to download it again") from None
         self.device = self.choose_device(device)
 
+    def copies(self, count):
+        """This network and count - 1 twins, made once and kept: a long video's segments
+        each run the pipeline again."""
+        twins = self.__dict__.setdefault("twins", [])
+        while len(twins) < count - 1:
+            twins.append(self.clone(count))
+        return [self] + twins[:count - 1]
+
     def clone(self, sharing=1):
         """Another copy of this network, for a second inference stream; each of `sharing`
         streams gets its share of the memory budget."""
@@ -1343,6 +1356,7 @@ class FrameResult:
     skipped: int = 0          # corrupted frames that could not be decoded
     repeated: int = 0         # frames identical to the one before, not upscaled again
     seconds: float = 0.0      # how long the picture lasts, its last frame's time included
+    fresh: int = 0            # frames this run upscaled (the rest an interrupted run did)
 
 
 def inference_streams(upscaler):
@@ -1379,9 +1393,9 @@ class InOrderWriter:
     QUEUE_DEPTH frames wait; a worker ahead of the others waits for them.
     """
 
-    def __init__(self, path, encoder, fps, stop, progress=None):
+    def __init__(self, path, encoder, fps, stop, progress=None, first=0):
         self.path, self.encoder, self.fps, self.stop = path, encoder, fps, stop
-        self.progress = progress
+        self.progress, self.first = progress, first
         self.waiting, self.written, self.size, self.last = {}, 0, None, None
         self.turn = threading.Condition()       # guards waiting and written
         self.writing = threading.Lock()         # held by the one worker encoding
@@ -1422,7 +1436,7 @@ class InOrderWriter:
                 self.turn.notify_all()
             self.check_disk()
             if self.progress:
-                self.progress.update(self.written)
+                self.progress.update(self.first + self.written)
 
     def check_disk(self):
         now = time.monotonic()
@@ -1508,9 +1522,10 @@ def pipe_encoder(ffmpeg, settings, stream):
     return start
 
 
-def upscale_frames(cap, upscaler, temp_path, encoder, fps, progress=None,
-                   orient=ORIENTATIONS["as decoded"], max_frames=0):
-    """Upscale every frame of cap into temp_path; returns a FrameResult.
+def upscale_frames(frames, stats, upscaler, temp_path, encoder, fps, progress=None,
+                   orient=ORIENTATIONS["as decoded"], first=0):
+    """Upscale every (frame, time_ms) of frames into temp_path; returns a FrameResult with
+    the reader's stats (a ReadStats). first: frames done before these, for progress.
 
     A reader thread decodes and converts colour, and marks a frame identical to the one
     before as a repeat; inference_streams() workers, each with its own copy of the network,
@@ -1524,15 +1539,13 @@ def upscale_frames(cap, upscaler, temp_path, encoder, fps, progress=None,
     streams = inference_streams(upscaler)
     stop = threading.Event()
     to_infer = queue.Queue(QUEUE_DEPTH)
-    times, stats = [], ReadStats()
-    writer = InOrderWriter(temp_path, encoder, fps, stop, progress)
-    networks = [upscaler] + [upscaler.clone(streams) for _ in range(streams - 1)]
+    times = []
+    writer = InOrderWriter(temp_path, encoder, fps, stop, progress, first)
+    networks = upscaler.copies(streams)
 
     def read(stage):
         previous = None
-        for seq, (frame, t) in enumerate(read_frames(cap, stats)):
-            if max_frames and seq >= max_frames:
-                return
+        for seq, (frame, t) in enumerate(frames):
             times.append(t)
             if same_picture(frame, previous):
                 stats.repeated += 1
@@ -1576,6 +1589,212 @@ def upscale_frames(cap, upscaler, temp_path, encoder, fps, progress=None,
     w, h = writer.size or (0, 0)
     return FrameResult(writer.written, times[:writer.written], w, h, stats.skipped,
                        stats.repeated)
+
+
+# ---------------------------------------------------------------------------------------------
+# Segments: a video is worked through in pieces, each kept as a small encoded file in a hidden
+# work folder beside the output. An interrupted run (Ctrl-C, kill -9, the OOM killer, a
+# reboot) loses at most the piece it was working on, and a rerun goes on from there; --part
+# K/N shares one video among processes or machines that see the same folder.
+# ---------------------------------------------------------------------------------------------
+
+SEGMENT_WORK_SECONDS = 60.0   # one segment's expected work: at most this is lost to a kill
+SEGMENT_MIN_SECONDS = 2.0     # of video; each segment costs a new encoder and a seek
+SEGMENT_MAX_SECONDS = 600.0
+SEEK_MARGIN_MS = 1000.0       # first seek this far before a segment; further if not enough
+WORK_VERSION = 1              # of the work folder's layout and of what its segments hold
+IDENTITY_BYTES = 1 << 20      # of a source's head and of its tail, hashed to recognise it
+WORK_SUFFIX = ".upscale-work"
+
+
+class UnorderedTimes(Exception):
+    """A source whose frame times go backwards cannot be cut by time: it is done whole."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The frames whose times (OpenCV's, in ms) fall in [start_ms, end_ms)."""
+    index: int
+    start_ms: float
+    end_ms: float
+
+
+def seconds_per_frame(method_name, width, height, scale):
+    """Estimated whole-run seconds a frame of width x height takes on a 2-core machine."""
+    per_input, per_output = SECONDS_PER_MEGAPIXEL.get(method_name, (0.0, 0.0))
+    return (per_input + per_output * scale * scale) * width * height / 1e6
+
+
+def segment_length(settings, video):
+    """Seconds of video in a segment: --segment, else about SEGMENT_WORK_SECONDS of work.
+    Only the file and the settings decide it, so every --part process agrees."""
+    if settings.segment:
+        return settings.segment
+    per_frame = seconds_per_frame(settings.method.name, video.width, video.height,
+                                  settings.scale) or 0.002
+    fps = video.fps if 0 < video.fps < 1000 else 30.0
+    seconds = SEGMENT_WORK_SECONDS / per_frame / fps
+    return round(min(max(seconds, SEGMENT_MIN_SECONDS), SEGMENT_MAX_SECONDS), 1)
+
+
+def plan_segments(first_ms, duration_s, length_s):
+    """Segments of length_s from the first frame's time; the last takes the remainder (up
+    to half a length more) and every frame after it, the first every frame before it."""
+    count = max(1, round(duration_s / length_s)) if duration_s > 0 else 1
+    edges = [-math.inf] + [first_ms + k * length_s * 1000.0 for k in range(1, count)] + \
+        [math.inf]
+    return [Segment(k, edges[k], edges[k + 1]) for k in range(count)]
+
+
+def part_share(count, part):
+    """The segment indexes part (K, N) does: the K-th of N nearly equal runs of them."""
+    k, n = part
+    return range((k - 1) * count // n, k * count // n)
+
+
+def source_identity(path):
+    """Size and a hash of the head and tail: tells the same source (even a copy on another
+    machine) from a changed one, without reading a whole film."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(IDENTITY_BYTES))
+        if size > IDENTITY_BYTES:
+            f.seek(max(IDENTITY_BYTES, size - IDENTITY_BYTES))
+            digest.update(f.read())
+    return f"{size}:{digest.hexdigest()[:32]}"
+
+
+def segment_frames(source, segment, stats):
+    """Yield (frame, time_ms) for the frames of segment, in order.
+
+    Decoding starts at a keyframe before the segment (OpenCV seeks to one and decodes
+    forward), never at the start of the file; the seek goes further back until it lands
+    at or before the segment's start, so no frame between is missed, and frames before the
+    start are decoded and dropped. Raises UnorderedTimes when times go backwards."""
+    cap, at_start, margin = open_capture(source), True, SEEK_MARGIN_MS
+    reading, previous, before = ReadStats(), -math.inf, None
+    try:
+        while True:
+            target = segment.start_ms - margin
+            if target > 0:
+                cap.set(cv2.CAP_PROP_POS_MSEC, target)
+                at_start = False
+            elif not at_start:                  # from the very start: no seek at all
+                cap.release()
+                cap, at_start = open_capture(source), True
+            reading = ReadStats()
+            frames = read_frames(cap, reading)
+            first = next(frames, None)
+            if target <= 0 or first is not None and first[1] <= segment.start_ms:
+                break
+            margin *= 4
+        for frame, t in itertools.chain([first] if first else [], frames):
+            if t < previous and (segment.start_ms > -math.inf or segment.end_ms < math.inf):
+                raise UnorderedTimes()
+            previous = t
+            if t >= segment.end_ms:
+                break
+            if t >= segment.start_ms:
+                if before is None:              # failures before the start are not ours
+                    before = reading.skipped
+                yield frame, t
+    finally:
+        stats.skipped += reading.skipped - (reading.skipped if before is None else before)
+        cap.release()
+
+
+class WorkFolder:
+    """The hidden folder beside an output that holds its finished segments.
+
+    manifest.json says what they are from: the source's identity, the settings, the
+    segment edges; a rerun uses them only when all three are the same. A segment is done
+    when seg-NNNNN.json exists (its frame times, counts and size); its picture is
+    seg-NNNNN.mp4, renamed into place from a temporary name first, so a reader never sees
+    half a file and two processes finishing the same segment write the same thing."""
+
+    def __init__(self, out_path):
+        out = Path(out_path)
+        tag = hashlib.sha256(out.name.encode()).hexdigest()[:8]
+        self.path = out.parent / f".{out.stem[:TEMP_STEM_CHARS]}-{tag}{WORK_SUFFIX}"
+        self.manifest = self.path / "manifest.json"
+
+    def video(self, index):
+        return self.path / f"seg-{index:05d}.mp4"
+
+    def record_path(self, index):
+        return self.path / f"seg-{index:05d}.json"
+
+    def start(self, wanted):
+        """Take the folder for the work described by wanted (a dict); returns why older
+        segments were discarded, or "" when there were none or they are reused."""
+        self.path.mkdir(exist_ok=True)
+        remove_stale_temps(self.path)
+        try:
+            have = json.loads(self.manifest.read_text())
+        except FileNotFoundError:
+            have = None
+        except (OSError, ValueError):
+            have = {}
+        if have == wanted:
+            return ""
+        why = ""
+        if have is not None:
+            if have.get("source") != wanted["source"]:
+                why = "the source changed"
+            elif have.get("settings") != wanted["settings"]:
+                why = "the settings changed (" + "; ".join(settings_differences(
+                    have.get("settings", ""), wanted["settings"])) + ")"
+            else:
+                why = "the segment plan changed"
+            for entry in self.path.glob("seg-*"):
+                entry.unlink()
+        self.write(self.manifest, json.dumps(wanted, indent=1))
+        return why
+
+    def write(self, path, text):
+        temp = temp_name(path, "json")
+        temp.write_text(text)
+        os.replace(temp, path)
+
+    def finished(self, index):
+        """The record of a done segment, or None."""
+        try:
+            return json.loads(self.record_path(index).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def commit(self, index, temp_video, result):
+        if result.count:
+            os.replace(temp_video, self.video(index))
+        self.write(self.record_path(index), json.dumps({
+            "frames": result.count, "times_ms": result.times_ms, "width": result.width,
+            "height": result.height, "skipped": result.skipped,
+            "repeated": result.repeated}))
+
+    def count_done(self):
+        return sum(1 for _ in self.path.glob("seg-*.json"))
+
+    def remove(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def concat_list(paths):
+    """An ffmpeg concat demuxer script naming paths (quotes escaped as it wants them)."""
+    return "".join("file '%s'\n" % str(p).replace("'", "'\\''") for p in paths)
+
+
+def join_segments(ffmpeg, videos, joined):
+    """The segments' pictures one after another in joined (an MP4), copied, not re-encoded;
+    the frame times are put right afterwards by rewrite_mp4_timing."""
+    listing = temp_name(joined, "txt")
+    try:
+        listing.write_text(concat_list(Path(v).resolve() for v in videos))
+        run_ffmpeg([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+                    "-f", "concat", "-safe", "0", "-i", str(listing), "-map", "0:v:0",
+                    "-c", "copy", "-f", "mp4", str(joined)], "joining the segments")
+    finally:
+        listing.unlink()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1940,19 +2159,19 @@ class Progress:
     line every PROGRESS_INTERVAL_LOG seconds otherwise. The total is the container's claim,
     used for nothing but this display."""
 
-    def __init__(self, label, total_hint, quiet=False, stream=None):
+    def __init__(self, label, total_hint, quiet=False, stream=None, already=0):
         self.label, self.total = label, max(0, int(total_hint))
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.tty = self.stream.isatty()
         self.start = self.last = time.monotonic()
-        self.done = 0
+        self.done = self.already = already      # frames an earlier, interrupted run did
 
     def line(self, now, width=0):
         """The progress line; with width, at most width - 1 characters (a terminal wraps a
         line that fills its last column): the label gives way first, the figures last."""
         elapsed = max(now - self.start, 1e-6)
-        fps = self.done / elapsed
+        fps = (self.done - self.already) / elapsed
         if self.total and self.done <= self.total:
             pct = 100.0 * self.done / self.total
             eta = format_eta((self.total - self.done) / fps if fps > 0 else 0)
@@ -2018,6 +2237,8 @@ class Settings:
     jobs: int = 1
     argv: tuple = ()           # the options as given, for the child processes of --jobs
     frames: int = 0            # only the first N frames (a quick try); 0: all
+    part: tuple = ()           # (K, N): only the K-th of N shares of the segments
+    segment: float = 0.0       # seconds of video in a resumable segment; 0: automatic
 
     def fingerprint(self):
         """What decides the output's content, as `key=value ...`: recorded in the output so
@@ -2160,6 +2381,9 @@ def remove_stale_temps(folder):
     except OSError:
         return 0
     for entry in entries:
+        if entry.name.endswith(WORK_SUFFIX) and entry.is_dir():
+            removed += remove_stale_temps(entry)      # kept for a rerun, but not its temps
+            continue
         match = TEMP_RE.match(entry.name)
         if not match or match[2] != HOST or process_alive(int(match[1])):
             continue
@@ -2222,11 +2446,14 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
             f"in {out_path.parent}", settings.quiet)
     # Both OpenCV's frames and ffmpeg's scaled copy start at 0 in the temporary file.
     offset = video_start(ffmpeg, source, info.video[0].index)
-    temps, frames = [], None
+    temps, frames, work = [], None, None
+
+    def new_temp(tag):              # a temporary file that is removed whatever happens
+        temps.append(temp_name(out_path, tag))
+        return temps[-1]
     try:
-        temp_video = temp_name(out_path, "video.mp4")
-        temps.append(temp_video)
         if settings.method.runs == "ffmpeg":
+            temp_video = new_temp("video.mp4")
             say(f"{source.name}: scaling with ffmpeg", settings.quiet)
             run_ffmpeg(ffmpeg_scale_command(ffmpeg, source, temp_video, settings.scale,
                                             settings.codec, settings.crf, settings.preset),
@@ -2236,15 +2463,17 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
                 if info.display_matrix else "as decoded"
             encoder = pipe_encoder(ffmpeg, settings, info.video[0]) if settings.codec.piped \
                 else video_writer(settings.codec.temp_fourcc)
-            frames = upscale_video(source, temp_video, settings, upscaler, encoder,
-                                   video_length(info, offset), orientation,
-                                   length_tagged=bool(info.video[0].end))
+            work = WorkFolder(out_path)
+            frames = upscale_video(source, work, new_temp, settings, upscaler, encoder,
+                                   ffmpeg, info, offset, orientation)
+            if settings.part:
+                return frames
+            temp_video = temps[-1]
             if frames.width % 2 or frames.height % 2:
                 w, h = even_size(frames.width, frames.height)
                 warn(f"{source.name}: {frames.width}x{frames.height} is odd-sized; padded to "
                      f"{w}x{h} by repeating the last column/row (codecs need even sizes)")
-        temp_final = temp_name(out_path, "part")
-        temps.append(temp_final)
+        temp_final = new_temp("part")
         end = offset + frames.seconds if settings.frames and frames else 0.0
         command, notes = mux_command(ffmpeg, temp_video, source, info, temp_final, settings,
                                      container_of(out_path, settings.format), offset, end)
@@ -2253,13 +2482,30 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
         run_ffmpeg(command, "muxing the output")
         os.chmod(temp_final, 0o666 & ~current_umask())
         publish(temp_final, out_path, settings.overwrite)
-        return frames.count if frames else None
+        if work:
+            work.remove()
+        return frames
+    except BaseException:
+        if work is not None:
+            keep_finished_segments(work, source, settings)
+        raise
     finally:
         for t in temps:
             try:
                 os.unlink(t)
             except FileNotFoundError:
                 pass
+
+
+def keep_finished_segments(work, source, settings):
+    """After a failure or an interrupt: finished segments stay for the next run, which says
+    so; a folder with none is removed (unless --part processes may share it)."""
+    done = work.count_done() if work.path.is_dir() else 0
+    if done:
+        say(f"note: {source.name}: {done} finished segment{'s' * (done > 1)} kept in "
+            f"{work.path}; run the same command again to go on from there", settings.quiet)
+    elif not settings.part:
+        work.remove()
 
 
 def current_umask():
@@ -2288,13 +2534,8 @@ def check_workload(source, video, settings):
             "on a 2-core machine)", settings.quiet)
 
 
-def upscale_video(source, temp_video, settings, upscaler, encoder, duration_s=0.0,
-                  orientation="as decoded", length_tagged=False):
-    """Decode, upscale and write the picture of source into temp_video with its frame times.
-    duration_s: how long the picture should last; length_tagged: the container says so
-    for the video stream itself (Matroska), not only for the whole file."""
-    if orientation != "as decoded":
-        say(f"note: {source.name}: display matrix applied: {orientation}", settings.quiet)
+def source_video(source, settings, duration_s, length_tagged):
+    """(SourceVideo, the first frame's time in ms) as OpenCV reads source."""
     cap = open_capture(source)
     try:
         fps, claimed = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -2305,24 +2546,53 @@ def upscale_video(source, temp_video, settings, upscaler, encoder, duration_s=0.
             claimed = min(claimed, settings.frames) if claimed > 0 else settings.frames
         video = SourceVideo(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
                             int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), fps, claimed)
-        check_workload(source, video, settings)
-        frames_hint = f", about {video.frame_count_hint} frames" \
-            if video.frame_count_hint > 0 else ""
-        say(f"{source.name}: {video.width}x{video.height} -> {video.width * settings.scale}x"
-            f"{video.height * settings.scale} with {settings.method.name} x{settings.scale}"
-            f"{frames_hint}", settings.quiet)
-        progress = Progress(source.name, video.frame_count_hint, settings.quiet)
-        try:
-            fps = video.fps if 0 < video.fps < 1000 else 30.0
-            result = upscale_frames(cap, upscaler, temp_video, encoder, fps, progress,
-                                    ORIENTATIONS[orientation], settings.frames)
-        finally:
-            progress.close()
+        first = next(read_frames(cap), None)
     finally:
         cap.release()
+    if first is None:
+        raise UpscaleError(f"{source}: no frame could be decoded; the file is damaged or not "
+                           "a video")
+    return video, first[1]
+
+
+def upscale_video(source, work, new_temp, settings, upscaler, encoder, ffmpeg, info, offset,
+                  orientation="as decoded"):
+    """Decode, upscale and write the picture of source, segment by segment, into the work
+    folder; then join the segments into new_temp("video.mp4") with the frames' own times.
+    Returns the whole picture's FrameResult; for --part, only its share's (nothing is
+    joined)."""
+    if orientation != "as decoded":
+        say(f"note: {source.name}: display matrix applied: {orientation}", settings.quiet)
+    duration_s = video_length(info, offset)
+    video, first_ms = source_video(source, settings, duration_s, bool(info.video[0].end))
+    check_workload(source, video, settings)
+    frames_hint = f", about {video.frame_count_hint} frames" \
+        if video.frame_count_hint > 0 else ""
+    say(f"{source.name}: {video.width}x{video.height} -> {video.width * settings.scale}x"
+        f"{video.height * settings.scale} with {settings.method.name} x{settings.scale}"
+        f"{frames_hint}", settings.quiet)
+    segments = [Segment(0, -math.inf, math.inf)] if settings.frames else \
+        plan_segments(first_ms, duration_s, segment_length(settings, video))
+    try:
+        records, fresh = work_through(source, work, segments, settings, upscaler, encoder,
+                                      video, ORIENTATIONS[orientation])
+    except UnorderedTimes:
+        say(f"note: {source.name}: its frame times go backwards, so it cannot be cut into "
+            "segments by time; working through it in one piece (an interruption loses it "
+            "all)", settings.quiet)
+        segments = [Segment(0, -math.inf, math.inf)]
+        records, fresh = work_through(source, work, segments, settings, upscaler, encoder,
+                                      video, ORIENTATIONS[orientation])
+    result = joined_result(records)
+    result.fresh = fresh
+    if settings.part:
+        return result
     if result.count == 0:
         raise UpscaleError(f"{source}: no frame could be decoded; the file is damaged or not "
                            "a video")
+    temp_video = new_temp("video.mp4")
+    join_segments(ffmpeg, [work.video(k) for k in sorted(records) if records[k]["frames"]],
+                  temp_video)
     times = monotonic_times(result.times_ms, video.nominal_interval_ms)
     rewrite_mp4_timing(temp_video, times, last_interval(times, video.nominal_interval_ms))
     if result.repeated:
@@ -2343,6 +2613,63 @@ def upscale_video(source, temp_video, settings, upscaler, encoder, duration_s=0.
              f"{result.count} frames that decoded")
     result.seconds = decoded_s
     return result
+
+
+def work_through(source, work, segments, settings, upscaler, encoder, video, orient):
+    """Upscale each segment of this run's share that is not done yet into the work folder;
+    returns ({index: record} of the share, every one done; frames upscaled by this run)."""
+    why = work.start({"version": WORK_VERSION, "source": source_identity(source),
+                      "settings": settings.fingerprint(),
+                      "edges_ms": [s.start_ms for s in segments[1:]]})
+    if why:
+        say(f"note: {source.name}: {why} since the interrupted run; its finished segments "
+            "were not used", settings.quiet)
+    share = part_share(len(segments), settings.part) if settings.part else \
+        range(len(segments))
+    records = {k: work.finished(k) for k in share}
+    finished = [r for r in records.values() if r]
+    already = sum(r["frames"] for r in finished)
+    if finished:
+        say(f"{source.name}: resuming: {len(finished)} of {len(share)} segments already done "
+            f"({already} frames)", settings.quiet)
+    label = f"{source.name} (part {settings.part[0]}/{settings.part[1]})" \
+        if settings.part else source.name
+    hint = video.frame_count_hint * len(share) // len(segments)
+    progress = Progress(label, hint, settings.quiet, already=already)
+    fps = video.fps if 0 < video.fps < 1000 else 30.0
+    fresh = 0
+    try:
+        for k in share:
+            if records[k]:
+                continue
+            temp = temp_name(work.video(k), "mp4")
+            stats = ReadStats()
+            frames = segment_frames(source, segments[k], stats)
+            try:
+                result = upscale_frames(itertools.islice(frames, settings.frames or None),
+                                        stats, upscaler, temp, encoder, fps, progress, orient,
+                                        first=already)
+                work.commit(k, temp, result)
+            finally:
+                frames.close()
+                if temp.exists():
+                    temp.unlink()
+            records[k] = work.finished(k)
+            already += result.count
+            fresh += result.count
+    finally:
+        progress.close()
+    return records, fresh
+
+
+def joined_result(records):
+    """One FrameResult for segment records (WorkFolder.finished), in index order."""
+    ordered = [records[k] for k in sorted(records)]
+    sized = [r for r in ordered if r["frames"]] or [{"width": 0, "height": 0}]
+    return FrameResult(sum(r["frames"] for r in ordered),
+                       [t for r in ordered for t in r["times_ms"]],
+                       sized[0]["width"], sized[0]["height"],
+                       sum(r["skipped"] for r in ordered), sum(r["repeated"] for r in ordered))
 
 
 def last_interval(times_ms, nominal_ms):
@@ -3073,6 +3400,26 @@ def tile_arg(text):
     return value
 
 
+def part_arg(text):
+    """--part K/N: (K, N) with 1 <= K <= N."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N with 1 <= K <= N (3/8 is the "
+                                         "third of eight parts)")
+    return int(match[1]), int(match[2])
+
+
+def segment_arg(text):
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0.5 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0.5 to "
+                                         "3600")
+    return seconds
+
+
 def jobs_arg(text):
     try:
         value = int(text)
@@ -3129,6 +3476,15 @@ def build_parser():
     parser.add_argument("-j", "--jobs", type=jobs_arg, default=1, metavar="N",
                         help="upscale N inputs at once, each with a fair share of the CPU "
                              "threads (default: 1)")
+    parser.add_argument("--part", type=part_arg, metavar="K/N",
+                        help="do only the K-th of N equal shares of each video's segments and "
+                             "stop; run the N parts anywhere that sees the same folder (GNU "
+                             "parallel, a Slurm array), then the command without --part joins "
+                             "them")
+    parser.add_argument("--segment", type=segment_arg, default=0.0, metavar="SECONDS",
+                        help="seconds of video in a resumable segment: an interrupted run "
+                             "loses at most one, and a rerun goes on from there (default: "
+                             "about a minute of work)")
     parser.add_argument("--model-dir", type=Path, metavar="DIR",
                         help="folder of model files searched first, and where downloads go")
     overwrite = parser.add_mutually_exclusive_group()
@@ -3188,6 +3544,10 @@ def settings_from_args(args):
             option = "--" + given[0].replace("_", "-")
             raise UsageError(f"{option} applies to --compare only; add --compare, or leave "
                              f"{option} out")
+    if (args.compare or args.benchmark) and (args.part or args.segment):
+        option = "--part" if args.part else "--segment"
+        raise UsageError(f"{option} applies to upscaling; --compare and --benchmark work on "
+                         "whole inputs, so leave it out")
     if args.compare:
         unknown = [m for m in args.methods.split(",") if m not in METHODS]
         if unknown:
@@ -3228,11 +3588,18 @@ def settings_from_args(args):
         fits = containers_for(codec)
         raise UsageError(f"--codec {codec.name} cannot go into {fmt.upper()}: give an "
                          f"{fits[0].extensions[0]} output name or --format {fits[0].name}")
+    if args.part and args.frames:
+        raise UsageError("--part shares a whole video; a --frames try is one piece, so "
+                         "leave one of them out")
+    if (args.part or args.segment) and method.runs == "ffmpeg":
+        raise UsageError(f"--{'part' if args.part else 'segment'} needs a model or cv2 "
+                         "baseline; the ffmpeg baseline scales a video in one piece")
     return Settings(method=method, scale=args.scale, codec=CODECS[args.codec], crf=crf,
                     preset=args.preset or DEFAULT_PRESET, format=fmt, output=output,
                     output_dir=args.output_dir, overwrite=args.overwrite, quiet=args.quiet,
                     model_dir=args.model_dir, tile=args.tile, device=args.device,
-                    jobs=args.jobs, frames=args.frames)
+                    jobs=args.jobs, frames=args.frames, part=args.part or (),
+                    segment=args.segment)
 
 
 OUTPUT_NAME_RE = re.compile(r"_(%s)_x\d+(_first\d+)?$" % "|".join(re.escape(m) for m in METHODS))
@@ -3256,6 +3623,23 @@ def expand_inputs(paths):
     for f in files:
         unique.setdefault(f.resolve() if f.exists() else f, f)
     return list(unique.values())
+
+
+def done_line(source, out_path, settings, frames, seconds):
+    """What a finished file (or --part share) says: frames, speed, and what was resumed."""
+    figures = []
+    if frames is not None:
+        figures.append(f"{frames.count} frames")
+        if frames.fresh:
+            figures.append(f"{frames.fresh / seconds:.1f} fps")
+        if frames.fresh < frames.count:
+            figures.append(f"{frames.count - frames.fresh} done by an earlier run")
+    figures.append(f"{seconds:.1f} s")
+    if settings.part:
+        k, n = settings.part
+        return (f"part {k}/{n} done: {source} ({', '.join(figures)}); when all {n} parts are "
+                f"done, the same command without --part joins them into {out_path}")
+    return f"done: {source} -> {out_path} ({', '.join(figures)})"
 
 
 def summary(done, skipped, failures):
@@ -3410,10 +3794,9 @@ def run(settings, inputs):
             if upscaler is None and settings.method.runs != "ffmpeg":
                 upscaler = load_upscaler(settings)
             started = time.monotonic()
-            count = upscale_file(Path(source), out_path, settings, ffmpeg, upscaler)
-            seconds = time.monotonic() - started
-            rate = f"{count} frames, {count / seconds:.1f} fps, " if count else ""
-            say(f"done: {source} -> {out_path} ({rate}{seconds:.1f} s)", settings.quiet)
+            frames = upscale_file(Path(source), out_path, settings, ffmpeg, upscaler)
+            say(done_line(source, out_path, settings, frames, time.monotonic() - started),
+                settings.quiet)
             done += 1
         except ModelUnavailable as exc:
             # The same for every input: say it once rather than once per file.

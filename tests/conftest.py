@@ -4,6 +4,7 @@ Nothing here is mocked. A missing ffmpeg or model file fails the tests that need
 """
 import os
 import subprocess
+import time
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -116,3 +117,23 @@ def video_size(path):
 def leftovers(folder):
     """Temporary files of upscale.py left in a folder (they all start with a dot)."""
     return sorted(p.name for p in Path(folder).iterdir() if p.name.startswith("."))
+
+
+def work_folders(folder):
+    """The hidden folders of finished segments that runs keep for a rerun."""
+    return sorted(p for p in Path(folder).iterdir() if p.name.endswith(".upscale-work"))
+
+
+def segment_being_written(folder, name=""):
+    """Whether a run on folder/name* is writing a segment's frames now."""
+    return any(p.stat().st_size > 0 for work in work_folders(folder)
+               if work.name.startswith(f".{name}") for p in work.glob(".seg-*"))
+
+
+def wait_until_writing(proc, folder, name="", seconds=60):
+    """Wait until proc has frames in its first segment; fail if it ended first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not segment_being_written(folder, name):
+        assert proc.poll() is None, "finished before it could be interrupted"
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be interrupted"

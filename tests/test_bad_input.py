@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import SCRIPT, cli_env, leftovers, make_clip, run_cli, video_size
+from conftest import (SCRIPT, cli_env, leftovers, make_clip, run_cli, video_size,
+                      wait_until_writing, work_folders)
 
 
 def error_lines(result):
@@ -128,7 +129,7 @@ def test_upscale_ffmpeg_names_the_ffmpeg_to_use(ffmpeg, tmp_path):
     assert str(src) in (chosen.parent / "calls").read_text()
 
 
-def test_ffmpeg_failing_during_mux_leaves_nothing(ffmpeg, tmp_path):
+def test_ffmpeg_failing_during_mux_leaves_only_the_picture_kept_for_a_rerun(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
     failing = tmp_path / "bin" / "ffmpeg"
     failing.parent.mkdir()
@@ -138,7 +139,15 @@ def test_ffmpeg_failing_during_mux_leaves_nothing(ffmpeg, tmp_path):
     failing.chmod(0o755)
     result = run_cli(src, "--scale", "2", env=cli_env(UPSCALE_FFMPEG=str(failing)))
     assert_one_clear_error(result, 1, "muxing", "disk on fire")
-    assert leftovers(tmp_path) == [] and not (tmp_path / "clip_fsrcnn_x2.mp4").exists()
+    # The upscaled picture is kept, and said to be, for a rerun once the fault is mended.
+    kept = work_folders(tmp_path)
+    assert len(kept) == 1 and f"kept in {kept[0]}" in result.stderr
+    assert leftovers(tmp_path) == [kept[0].name]
+    assert not (tmp_path / "clip_fsrcnn_x2.mp4").exists()
+    again = run_cli(src, "--scale", "2")
+    assert again.returncode == 0, again.stderr
+    assert "resuming: 1 of 1 segments already done" in again.stderr
+    assert leftovers(tmp_path) == [] and (tmp_path / "clip_fsrcnn_x2.mp4").exists()
 
 
 @pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
@@ -147,11 +156,7 @@ def test_interrupt_mid_run_leaves_nothing(ffmpeg, tmp_path, sig, status):
     src = make_clip(ffmpeg, tmp_path / "long.mp4", size="160x120", seconds=20, rate="25")
     proc = subprocess.Popen([sys.executable, str(SCRIPT), str(src), "--model", "lapsrn",
                              "--scale", "4"], env=cli_env(), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(
-            p.name.endswith(".video.mp4") and p.stat().st_size > 0 for p in tmp_path.iterdir()):
-        time.sleep(0.1)
-    assert proc.poll() is None, "finished before it could be interrupted"
+    wait_until_writing(proc, tmp_path)       # in the first segment: none is finished
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == status, err
@@ -484,17 +489,12 @@ def test_an_opencv_error_inside_a_worker_fails_that_file_alone(ffmpeg, tmp_path,
 
 
 def start_slow_run(ffmpeg, folder, name="long", *options):
-    """A run of LapSRN x4 on a 20 s clip, returned once its temporary video has frames."""
+    """A run of LapSRN x4 on a 20 s clip, returned once its first segment has frames."""
     src = make_clip(ffmpeg, folder / f"{name}.mp4", size="160x120", seconds=20)
     proc = subprocess.Popen([sys.executable, str(SCRIPT), str(src), "--model", "lapsrn",
                              "--scale", "4", *options], env=cli_env(),
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(
-            p.name.startswith(f".{name}") and p.name.endswith(".video.mp4") and
-            p.stat().st_size > 0 for p in folder.iterdir()):
-        time.sleep(0.1)
-    assert proc.poll() is None, "finished before it could be interrupted"
+    wait_until_writing(proc, folder, name)
     return proc
 
 
@@ -510,26 +510,34 @@ def test_second_signal_during_cleanup_does_not_stop_it(ffmpeg, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
 
 
+def run_temps(folder):
+    """Temporary files named after their run (process and host), in folder and in the work
+    folders there."""
+    return sorted(p.name for p in Path(folder).rglob(".*") if upscale.TEMP_RE.match(p.name))
+
+
 def test_killed_runs_leftovers_are_removed_by_the_next_run_but_a_live_runs_are_not(
         ffmpeg, tmp_path):
     killed = start_slow_run(ffmpeg, tmp_path, "killed")
     killed.kill()                                  # kill -9: no cleanup at all
     killed.wait()
-    left = leftovers(tmp_path)
+    left = run_temps(tmp_path)
     assert left and all(f".upscale-{killed.pid}@" in name for name in left)
     short = make_clip(ffmpeg, tmp_path / "short.mp4", seconds=0.2)
     result = run_cli(short, "--model", "cubic", "--scale", "2")
     assert result.returncode == 0, result.stderr
-    assert "removed 1 temporary file" in result.stderr
-    assert leftovers(tmp_path) == []
+    assert f"removed {len(left)} temporary file" in result.stderr
+    assert run_temps(tmp_path) == []
+    # The killed run's work folder stays for its own rerun (it holds no finished segment).
+    assert [w.name.startswith(".killed") for w in work_folders(tmp_path)] == [True]
     live = start_slow_run(ffmpeg, tmp_path, "live")
     try:
-        live_temps = leftovers(tmp_path)
+        live_temps = run_temps(tmp_path)
         assert live_temps and all(f".upscale-{live.pid}@" in n for n in live_temps)
         again = run_cli(short, "--model", "cubic", "--scale", "2", "--overwrite")
         assert again.returncode == 0, again.stderr
         assert "removed" not in again.stderr
-        assert leftovers(tmp_path) == live_temps     # the live run's, untouched
+        assert run_temps(tmp_path) == live_temps     # the live run's, untouched
     finally:
         live.kill()
         live.wait()
