@@ -1201,6 +1201,7 @@ MAX_FAILED_READS = 16   # consecutive failed reads taken as the end of the strea
 class ReadStats:
     skipped: int = 0        # frames that failed to decode between good ones
     repeated: int = 0       # frames identical to the one before: upscaled once, written twice
+    decoded: int = 0        # frames decoded, those before a segment's start included
 
 
 def read_frames(cap, stats=None):
@@ -1221,6 +1222,7 @@ def read_frames(cap, stats=None):
             continue
         if stats is not None:
             stats.skipped += failed
+            stats.decoded += 1
         failed = 0
         yield frame, cap.get(cv2.CAP_PROP_POS_MSEC)
 
@@ -1701,6 +1703,7 @@ def segment_frames(source, segment, stats):
                 yield frame, t
     finally:
         stats.skipped += reading.skipped - (reading.skipped if before is None else before)
+        stats.decoded += reading.decoded
         cap.release()
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import SCRIPT, cli_env, leftovers, make_clip, model_file, run_cli, video_size
+from conftest import (SCRIPT, cli_env, leftovers, make_clip, model_file, run_cli,
+                      segment_being_written, video_size)
 
 
 @pytest.mark.parametrize("name,scale", [("fsrcnn", 4), ("espcn", 3), ("lapsrn", 8),
@@ -146,10 +147,10 @@ def test_jobs_interrupted_leave_nothing(ffmpeg, tmp_path):
                              "--scale", "4", "--jobs", "2"], env=cli_env(),
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and sum(
-            p.name.endswith(".video.mp4") and p.stat().st_size > 0
-            for p in tmp_path.iterdir()) < 2:
-        time.sleep(0.1)
+    while time.monotonic() < deadline and not all(
+            segment_being_written(tmp_path, name) for name in ("a", "b")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be interrupted"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
@@ -164,10 +165,10 @@ def test_ctrl_c_during_jobs_is_one_clean_line_per_job(ffmpeg, tmp_path):
                              "--scale", "4", "--jobs", "2"], env=cli_env(),
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and sum(
-            p.name.endswith(".video.mp4") and p.stat().st_size > 0
-            for p in tmp_path.iterdir()) < 2:
-        time.sleep(0.1)
+    while time.monotonic() < deadline and not all(
+            segment_being_written(tmp_path, name) for name in ("a", "b")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
