@@ -1607,6 +1607,10 @@ SEEK_MARGIN_MS = 1000.0       # first seek this far before a segment; further if
 WORK_VERSION = 1              # of the work folder's layout and of what its segments hold
 IDENTITY_BYTES = 1 << 20      # of a source's head and of its tail, hashed to recognise it
 WORK_SUFFIX = ".upscale-work"
+# Containers whose timestamps may restart mid-file (MPEG-TS and PS, files joined with cat)
+# or that have none (raw streams): a time there may name two places, so OpenCV's seek
+# cannot be trusted, and such a file is done in one piece.
+ONE_PIECE_FORMATS = frozenset("mpegts mpeg mpegvideo h264 hevc m4v flv".split())
 
 
 class UnorderedTimes(Exception):
@@ -2576,6 +2580,12 @@ def upscale_video(source, work, new_temp, settings, upscaler, encoder, ffmpeg, i
         f"{frames_hint}", settings.quiet)
     segments = [Segment(0, -math.inf, math.inf)] if settings.frames else \
         plan_segments(first_ms, duration_s, segment_length(settings, video))
+    if len(segments) > 1 and info.format in ONE_PIECE_FORMATS:
+        say(f"note: {source.name}: {info.format} timestamps may restart mid-file, so it is "
+            "upscaled in one piece and an interruption loses the work; to make it resumable, "
+            f"remux it first: ffmpeg -i {source.name} -c copy {source.stem}.mkv",
+            settings.quiet)
+        segments = [Segment(0, -math.inf, math.inf)]
     try:
         records, fresh = work_through(source, work, segments, settings, upscaler, encoder,
                                       video, ORIENTATIONS[orientation])
@@ -2584,6 +2594,7 @@ def upscale_video(source, work, new_temp, settings, upscaler, encoder, ffmpeg, i
             "segments by time; working through it in one piece (an interruption loses it "
             "all)", settings.quiet)
         segments = [Segment(0, -math.inf, math.inf)]
+        work.remove()                   # (what was done was cut by the wrong times)
         records, fresh = work_through(source, work, segments, settings, upscaler, encoder,
                                       video, ORIENTATIONS[orientation])
     result = joined_result(records)

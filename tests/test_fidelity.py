@@ -288,9 +288,9 @@ def ffmpeg_frames(ffmpeg, path, width, height):
     return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
 
 
-def test_timestamp_jump_keeps_ffmpegs_frames_in_order(ffmpeg, tmp_path):
-    # Two MPEG-TS files joined with cat: the timestamps jump back to 0 halfway. Every frame
-    # has its own brightness, so order shows in the mean level.
+def joined_ts(ffmpeg, tmp_path):
+    """Two MPEG-TS files joined with cat: the timestamps jump back to 0 halfway. Every frame
+    has its own brightness, so order shows in the mean level."""
     parts = []
     for i, freq in enumerate((440, 800)):
         part = tmp_path / f"part{i}.ts"
@@ -302,8 +302,16 @@ def test_timestamp_jump_keeps_ffmpegs_frames_in_order(ffmpeg, tmp_path):
         parts.append(part.read_bytes())
     src = tmp_path / "joined.ts"
     src.write_bytes(b"".join(parts))
-    result = run_cli(src, "--scale", "2")
+    return src
+
+
+# In segments of 0.5 s, a time would name two places in the file: it is done in one piece.
+@pytest.mark.parametrize("options", [(), ("--segment", "0.5")])
+def test_timestamp_jump_keeps_ffmpegs_frames_in_order(ffmpeg, tmp_path, options):
+    src = joined_ts(ffmpeg, tmp_path)
+    result = run_cli(src, "--scale", "2", *options)
     assert result.returncode == 0, result.stderr
+    assert ("in one piece" in result.stderr) == bool(options)
     out = tmp_path / "joined_fsrcnn_x2.mp4"
     before = ffmpeg_frames(ffmpeg, src, 64, 48).reshape(50, -1).mean(1)
     after = ffmpeg_frames(ffmpeg, out, 64, 48).reshape(-1, 64 * 48 * 3).mean(1)
@@ -313,6 +321,13 @@ def test_timestamp_jump_keeps_ffmpegs_frames_in_order(ffmpeg, tmp_path):
     assert np.abs(after - before).max() < 4       # none dropped, doubled or shifted
     times = packet_times(ffmpeg, out)
     assert all(b > a for a, b in zip(times, times[1:]))
+
+
+def test_reading_a_segment_across_a_timestamp_jump_is_refused(ffmpeg, tmp_path):
+    src = joined_ts(ffmpeg, tmp_path)
+    segment = upscale.Segment(1, 500.0, 1500.0)
+    with pytest.raises(upscale.UnorderedTimes):
+        list(upscale.segment_frames(src, segment, upscale.ReadStats()))
 
 
 def first_frame_shown(ffmpeg, path, width, height):

@@ -79,7 +79,7 @@ def fresh_copy(src, folder):
 def test_segments_join_without_a_lost_or_repeated_frame(ffmpeg, tmp_path):
     # Variable frame rate, B-frames and open GOPs: the lossless codec shows every pixel.
     src = make_clip(ffmpeg, tmp_path / "vfr.mkv", size="96x64", rate="30", seconds=6,
-                    vfilter="setpts='N/30/TB+0.011*sin(N)/TB'",
+                    vfilter="settb=1/1000,setpts='N/30/TB+0.011*sin(N)/TB'",
                     vcodec=("-c:v", "libx264", "-bf", "3", "-g", "40", "-x264-params",
                             "open-gop=1", "-fps_mode", "passthrough"))
     pieces, whole = tmp_path / "pieces.mkv", tmp_path / "whole.mkv"
@@ -89,7 +89,9 @@ def test_segments_join_without_a_lost_or_repeated_frame(ffmpeg, tmp_path):
         assert result.returncode == 0, result.stderr
     frames = decoded_frames(ffmpeg, pieces)
     assert frames == decoded_frames(ffmpeg, whole)
-    assert len(frames) == len(packet_times(ffmpeg, src))
+    times, source_times = packet_times(ffmpeg, pieces), packet_times(ffmpeg, src)
+    assert len(times) == len(frames) == len(source_times)
+    assert max(abs(a - b) for a, b in zip(times, source_times)) <= 0.001   # the last too
     assert packet_times(ffmpeg, pieces, "a:0") == packet_times(ffmpeg, whole, "a:0")
 
 
