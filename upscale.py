@@ -14,10 +14,16 @@ Usage:
     for f in clips/*.mp4; do python upscale.py "$f" --model fsrcnn-small; done
     python upscale.py --compare clip.mp4 --scale 4   # which method is best, measured
     python upscale.py clip.mp4 --benchmark           # each stage's speed, side by side
+    python upscale.py film.mkv --part 3/8            # a share of one video (then: no --part)
+
+A video is worked through in segments kept in a hidden work folder beside the output, so a
+run stopped by anything (kill -9 included) goes on where it stopped when run again, and
+--part K/N shares one video among processes or machines.
 
 The file reads in the order data flows: tables, ffmpeg probing, model files, upscalers
 (with the rewriting of the official graphs into faster equivalents), reading, the threaded
-pipeline, timing repair, muxing, progress, jobs, benchmark, compare, command line, main().
+pipeline, segments, timing repair, muxing, progress, jobs, benchmark, compare, command
+line, main().
 
 The default model's weights (FSRCNN, trained by models/train.py) ship in models/ beside this
 script. The official model files (.pb) are looked up in --model-dir, then $UPSCALE_MODEL_DIR,
@@ -1718,13 +1724,15 @@ class WorkFolder:
     segment edges; a rerun uses them only when all three are the same. A segment is done
     when seg-NNNNN.json exists (its frame times, counts and size); its picture is
     seg-NNNNN.mp4, renamed into place from a temporary name first, so a reader never sees
-    half a file and two processes finishing the same segment write the same thing."""
+    half a file and two processes finishing the same segment write the same thing. Once
+    every segment is done they are joined into joined.mp4, which then stands for them."""
 
     def __init__(self, out_path):
         out = Path(out_path)
         tag = hashlib.sha256(out.name.encode()).hexdigest()[:8]
         self.path = out.parent / f".{out.stem[:TEMP_STEM_CHARS]}-{tag}{WORK_SUFFIX}"
         self.manifest = self.path / "manifest.json"
+        self.joined = self.path / "joined.mp4"     # every segment, with the frame times
 
     def video(self, index):
         return self.path / f"seg-{index:05d}.mp4"
@@ -1754,8 +1762,8 @@ class WorkFolder:
                     have.get("settings", ""), wanted["settings"])) + ")"
             else:
                 why = "the segment plan changed"
-            for entry in self.path.glob("seg-*"):
-                entry.unlink()
+            for entry in [*self.path.glob("seg-*"), self.joined]:
+                entry.unlink(missing_ok=True)
         self.write(self.manifest, json.dumps(wanted, indent=1))
         return why
 
@@ -2471,11 +2479,11 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
             encoder = pipe_encoder(ffmpeg, settings, info.video[0]) if settings.codec.piped \
                 else video_writer(settings.codec.temp_fourcc)
             work = WorkFolder(out_path)
-            frames = upscale_video(source, work, new_temp, settings, upscaler, encoder,
-                                   ffmpeg, info, offset, orientation)
+            frames = upscale_video(source, work, settings, upscaler, encoder, ffmpeg, info,
+                                   offset, orientation)
             if settings.part:
                 return frames
-            temp_video = temps[-1]
+            temp_video = work.joined
             if frames.width % 2 or frames.height % 2:
                 w, h = even_size(frames.width, frames.height)
                 warn(f"{source.name}: {frames.width}x{frames.height} is odd-sized; padded to "
@@ -2562,12 +2570,11 @@ def source_video(source, settings, duration_s, length_tagged):
     return video, first[1]
 
 
-def upscale_video(source, work, new_temp, settings, upscaler, encoder, ffmpeg, info, offset,
+def upscale_video(source, work, settings, upscaler, encoder, ffmpeg, info, offset,
                   orientation="as decoded"):
     """Decode, upscale and write the picture of source, segment by segment, into the work
-    folder; then join the segments into new_temp("video.mp4") with the frames' own times.
-    Returns the whole picture's FrameResult; for --part, only its share's (nothing is
-    joined)."""
+    folder; then join the segments into work.joined with the frames' own times. Returns
+    the whole picture's FrameResult; for --part, only its share's (nothing is joined)."""
     if orientation != "as decoded":
         say(f"note: {source.name}: display matrix applied: {orientation}", settings.quiet)
     duration_s = video_length(info, offset)
@@ -2604,11 +2611,21 @@ def upscale_video(source, work, new_temp, settings, upscaler, encoder, ffmpeg, i
     if result.count == 0:
         raise UpscaleError(f"{source}: no frame could be decoded; the file is damaged or not "
                            "a video")
-    temp_video = new_temp("video.mp4")
-    join_segments(ffmpeg, [work.video(k) for k in sorted(records) if records[k]["frames"]],
-                  temp_video)
     times = monotonic_times(result.times_ms, video.nominal_interval_ms)
-    rewrite_mp4_timing(temp_video, times, last_interval(times, video.nominal_interval_ms))
+    if not work.joined.exists():
+        joined = temp_name(work.joined, "mp4")
+        try:
+            join_segments(ffmpeg, [work.video(k) for k in sorted(records)
+                                   if records[k]["frames"]], joined)
+            rewrite_mp4_timing(joined, times, last_interval(times, video.nominal_interval_ms))
+            os.replace(joined, work.joined)
+        finally:
+            if joined.exists():
+                joined.unlink()
+        # The joined picture holds them all: the temporary space at the mux stays at
+        # about twice the video, not three times.
+        for k in records:
+            work.video(k).unlink(missing_ok=True)
     if result.repeated:
         say(f"note: {source.name}: {result.repeated} of {result.count} frames repeat the frame "
             "before them exactly; each such picture was upscaled once", settings.quiet)
@@ -2646,8 +2663,7 @@ def work_through(source, work, segments, settings, upscaler, encoder, video, ori
     if finished:
         say(f"{source.name}: resuming: {len(finished)} of {len(share)} segments already done "
             f"({already} frames)", settings.quiet)
-    label = f"{source.name} (part {settings.part[0]}/{settings.part[1]})" \
-        if settings.part else source.name
+    label = f"{source.name} (part {settings.part})" if settings.part else source.name
     hint = video.frame_count_hint * len(share) // len(segments)
     progress = Progress(label, hint, settings.quiet, already=already)
     fps = video.fps if 0 < video.fps < 1000 else 30.0
@@ -3373,6 +3389,10 @@ examples:
   python upscale.py clip.mov -o big.mkv --codec h265  choose the output name and codec
   python upscale.py clips/ --output-dir big/          every video directly inside clips/
   for f in clips/*.mp4; do python upscale.py "$f" --quiet; done
+  python upscale.py film.mkv                          stopped by anything? the same command
+                                                      goes on from the last finished segment
+  parallel -S :,host2 --wd "$PWD" python3 upscale.py film.mkv --part {{}}/8 ::: 1 2 3 4 5 6 7 8
+  python upscale.py film.mkv                          ...then joins the parts
 
 models (scales): {models}
 fsrcnn's weights ship in {default_dir}; the official files are searched in --model-dir,
@@ -3414,13 +3434,20 @@ def tile_arg(text):
     return value
 
 
+class Part(tuple):
+    """--part K/N as (K, N); written back as K/N (for the child processes of --jobs)."""
+
+    def __str__(self):
+        return f"{self[0]}/{self[1]}"
+
+
 def part_arg(text):
-    """--part K/N: (K, N) with 1 <= K <= N."""
+    """--part K/N: a Part with 1 <= K <= N."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not match or not 1 <= int(match[1]) <= int(match[2]):
         raise argparse.ArgumentTypeError(f"{text!r} is not K/N with 1 <= K <= N (3/8 is the "
                                          "third of eight parts)")
-    return int(match[1]), int(match[2])
+    return Part((int(match[1]), int(match[2])))
 
 
 def segment_arg(text):

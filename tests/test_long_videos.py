@@ -323,3 +323,12 @@ def test_source_identity_tells_a_changed_tail_apart(tmp_path):
         handle.seek(-10, os.SEEK_END)
         handle.write(b"y" * 10)
     assert upscale.source_identity(f) != before
+
+
+def test_part_goes_through_jobs_to_each_file(ffmpeg, tmp_path):
+    for name in ("a", "b"):
+        make_clip(ffmpeg, tmp_path / f"{name}.mp4", seconds=2)
+    result = run_cli(tmp_path, "--model", "cubic", "--scale", "2", "--segment", "1",
+                     "--part", "2/2", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    assert sorted(re.findall(r"\[(\w)\.mp4\] part 2/2 done: ", result.stderr)) == ["a", "b"]
