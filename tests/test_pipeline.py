@@ -373,15 +373,16 @@ def test_h264_needs_no_lossless_intermediate_only_room_for_its_own_stream(ffmpeg
                              "--scale", "2", "--codec", "h264"], env=cli_env(),
                             stderr=subprocess.PIPE, text=True)
     peak = 0
-    while proc.poll() is None:                 # the temporary files' size, all along
+    while proc.poll() is None:       # the temporary files' size (work folder too), all along
         sizes = []
-        for p in tmp_path.iterdir():
+        for p in tmp_path.rglob("*"):
             try:
-                sizes.append(p.stat().st_size if p.name.startswith(".") else 0)
+                hidden = p.relative_to(tmp_path).parts[0].startswith(".")
+                sizes.append(p.stat().st_size if hidden and p.is_file() else 0)
             except FileNotFoundError:
                 pass
         peak = max(peak, sum(sizes))
     assert proc.returncode == 0, proc.stderr.read()
-    # the encoded stream, then the muxed copy of it (a lossless FFV1 copy of 75 frames
-    # of 320x240 would be many times this)
+    # the encoded stream (segments, then joined), then the muxed copy of it (a lossless
+    # FFV1 copy of 75 frames of 320x240 would be many times this)
     assert 0 < peak <= 2.2 * out.stat().st_size + 65536
