@@ -1653,9 +1653,13 @@ def plan_segments(first_ms, duration_s, length_s):
     """Segments of length_s from the first frame's time; the last takes the remainder (up
     to half a length more) and every frame after it, the first every frame before it."""
     count = max(1, round(duration_s / length_s)) if duration_s > 0 else 1
-    edges = [-math.inf] + [first_ms + k * length_s * 1000.0 for k in range(1, count)] + \
-        [math.inf]
-    return [Segment(k, edges[k], edges[k + 1]) for k in range(count)]
+    return segments_between([first_ms + k * length_s * 1000.0 for k in range(1, count)])
+
+
+def segments_between(edges_ms):
+    """The segments that these times (ms, increasing) separate."""
+    edges = [-math.inf, *edges_ms, math.inf]
+    return [Segment(k, edges[k], edges[k + 1]) for k in range(len(edges) - 1)]
 
 
 def part_share(count, part):
@@ -1740,9 +1744,11 @@ class WorkFolder:
     def record_path(self, index):
         return self.path / f"seg-{index:05d}.json"
 
-    def start(self, wanted):
-        """Take the folder for the work described by wanted (a dict); returns why older
-        segments were discarded, or "" when there were none or they are reused."""
+    def start(self, source_id, fingerprint, edges_ms):
+        """Take the folder for the work on source_id with settings fingerprint; returns
+        (the segment edges to use, why older segments were discarded or ""). A folder for
+        the same source and settings keeps its own edges: processes that plan differently
+        (another OpenCV on another machine) still share one set of segments."""
         self.path.mkdir(exist_ok=True)
         remove_stale_temps(self.path)
         try:
@@ -1751,21 +1757,23 @@ class WorkFolder:
             have = None
         except (OSError, ValueError):
             have = {}
-        if have == wanted:
-            return ""
+        wanted = {"version": WORK_VERSION, "source": source_id, "settings": fingerprint,
+                  "edges_ms": edges_ms}
+        if have and all(have.get(k) == wanted[k] for k in ("version", "source", "settings")):
+            return have["edges_ms"], ""
         why = ""
         if have is not None:
-            if have.get("source") != wanted["source"]:
+            if have.get("source") != source_id:
                 why = "the source changed"
-            elif have.get("settings") != wanted["settings"]:
+            elif have.get("settings") != fingerprint:
                 why = "the settings changed (" + "; ".join(settings_differences(
-                    have.get("settings", ""), wanted["settings"])) + ")"
+                    have.get("settings", ""), fingerprint)) + ")"
             else:
-                why = "the segment plan changed"
+                why = "the work folder's layout changed"
             for entry in [*self.path.glob("seg-*"), self.joined]:
                 entry.unlink(missing_ok=True)
         self.write(self.manifest, json.dumps(wanted, indent=1))
-        return why
+        return edges_ms, why
 
     def write(self, path, text):
         temp = temp_name(path, "json")
@@ -2649,9 +2657,9 @@ def upscale_video(source, work, settings, upscaler, encoder, ffmpeg, info, offse
 def work_through(source, work, segments, settings, upscaler, encoder, video, orient):
     """Upscale each segment of this run's share that is not done yet into the work folder;
     returns ({index: record} of the share, every one done; frames upscaled by this run)."""
-    why = work.start({"version": WORK_VERSION, "source": source_identity(source),
-                      "settings": settings.fingerprint(),
-                      "edges_ms": [s.start_ms for s in segments[1:]]})
+    edges, why = work.start(source_identity(source), settings.fingerprint(),
+                            [s.start_ms for s in segments[1:]])
+    segments = segments_between(edges)
     if why:
         say(f"note: {source.name}: {why} since the interrupted run; its finished segments "
             "were not used", settings.quiet)

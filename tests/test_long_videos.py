@@ -332,3 +332,15 @@ def test_part_goes_through_jobs_to_each_file(ffmpeg, tmp_path):
                      "--part", "2/2", "--jobs", "2")
     assert result.returncode == 0, result.stderr
     assert sorted(re.findall(r"\[(\w)\.mp4\] part 2/2 done: ", result.stderr)) == ["a", "b"]
+
+
+def test_processes_that_plan_other_segments_share_the_first_ones_plan(ffmpeg, tmp_path,
+                                                                      long_clip):
+    # (as another OpenCV on another machine might, reading another frame rate)
+    src = fresh_copy(long_clip[0], tmp_path)
+    first = run_cli(src, *SEGMENT_OPTIONS, "--part", "1/2")
+    assert first.returncode == 0, first.stderr
+    result = run_cli(src, "--scale", "4", "--segment", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert "resuming: 2 of 4 segments already done" in result.stderr
+    assert same_output(ffmpeg, tmp_path / "film_fsrcnn_x4.mp4", long_clip[1])
