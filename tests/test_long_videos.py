@@ -164,12 +164,18 @@ def test_an_interrupt_keeps_the_finished_segments_and_says_where(ffmpeg, tmp_pat
     assert "Traceback" not in err
 
 
-def test_a_changed_source_never_reuses_old_segments(ffmpeg, tmp_path, long_clip):
-    src = fresh_copy(long_clip[0], tmp_path)
+def killed_mid_run(clip, folder):
+    """A copy of clip in folder, whose run was killed (kill -9) after two segments."""
+    src = fresh_copy(clip, folder)
     proc = start(src, *SEGMENT_OPTIONS)
-    wait_for(lambda: finished_segments(tmp_path) >= 2, proc)
+    wait_for(lambda: finished_segments(folder) >= 2, proc)
     proc.kill()
     proc.wait()
+    return src
+
+
+def test_a_changed_source_never_reuses_old_segments(ffmpeg, tmp_path, long_clip):
+    src = killed_mid_run(long_clip[0], tmp_path)
     other = make_clip(ffmpeg, tmp_path / "other.mp4", size="160x120", seconds=8,
                       vfilter="negate")
     os.replace(other, src)                        # same name, other pictures
@@ -183,11 +189,7 @@ def test_a_changed_source_never_reuses_old_segments(ffmpeg, tmp_path, long_clip)
 
 
 def test_changed_settings_never_reuse_old_segments(ffmpeg, tmp_path, long_clip):
-    src = fresh_copy(long_clip[0], tmp_path)
-    proc = start(src, *SEGMENT_OPTIONS)
-    wait_for(lambda: finished_segments(tmp_path) >= 2, proc)
-    proc.kill()
-    proc.wait()
+    src = killed_mid_run(long_clip[0], tmp_path)
     result = run_cli(src, *SEGMENT_OPTIONS, "--crf", "30")
     assert result.returncode == 0, result.stderr
     assert "the settings changed (crf 18, asked 30) since the interrupted run" in result.stderr
