@@ -46,6 +46,7 @@ import math
 import os
 import queue
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -2593,14 +2594,15 @@ def upscale_video(source, work, settings, upscaler, encoder, ffmpeg, info, offse
     say(f"{source.name}: {video.width}x{video.height} -> {video.width * settings.scale}x"
         f"{video.height * settings.scale} with {settings.method.name} x{settings.scale}"
         f"{frames_hint}", settings.quiet)
-    segments = [Segment(0, -math.inf, math.inf)] if settings.frames else \
+    segments = segments_between([]) if settings.frames else \
         plan_segments(first_ms, duration_s, segment_length(settings, video))
     if len(segments) > 1 and info.format in ONE_PIECE_FORMATS:
         say(f"note: {source.name}: {info.format} timestamps may restart mid-file, so it is "
             "upscaled in one piece and an interruption loses the work; to make it resumable, "
-            f"remux it first: ffmpeg -i {source.name} -c copy {source.stem}.mkv",
+            f"remux it first: ffmpeg -i {shlex.quote(source.name)} -c copy "
+            f"{shlex.quote(source.stem + '.mkv')}",
             settings.quiet)
-        segments = [Segment(0, -math.inf, math.inf)]
+        segments = segments_between([])
     try:
         records, fresh = work_through(source, work, segments, settings, upscaler, encoder,
                                       video, ORIENTATIONS[orientation])
@@ -2608,7 +2610,7 @@ def upscale_video(source, work, settings, upscaler, encoder, ffmpeg, info, offse
         say(f"note: {source.name}: its frame times go backwards, so it cannot be cut into "
             "segments by time; working through it in one piece (an interruption loses it "
             "all)", settings.quiet)
-        segments = [Segment(0, -math.inf, math.inf)]
+        segments = segments_between([])
         work.remove()                   # (what was done was cut by the wrong times)
         records, fresh = work_through(source, work, segments, settings, upscaler, encoder,
                                       video, ORIENTATIONS[orientation])
