@@ -2667,6 +2667,10 @@ def work_through(source, work, segments, settings, upscaler, encoder, video, ori
             "were not used", settings.quiet)
     share = part_share(len(segments), settings.part) if settings.part else \
         range(len(segments))
+    if not share:
+        say(f"note: {source.name} has {len(segments)} segment{'s' * (len(segments) > 1)}; "
+            f"none falls to part {settings.part} (use fewer parts, or a shorter --segment)",
+            settings.quiet)
     records = {k: work.finished(k) for k in share}
     finished = [r for r in records.values() if r]
     already = sum(r["frames"] for r in finished)
