@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Measure FSRCNN weights on the held-out split of ../shared/datasets, as upscale.py runs
-them, and print the figures the README quotes.
+"""Measure our networks (and OpenCV's FSRCNN) on the held-out split of ../shared/datasets,
+as upscale.py runs them, and print the figures the README quotes.
 
 Three protocols, on images no training step saw (srdata.image_names("validation")):
 - clean: the papers' low-resolution image (MATLAB-style antialiased bicubic);
@@ -12,7 +12,8 @@ images. "bicubic" is MATLAB's bicubic upscaling, "cubic" cv2.resize's (the tool'
 baseline).
 
     UPSCALE_MODEL_DIR=../shared/models python models/measure.py
-    python models/measure.py --scales 4 --limit 10 --ours 'runs/x{scale}.pb'
+    python models/measure.py --scales 4 --limit 10 --methods fast \
+        --candidate 'new=fast:runs/fast-x{scale}.pb'
 
 Needs only what upscale.py needs (OpenCV, NumPy, imageio-ffmpeg); no TensorFlow.
 """
@@ -34,14 +35,25 @@ PROTOCOLS = ("clean", "crf18", "crf23", "video")
 PAN_FRAMES, PAN_STEP = 12, 3          # video protocol: frames per pan, pixels moved a frame
 
 
-def networks(scale, ours_pattern):
-    """{label: upscaler} of the networks to measure at one scale."""
-    ours = Path(ours_pattern.format(scale=scale)) if ours_pattern else \
-        upscale.locate_model(upscale.METHODS["fsrcnn"], scale, quiet=True)
-    official = upscale.locate_model(upscale.METHODS["fsrcnn-opencv"], scale, quiet=True)
-    method = upscale.METHODS["fsrcnn"]
-    return {"ours": upscale.NetworkUpscaler(method, scale, ours),
-            "official": upscale.NetworkUpscaler(method, scale, official)}
+# Our shipped networks and the official FSRCNN, as upscale.py names them.
+DEFAULT_METHODS = ("fast", "hq", "fsrcnn", "fsrcnn-opencv")
+BASELINES = ("bicubic", "cubic")
+
+
+def networks(scale, methods, candidates):
+    """{label: upscaler} at one scale: each named method that has this scale, and each
+    candidate file ("label": (method name, path pattern)) run as that method's network."""
+    nets = {}
+    for name in methods:
+        method = upscale.METHODS[name]
+        if scale in method.scales:
+            nets[name] = upscale.NetworkUpscaler(
+                method, scale, upscale.locate_model(method, scale, quiet=True))
+    for label, (name, pattern) in candidates.items():
+        path = Path(pattern.format(scale=scale)).expanduser()
+        if path.is_file():
+            nets[label] = upscale.NetworkUpscaler(upscale.METHODS[name], scale, path)
+    return nets
 
 
 def upscaled(low, scale, nets):
@@ -78,14 +90,14 @@ def video_pairs(hr, scale, ffmpeg):
     return list(zip(frames, lows))
 
 
-def measure(scales, protocols, ours, limit):
+def measure(scales, protocols, methods, candidates, limit):
     """{(scale, protocol, method): mean PSNR} over the held-out images."""
     ffmpeg = srdata.find_ffmpeg()
     names = srdata.image_names("validation")[:limit or None]
     results = {}
     started, total, done = time.monotonic(), len(scales) * len(protocols) * len(names), 0
     for scale in scales:
-        nets = networks(scale, ours)
+        nets = networks(scale, methods, candidates)
         for protocol in protocols:
             figures = {}
             for name in names:
@@ -107,16 +119,32 @@ def measure(scales, protocols, ours, limit):
 
 
 def report(results, count, out=sys.stdout):
-    labels = ("bicubic", "cubic", "official", "ours")
+    """Print the figures: PSNR of every method, then each network's gain over cubic."""
+    labels = list(BASELINES) + sorted({m for _, _, m in results} - set(BASELINES),
+                                      key=lambda m: -results.get((4, "clean", m), 0))
     keys = sorted({(s, p) for s, p, _ in results}, key=lambda k: (k[0], PROTOCOLS.index(k[1])))
-    print(f"PSNR (dB, MATLAB luma, border = scale) on {count} held-out images", file=out)
-    print(f"{'scale':>5} {'protocol':<8} " + " ".join(f"{x:>9}" for x in labels) +
-          "   ours-bicubic  ours-official  ours-cubic", file=out)
+    width = max(9, *(len(x) for x in labels))
+    print(f"PSNR (dB, MATLAB luma, border = scale) on {count} held-out images; "
+          "in brackets: the gain over cubic", file=out)
+    print(f"{'scale':>5} {'protocol':<8} " + " ".join(f"{x:>{width}}" for x in labels), file=out)
     for scale, protocol in keys:
-        row = [results[scale, protocol, x] for x in labels]
-        print(f"{'x%d' % scale:>5} {protocol:<8} " + " ".join(f"{v:9.2f}" for v in row) +
-              f"   {row[3] - row[0]:+12.2f}  {row[3] - row[2]:+13.2f}  {row[3] - row[1]:+10.2f}",
-              file=out)
+        cubic = results[scale, protocol, "cubic"]
+        cells = []
+        for label in labels:
+            value = results.get((scale, protocol, label))
+            text = "" if value is None else f"{value:.2f}" if label in BASELINES else \
+                f"{value:.2f} ({value - cubic:+.2f})"
+            cells.append(f"{text:>{width}}")
+        print(f"{'x%d' % scale:>5} {protocol:<8} " + " ".join(cells), file=out)
+
+
+def candidate_arg(text):
+    """label=METHOD:PATTERN, e.g. new-fast=fast:runs/fast-x{scale}.pb"""
+    label, _, rest = text.partition("=")
+    name, _, pattern = rest.partition(":")
+    if not label or name not in upscale.METHODS or not pattern:
+        raise argparse.ArgumentTypeError("expected LABEL=METHOD:FILE-PATTERN")
+    return label, (name, pattern)
 
 
 def main():
@@ -124,10 +152,15 @@ def main():
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
     parser.add_argument("--limit", type=int, default=0, help="only the first N images")
-    parser.add_argument("--ours", help="model files to measure as ours, {scale} filled in "
-                        "(default: the files upscale.py ships)")
+    parser.add_argument("--methods", nargs="*", default=list(DEFAULT_METHODS),
+                        choices=[n for n, m in upscale.METHODS.items() if m.is_network],
+                        help="upscale.py networks to measure (default: %(default)s)")
+    parser.add_argument("--candidate", type=candidate_arg, action="append", default=[],
+                        help="also measure a model file as one method's network, e.g. "
+                        "new-fast=fast:runs/fast-x{scale}.pb ({scale} filled in)")
     args = parser.parse_args()
-    report(*measure(args.scales, args.protocols, args.ours, args.limit))
+    report(*measure(args.scales, args.protocols, args.methods, dict(args.candidate),
+                    args.limit))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,10 @@
 #!/usr/bin/env python3
-"""Train FSRCNN weights for upscale.py and export them as frozen TensorFlow graphs.
+"""Train upscale.py's networks and export them as frozen TensorFlow graphs.
 
-The network is exactly the one in OpenCV's official FSRCNN files (d=56, s=12, m=4: a 5x5
-conv to 56 features, a 1x1 shrink to 12, four 3x3 maps, a 1x1 expand to 56, all with PReLU,
-then a 1x1 conv to scale**2 planes and DepthToSpace), spelled with the same operations and
-node names, so DnnSuperResImpl reads the export with setModel("fsrcnn", scale) and
-upscale.py's graph rewrite applies to it unchanged: same speed per frame.
+The families (models/nets.py): fsrcnn, exactly the network of OpenCV's official FSRCNN
+files, node names included; fast and hq, plain 3x3 networks trained with collapsible linear
+blocks. Every export is read by DnnSuperResImpl with setModel("fsrcnn", scale) (luma in,
+luma out) and rewritten by upscale.py into its fast graph.
 
 Data: the training split of ../shared/datasets (models/srdata.py holds one image in ten
 out for validation). Low-resolution patches are made the way the papers make them
@@ -13,9 +12,10 @@ out for validation). Low-resolution patches are made the way the papers make the
 through libx264 at CRF 18-23, as small video often does.
 
     pip install -r models/requirements-train.txt
-    python models/train.py train --scale 3 --run runs/x3 --steps 40000
-    python models/train.py train --scale 4 --run runs/x4 --init runs/x3 --steps 30000
-    python models/train.py export --run runs/x4 --out models/FSRCNN-ours_x4.pb
+    python models/train.py train --family fast --scale 2 --run runs/fast-x2 --steps 25000
+    python models/train.py train --family fast --scale 3 --run runs/fast-x3 \
+        --init runs/fast-x2 --steps 15000
+    python models/train.py export --run runs/fast-x3 --out models/fast-upscalepy_x3.pb
 
 Training is deterministic given --seed (batch k is drawn from a generator seeded by
 (seed, k)) and resumable: a checkpoint is written every few minutes, and running the same
@@ -30,93 +30,40 @@ from pathlib import Path
 
 import numpy as np
 
+import nets
 import srdata
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-D, S, M = 56, 12, 4                        # FSRCNN(d, s, m) of the official files
 PATCH = {2: 36, 3: 32, 4: 28}             # low-resolution patch side per scale
 BATCH = 32
-# Input pixels each output pixel sees on every side (5x5, then four 3x3). Near a patch's
-# edge the network sees the convolutions' zero padding, as it does at a picture's edge; but
-# in a patch that margin is most of the pixels, in a picture a few percent. The loss weighs
-# the margin down so that both are learnt in about the proportion a picture has them.
-REACH = 2 + M
+# Near a patch's edge the network sees the convolutions' zero padding, as it does at a
+# picture's edge; but in a patch that margin (the network's reach) is most of the pixels, in
+# a picture a few percent. The loss weighs the margin down so that both are learnt in about
+# the proportion a picture has them.
 MARGIN_WEIGHT = 0.2
 
 
-def loss_weights(scale):
+def loss_weights(family, scale):
     """Per-pixel loss weights of a high-resolution patch (summing to 1)."""
-    side, margin = PATCH[scale] * scale, REACH * scale
+    side, margin = PATCH[scale] * scale, family.reach(scale) * scale
     w = np.full((side, side), MARGIN_WEIGHT, np.float32)
     w[margin:-margin, margin:-margin] = 1.0
     return (w / w.sum())[None, :, :, None]
 
 
-def layer_shapes(scale):
-    """{name: shape} of every weight, named as in the official graphs (HWIO filters)."""
-    shapes = {"f1": (5, 5, 1, D), "b1": (D,), "alpha1": (D,),
-              "f2": (1, 1, D, S), "b2": (S,), "alpha2": (S,)}
-    for i in range(3, 3 + M):
-        shapes.update({f"f{i}": (3, 3, S, S), f"b{i}": (S,), f"alpha{i}": (S,)})
-    shapes.update({"f7": (1, 1, S, D), "b7": (D,), "alpha7": (D,),
-                   "f8": (1, 1, D, scale * scale), "b8": (1,)})
-    return shapes
-
-
-def initial_weights(scale, seed):
-    rng = np.random.default_rng([seed, 0xF5])
-    weights = {}
-    for name, shape in layer_shapes(scale).items():
-        if name.startswith("f"):
-            std = 0.001 if name == "f8" else np.sqrt(2.0 / np.prod(shape[:3]))
-            weights[name] = rng.normal(0, std, shape).astype(np.float32)
-        elif name.startswith("alpha"):
-            weights[name] = np.full(shape, 0.25, np.float32)
-        else:
-            weights[name] = np.zeros(shape, np.float32)
-    return weights
-
-
-def seeded_weights(source, scale):
-    """Weights for `scale` from another scale's network: every feature layer as it is (the
-    paper's transfer), and each output plane from the source plane of the nearest sub-pixel
-    position."""
-    weights = {k: v.copy() for k, v in source.items() if k != "f8"}
-    old = int(round(np.sqrt(source["f8"].shape[3])))
-    phase = [min(old - 1, int((i + 0.5) / scale * old)) for i in range(scale)]
-    planes = [source["f8"][..., phase[r] * old + phase[c]] for r in range(scale)
-              for c in range(scale)]
-    weights["f8"] = np.stack(planes, axis=-1).astype(np.float32)
-    return weights
-
-
-def fsrcnn(tf, x, w, scale):
-    """The network on NHWC luma in [0, 1], with the official graph's operations and names
-    (a plain Add for each bias, PReLU as relu(x) + alpha * (x - |x|) * 0.5)."""
-    ops = tf.raw_ops
-    counters = {}
-
-    def numbered(base):        # TensorFlow's own numbering: add, add_1, add_2, ...
-        n = counters.get(base, 0)
-        counters[base] = n + 1
-        return base if n == 0 else f"{base}_{n}"
-
-    h = x
-    for i in range(1, 8):
-        h = ops.Conv2D(input=h, filter=w[f"f{i}"], strides=[1, 1, 1, 1], padding="SAME",
-                       name=f"conv{i}")
-        h = ops.Add(x=h, y=w[f"b{i}"], name=numbered("add"))
-        absolute = ops.Abs(x=h, name=numbered("Abs"))
-        sub = ops.Sub(x=h, y=absolute, name=numbered("sub"))
-        scaled = ops.Mul(x=w[f"alpha{i}"], y=sub, name=numbered("mul"))
-        half = ops.Mul(x=scaled, y=w["half"], name=numbered("mul"))
-        relu = ops.Relu(features=h, name=numbered("Relu"))
-        h = ops.Add(x=relu, y=half, name=numbered("add"))
-    h = ops.Conv2D(input=h, filter=w["f8"], strides=[1, 1, 1, 1], padding="SAME",
-                   name="conv8")
-    h = ops.DepthToSpace(input=h, block_size=scale, name="DepthToSpace")
-    return ops.BiasAdd(value=h, bias=w["b8"], name="NHWC_output")
+def pb_weights(path):
+    """{name: array} of the Const nodes of a frozen graph this script exported: an FSRCNN
+    file (ours or the official one) to go on training from."""
+    import tensorflow as tf
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString(Path(path).read_bytes())
+    names = nets.fsrcnn_shapes(4).keys()
+    found = {n.name: tf.make_ndarray(n.attr["value"].tensor) for n in graph.node
+             if n.op == "Const" and n.name in names}
+    if set(found) != set(names):
+        raise SystemExit(f"{path}: not an FSRCNN graph (missing {sorted(set(names) - set(found))})")
+    return {k: v.astype(np.float32) for k, v in found.items()}
 
 
 # --- Data ---------------------------------------------------------------------------------------
@@ -238,11 +185,35 @@ def learning_rate(step, steps, peak, warmup=500):
     return peak * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * min(1.0, t))))
 
 
+def starting_weights(args, family, report):
+    """The weights a new run starts from: another run's (--init; another scale is seeded
+    layer by layer, the same scale goes on as it is), a frozen FSRCNN file's (--init-pb), or
+    fresh ones."""
+    if args.init:
+        source = load_checkpoint(args.init)
+        if source is None:
+            raise SystemExit(f"--init {args.init}: no checkpoint there")
+        if str(source.get("family", "fsrcnn")) != family.name:
+            raise SystemExit(f"--init {args.init} is a {source['family']} run, "
+                             f"not {family.name}")
+        report(f"x{args.scale} {family.name} from {args.init} (x{int(source['scale'])})")
+        if int(source["scale"]) == args.scale:
+            return weights_of(source)
+        return nets.seeded_weights(family, weights_of(source), args.scale)
+    if args.init_pb:
+        if family.plain:
+            raise SystemExit("--init-pb reads FSRCNN files only")
+        report(f"x{args.scale} fsrcnn from {args.init_pb}")
+        return pb_weights(args.init_pb)
+    return nets.initial_weights(family, args.scale, args.seed)
+
+
 def train(args):
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.config.experimental.enable_op_determinism()
+    family = nets.FAMILIES[args.family]
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
     log = open(run / "log.txt", "a")
@@ -253,34 +224,33 @@ def train(args):
 
     state = load_checkpoint(run)
     if state is not None:
-        if int(state["scale"]) != args.scale:
-            raise SystemExit(f"{run} holds a x{int(state['scale'])} run, not x{args.scale}")
+        held = (str(state.get("family", "fsrcnn")), int(state["scale"]))
+        if held != (family.name, args.scale):
+            raise SystemExit(f"{run} holds a x{held[1]} {held[0]} run, "
+                             f"not x{args.scale} {family.name}")
         start = int(state["step"])
         report(f"resuming {run} at step {start} of {args.steps}")
         weights = weights_of(state)
     else:
         start = 0
-        if args.init:
-            source = load_checkpoint(args.init)
-            if source is None:
-                raise SystemExit(f"--init {args.init}: no checkpoint there")
-            weights = seeded_weights(weights_of(source), args.scale)
-            report(f"x{args.scale} seeded from {args.init} (x{int(source['scale'])})")
-        else:
-            weights = initial_weights(args.scale, args.seed)
+        weights = starting_weights(args, family, report)
     variables = {k: tf.Variable(v) for k, v in weights.items()}
     moments = {k: [tf.Variable(state[f"m_{k}"] if state else np.zeros_like(v)),
                    tf.Variable(state[f"v_{k}"] if state else np.zeros_like(v))]
                for k, v in weights.items()}
-    half = tf.constant(0.5, tf.float32)
-    weights = tf.constant(loss_weights(args.scale))
+    fixed = {k: tf.constant(v) for k, v in nets.constants(args.scale).items()}
+    pixel_weights = tf.constant(loss_weights(family, args.scale))
     names = sorted(variables)
+
+    def network(low):
+        folded = nets.folded(family, variables, args.scale, xp=tf)
+        return nets.forward(tf, family, low, dict(folded, **fixed), args.scale)
 
     @tf.function(jit_compile=args.xla)
     def step_fn(low, high, lr, t):
         with tf.GradientTape() as tape:
-            out = fsrcnn(tf, low, dict(variables, half=half), args.scale)
-            loss = tf.reduce_sum(tf.abs(out - high) * weights) / BATCH
+            out = network(low)
+            loss = tf.reduce_sum(tf.abs(out - high) * pixel_weights) / BATCH
         grads = tape.gradient(loss, [variables[k] for k in names])
         b1, b2, eps = 0.9, 0.999, 1e-8
         for k, g in zip(names, grads):
@@ -294,7 +264,7 @@ def train(args):
 
     @tf.function(input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32)])
     def infer(low):
-        return fsrcnn(tf, low, dict(variables, half=half), args.scale)
+        return network(low)
 
     def validate(val):
         figures = [luma_psnr(infer(low[None, :, :, None].astype(np.float32) / 255.0)
@@ -306,11 +276,13 @@ def train(args):
     areas = np.array([low[0].size for _, low in pairs], np.float64)
     areas /= areas.sum()
     val = validation_set(args.scale)
-    report(f"x{args.scale}: {len(pairs)} training images ({args.degradation}), "
-           f"{len(val)} validation images; bicubic {bicubic_psnr(val, args.scale):.2f} dB")
+    report(f"x{args.scale} {family.name} ({family.multiply_adds(args.scale)} multiply-adds a "
+           f"pixel): {len(pairs)} training images ({args.degradation}), {len(val)} "
+           f"validation images; bicubic {bicubic_psnr(val, args.scale):.2f} dB")
 
     def checkpoint(step):
-        state = {"scale": np.int64(args.scale), "step": np.int64(step)}
+        state = {"family": np.str_(family.name), "scale": np.int64(args.scale),
+                 "step": np.int64(step)}
         for k in names:
             state[f"w_{k}"] = variables[k].numpy()
             state[f"m_{k}"], state[f"v_{k}"] = (x.numpy() for x in moments[k])
@@ -337,21 +309,30 @@ def train(args):
 
 # --- Export -----------------------------------------------------------------------------------
 
+def reference_crop(scale):
+    """The held-out low-resolution crop whose network output the tests keep."""
+    name = srdata.image_names("validation")[0]
+    hr = srdata.modcrop(srdata.read_bgr(name)[:96, :96], scale)
+    return srdata.luma(srdata.low_resolution(hr, scale))
+
+
 def export(args):
-    """Write the run's weights as a frozen graph in the official files' form, and the
+    """Write the run's folded weights as a frozen graph in the official files' form, and the
     reference output the tests compare OpenCV's against."""
     import tensorflow as tf
     state = load_checkpoint(args.run)
     if state is None:
         raise SystemExit(f"{args.run}: no checkpoint")
+    family = nets.FAMILIES[str(state.get("family", "fsrcnn"))]
     scale = int(state["scale"])
-    weights = weights_of(state)
+    weights = nets.folded(family, weights_of(state), scale)
     graph = tf.Graph()
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.float32, [None, None, None, 1], name="IteratorGetNext")
         consts = {k: tf.constant(v, name=k) for k, v in weights.items()}
         consts["half"] = tf.constant(0.5, tf.float32, name="mul/y")
-        y = fsrcnn(tf, x, consts, scale)
+        consts["ones"] = tf.constant(nets.constants(scale)["ones"], name="ones")
+        y = nets.forward(tf, family, x, consts, scale)
         tf.raw_ops.Transpose(x=y, perm=tf.constant([0, 3, 1, 2], name="NCHW_output/perm"),
                              name="NCHW_output")
     out = Path(args.out)
@@ -359,12 +340,12 @@ def export(args):
     print(f"wrote {out} ({out.stat().st_size} bytes)")
     if args.reference:
         # The trained network's own output on a held-out crop: OpenCV must reproduce it.
-        name = srdata.image_names("validation")[0]
-        low = srdata.luma(srdata.low_resolution(srdata.modcrop(srdata.read_bgr(name)[:96, :96],
-                                                               scale), scale))
-        reference = fsrcnn(tf, tf.constant(low[None, :, :, None] / 255.0, tf.float32),
-                           dict({k: tf.constant(v) for k, v in weights.items()},
-                                half=tf.constant(0.5)), scale).numpy()[0, :, :, 0]
+        low = reference_crop(scale)
+        fixed = {k: tf.constant(v) for k, v in nets.constants(scale).items()}
+        reference = nets.forward(tf, family, tf.constant(low[None, :, :, None] / 255.0,
+                                                         tf.float32),
+                                 dict({k: tf.constant(v) for k, v in weights.items()}, **fixed),
+                                 scale).numpy()[0, :, :, 0]
         path = Path(args.reference)
         existing = dict(np.load(path)) if path.exists() else {}
         existing.update({f"low_x{scale}": low, f"out_x{scale}": reference.astype(np.float32)})
@@ -381,7 +362,11 @@ def main():
     t.add_argument("--steps", type=int, default=40000)
     t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (Adam)")
     t.add_argument("--seed", type=int, default=1)
-    t.add_argument("--init", help="seed the feature layers from this run (another scale)")
+    t.add_argument("--family", choices=sorted(nets.FAMILIES), default="fsrcnn",
+                   help="which network (models/nets.py)")
+    t.add_argument("--init", help="start from this run of the same family: another scale "
+                   "seeds every layer but the last, the same scale goes on from its weights")
+    t.add_argument("--init-pb", help="start from a frozen FSRCNN file (ours or official)")
     t.add_argument("--degradation", choices=("clean", "mix"), default="mix")
     t.add_argument("--threads", type=int, default=os.cpu_count())
     t.add_argument("--val-every", type=int, default=1000)
