@@ -374,6 +374,10 @@ class Stream:
     pix_fmt: str = ""
     color: dict = field(default_factory=dict)   # range, space, transfer, primaries
     end: float = 0.0           # seconds, from a Matroska DURATION tag; 0 when not given
+    width: int = 0             # coded picture size, as ffmpeg reports it
+    height: int = 0
+    sar: float = 1.0           # sample (pixel) aspect ratio: width of a pixel over its height
+    rotation: float = 0.0      # degrees its display matrix turns the picture
 
 
 @dataclass
@@ -402,7 +406,9 @@ DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 # Matroska muxers tag each stream with when it ends on the file's timeline.
 STREAM_END_RE = re.compile(r"^\s{6,}DURATION\s*: (\d+):(\d\d):(\d\d(?:\.\d+)?)$")
 PIX_FMT_RE = re.compile(r"^(\w+)(?:\(([^)]*)\))?$")
+VIDEO_SIZE_RE = re.compile(r"^(\d+)x(\d+)(?: \[SAR (\d+):(\d+) DAR \d+:\d+\])?")
 FILE_TAG_RE = re.compile(r"^    (\w+)\s*: (.*)$")      # indented 4: the file's, not a stream's
+ROTATION_RE = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
 
 
 def top_level_fields(text):
@@ -439,6 +445,19 @@ def parse_color(rest):
     return pix_fmt, color
 
 
+def parse_video_size(rest):
+    """(width, height, sample aspect ratio) from the part of ffmpeg's video stream line after
+    the codec name (', yuv420p(tv), 720x480 [SAR 32:27 DAR 16:9], ...'); (0, 0, 1.0) when
+    it gives none."""
+    for part in top_level_fields(rest):
+        match = VIDEO_SIZE_RE.match(part)
+        if match:
+            w, h, num, den = match.groups()
+            sar = int(num) / int(den) if num and int(num) and int(den) else 1.0
+            return int(w), int(h), sar
+    return 0, 0, 1.0
+
+
 def seconds_of(hours, minutes, seconds):
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
@@ -455,6 +474,9 @@ def parse_probe(text):
         if tag and fmt and not streams and not duration:
             tags[tag.group(1)] = tag.group(2).strip()
         matrix = matrix or "Display Matrix" in line or "displaymatrix" in line
+        turn = ROTATION_RE.search(line)
+        if turn and streams:
+            streams[-1].rotation = float(turn.group(1))
         d = DURATION_RE.search(line)
         if d and not duration:
             duration = seconds_of(*d.groups())
@@ -472,6 +494,7 @@ def parse_probe(text):
                             dispositions=tuple(DISPOSITION_RE.findall(rest)))
             if stream.kind == "video":
                 stream.pix_fmt, stream.color = parse_color(rest)
+                stream.width, stream.height, stream.sar = parse_video_size(rest)
             streams.append(stream)
     return Probe(streams, duration, fmt, matrix, tags)
 
@@ -616,16 +639,33 @@ def silence_opencv():
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
-class ResizeUpscaler:
-    """The cv2.resize baselines."""
+def resized(image, size):
+    """image brought to size (width, height); the image itself when it has that size.
+    Cubic down to half the size (a network's output brought to a size between its scales
+    shrinks by 0.5-1): on 12 held-out photos FSRCNN x2 brought to x1.5 kept 1.5 dB over
+    cubic from the small image this way, only 0.65 dB with pixel-area averaging, which
+    blurs; pixel areas below half, where cubic would alias."""
+    h, w = image.shape[:2]
+    if (w, h) == tuple(size):
+        return image
+    shrink = min(size[0] / w, size[1] / h)
+    return cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA if shrink < 0.5
+                      else cv2.INTER_CUBIC)
 
-    def __init__(self, method, scale):
-        self.scale, self.interpolation = scale, method.interpolation
+
+class ResizeUpscaler:
+    """The cv2.resize baselines: straight to the size (width, height) if given, else by
+    the scale."""
+
+    def __init__(self, method, scale, size=None):
+        self.scale, self.size, self.interpolation = scale, size, method.interpolation
 
     def prepare(self, frame):
         return frame
 
     def infer(self, frame):
+        if self.size:
+            return cv2.resize(frame, tuple(self.size), interpolation=self.interpolation)
         return cv2.resize(frame, None, fx=self.scale, fy=self.scale,
                           interpolation=self.interpolation)
 
@@ -635,6 +675,37 @@ class ResizeUpscaler:
     def copies(self, count):
         """count upscalers that may run side by side: this one and count - 1 twins."""
         return [self] * count
+
+    def streams(self):
+        """How many copies run side by side (see inference_streams)."""
+        return 1
+
+    def upscale(self, frame):
+        return self.finish(self.infer(self.prepare(frame)))
+
+
+class FittedUpscaler:
+    """A network upscaler whose frames are then brought to an exact size (width, height):
+    the network runs at a scale that reaches it, and its luma is resized in the same pass,
+    before chroma is rebuilt at that size."""
+
+    def __init__(self, network, size):
+        self.network, self.size = network, tuple(size)
+
+    def prepare(self, frame):
+        return self.network.prepare(frame)
+
+    def infer(self, prepared):
+        return self.network.infer(prepared)
+
+    def finish(self, inferred):
+        return self.network.finish(inferred, self.size)
+
+    def copies(self, count):
+        return self.network.copies(count)
+
+    def streams(self):
+        return self.network.streams()
 
     def upscale(self, frame):
         return self.finish(self.infer(self.prepare(frame)))
@@ -1153,7 +1224,8 @@ class NetworkUpscaler(ResizeUpscaler):
         self.net.setInput(blob)
         return source, self.net.forward()
 
-    def finish(self, inferred):
+    def finish(self, inferred, size=None):
+        """The finished BGR frame; at size (width, height) when given (see resized)."""
         source, out = inferred
         if self.runs == "luma":
             planes = fast_planes(self.fast, out)
@@ -1161,15 +1233,29 @@ class NetworkUpscaler(ResizeUpscaler):
             y = planes.reshape(count * h, w)
             y8 = cv2.addWeighted(y, 255.0, y, 0.0, 0.0, dtype=cv2.CV_8U)   # rounds, saturates
             y8 = fast_picture(self.fast, y8.reshape(count, h, w))
+            if size:
+                y8 = resized(y8, size)
             h, w = y8.shape
             chroma = cv2.resize(source, (w, h), interpolation=cv2.INTER_LINEAR)
             chroma[:, :, 0] = y8
             return cv2.cvtColor(chroma, cv2.COLOR_YCrCb2BGR)
         bgr = out[0].transpose(1, 2, 0) + np.array(EDSR_MEAN_BGR, np.float32)
-        return np.clip(bgr + 0.5, 0, 255).astype(np.uint8)
+        bgr = np.clip(bgr + 0.5, 0, 255).astype(np.uint8)
+        return resized(bgr, size) if size else bgr
+
+    def streams(self):
+        """How many copies of the network run side by side, each on its share of the threads.
+
+        A small network (FSRCNN, ESPCN) split over all cores waits at every one of its thin
+        layers for the slowest thread, often one the decoder or encoder just took: on 2
+        cores the whole pipeline ran 0.96-1.7x as fast with two single-threaded copies as
+        with one two-threaded copy (rewritten graphs, x2 and x4). LapSRN's and EDSR's wide
+        layers split well, and two copies of them were slower (0.8x), so they run one."""
+        return max(1, min(self.method.streams, cv2.getNumThreads()))
 
 
 def make_upscaler(method, scale, model_dir=None, quiet=False, tile=None, device="cpu"):
+    """The upscaler of a method at one of its scales (a network's file located first)."""
     if method.is_network:
         return NetworkUpscaler(method, scale, locate_model(method, scale, model_dir, quiet),
                                tile, device)
@@ -1369,16 +1455,8 @@ class FrameResult:
 
 
 def inference_streams(upscaler):
-    """How many copies of the network run side by side, each on its share of the threads.
-
-    A small network (FSRCNN, ESPCN) split over all cores waits at every one of its thin
-    layers for the slowest thread, often one the decoder or encoder just took: on 2 cores
-    the whole pipeline ran 0.96-1.7x as fast with two single-threaded copies as with one
-    two-threaded copy (rewritten graphs, x2 and x4). LapSRN's and EDSR's wide layers split
-    well, and two copies of them were slower (0.8x), so they run one."""
-    if not isinstance(upscaler, NetworkUpscaler):
-        return 1
-    return max(1, min(upscaler.method.streams, cv2.getNumThreads()))
+    """How many copies of the upscaler run side by side (NetworkUpscaler.streams)."""
+    return upscaler.streams()
 
 
 @contextlib.contextmanager
@@ -1632,19 +1710,25 @@ class Segment:
     end_ms: float
 
 
-def seconds_per_frame(method_name, width, height, scale):
-    """Estimated whole-run seconds a frame of width x height takes on a 2-core machine."""
+def seconds_per_frame(method_name, in_pixels, out_pixels):
+    """Estimated whole-run seconds a frame takes on a 2-core machine, from its pixels in
+    and out (a network's own output, before any resize)."""
     per_input, per_output = SECONDS_PER_MEGAPIXEL.get(method_name, (0.0, 0.0))
-    return (per_input + per_output * scale * scale) * width * height / 1e6
+    return (per_input * in_pixels + per_output * out_pixels) / 1e6
 
 
-def segment_length(settings, video):
+def plan_pixels(plan, video):
+    """(pixels in, pixels the method writes) of a frame of video under plan."""
+    w, h = video.width, video.height
+    return w * h, (w * h * plan.scale * plan.scale if plan.scale else plan.width * plan.height)
+
+
+def segment_length(settings, video, plan):
     """Seconds of video in a segment: --segment, else about SEGMENT_WORK_SECONDS of work.
     Only the file and the settings decide it, so every --part process agrees."""
     if settings.segment:
         return settings.segment
-    per_frame = seconds_per_frame(settings.method.name, video.width, video.height,
-                                  settings.scale) or 0.002
+    per_frame = seconds_per_frame(settings.method.name, *plan_pixels(plan, video)) or 0.002
     fps = video.fps if 0 < video.fps < 1000 else 30.0
     seconds = SEGMENT_WORK_SECONDS / per_frame / fps
     return round(min(max(seconds, SEGMENT_MIN_SECONDS), SEGMENT_MAX_SECONDS), 1)
@@ -2068,10 +2152,11 @@ def stream_plan(info, container):
 
 
 def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
-                video_offset=0.0, end=0.0):
+                video_offset=0.0, end=0.0, fingerprint=""):
     """The ffmpeg command that makes out_path (a container_of() container) from the
     temporary video, whose first frame belongs at video_offset seconds, and the source;
-    with end, every stream stops there (seconds), as the picture of a --frames try does."""
+    with end, every stream stops there (seconds), as the picture of a --frames try does.
+    fingerprint (Settings.fingerprint) is recorded in the output."""
     codec = settings.codec
     args = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     if video_offset:
@@ -2090,7 +2175,7 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
     streams, notes = stream_plan(info, container)
     args += streams
     # What made the file, so a rerun can tell it from a file made with other settings.
-    args += ["-metadata", f"{SETTINGS_TAG}={settings.fingerprint()}"]
+    args += ["-metadata", f"{SETTINGS_TAG}={fingerprint}"]
     if container.ffmpeg_format in ("mp4", "mov"):
         # write_colr: without it the MP4 muxer drops colour tags of a copied stream;
         # use_metadata_tags stores a tag of our own (as an mdta key). The source's brands
@@ -2104,15 +2189,16 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
     return args + [str(out_path)], notes
 
 
-def ffmpeg_scale_command(ffmpeg, source, temp_video, scale, codec, crf=DEFAULT_CRF,
+def ffmpeg_scale_command(ffmpeg, source, temp_video, size, codec, crf=DEFAULT_CRF,
                          preset=DEFAULT_PRESET):
-    """The ffmpeg baseline: ffmpeg's bicubic scaler writes the temporary video itself."""
+    """The ffmpeg baseline: ffmpeg's bicubic scaler writes the temporary video itself, at
+    size (width, height) in square pixels."""
     vcodec = ["-c:v", "mpeg4", "-q:v", "2", "-tag:v", "mp4v", "-pix_fmt", "yuv420p"] \
         if codec.temp_fourcc == "mp4v" else ["-c:v", "ffv1", "-pix_fmt", "bgr0"] \
         if not codec.piped else list(codec.ffmpeg_args) + ["-crf", str(crf), "-preset", preset]
     return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(source),
             "-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
-            "-vf", f"scale=iw*{scale}:ih*{scale}:flags=bicubic:out_range=tv,"
+            "-vf", f"scale={size[0]}:{size[1]}:flags=bicubic:out_range=tv,setsar=1,"
                    "pad=ceil(iw/2)*2:ceil(ih/2)*2",
             *vcodec, "-f", "mp4", str(temp_video)]
 
@@ -2242,11 +2328,96 @@ class Progress:
 # Jobs: one input file to one output file
 # ---------------------------------------------------------------------------------------------
 
+# Without a size asked for, the output stays within 4K UHD (either way round).
+FIT_WITHIN = (3840, 2160)
+# --scale, as a number or as a height ("1080p"); --height and --width bounds.
+MAX_SCALE = 8.0
+MIN_SIDE, MAX_SIDE = 16, 7680
+
+
+@dataclass(frozen=True)
+class SizeRequest:
+    """The output size asked for: a scale (any number from 1 to 8), a height or a width (the
+    other side follows the source's display aspect ratio), or "fit" (nothing asked: the
+    largest scale the model has whose output stays within 4K)."""
+    kind: str = "fit"          # "scale", "height", "width" or "fit"
+    value: float = 0.0
+    why: str = ""              # for a resolved fit: why this scale ("to stay within 4K")
+
+    def options(self):
+        """The command-line options that ask for it (for the child processes of --jobs)."""
+        return {"scale": ["--scale", f"{self.value:g}"], "height": ["--height", f"{self.value:g}"],
+                "width": ["--width", f"{self.value:g}"], "fit": []}[self.kind]
+
+    @property
+    def label(self):
+        """How output names and settings say it: x2, x1.5, 1080p, w1280."""
+        return {"scale": f"x{self.value:g}", "height": f"{self.value:g}p",
+                "width": f"w{self.value:g}", "fit": ""}[self.kind]
+
+
+def fit_scale(method, width, height, bound=FIT_WITHIN):
+    """SizeRequest("scale", s) for the largest scale of the method's (at most 4) whose output
+    stays within bound either way round; UpscaleError when even the smallest does not."""
+    long_side, short_side = max(width, height), min(width, height)
+    fitting = [s for s in method.scales if s <= 4 and long_side * s <= max(bound) and
+               short_side * s <= min(bound)]
+    if not fitting:
+        raise UpscaleError(f"is already {width}x{height}: even x{min(method.scales)} would "
+                           f"go beyond {bound[0]}x{bound[1]}; say the size wanted, e.g. "
+                           "--height 2160 or --scale 1.5")
+    return SizeRequest("scale", max(fitting), "to stay within 4K")
+
+
+def codec_side(length, exact=False):
+    """A side of the output: as given when exact (a side asked for, or a source's side times
+    a whole scale; an odd one is padded when written), else the nearest even number, as
+    4:2:0 codecs need."""
+    if exact and abs(length - round(length)) < 1e-6:
+        return max(2, int(round(length)))
+    return max(2, 2 * round(length / 2))
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """How one source's frames become the output's: the network's scale, then the size."""
+    width: int                 # the output frame
+    height: int
+    scale: int                 # the model's scale the network runs at; 0: a baseline
+    label: str                 # in the output's name: x2, x1.5, 1080p, w1280
+    why: str = ""              # a fit's reason, for the start line
+
+
+def plan_frames(request, method, width, height, sar=1.0):
+    """The FramePlan for frames of width x height (as shown: rotation applied) whose pixels
+    are sar times as wide as high. The output has square pixels at the display aspect
+    ratio. A network runs at the smallest scale it has that reaches the size (its largest
+    when none does)."""
+    shown_w = width * sar
+    if request.kind == "fit":
+        request = fit_scale(method, shown_w, height)
+    if request.kind == "scale":
+        whole = request.value == int(request.value)
+        out_w = codec_side(shown_w * request.value, whole and sar == 1.0)
+        out_h = codec_side(height * request.value, whole)
+    elif request.kind == "height":
+        out_w, out_h = codec_side(request.value * shown_w / height), int(request.value)
+    else:
+        out_w, out_h = int(request.value), codec_side(request.value * height / shown_w)
+    scale, why = 0, request.why
+    if method.is_network:
+        reaching = [s for s in method.scales if width * s >= out_w and height * s >= out_h]
+        scale = min(reaching, default=max(method.scales))
+        if not reaching:
+            why = "its largest scale, then cubic to the size"
+    return FramePlan(out_w, out_h, scale, request.label, why)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a run was asked to do, checked and resolved once."""
     method: Method
-    scale: int
+    size: SizeRequest
     codec: Codec
     crf: int = DEFAULT_CRF
     preset: str = DEFAULT_PRESET
@@ -2264,15 +2435,17 @@ class Settings:
     part: tuple = ()           # (K, N): only the K-th of N shares of the segments
     segment: float = 0.0       # seconds of video in a resumable segment; 0: automatic
 
-    def fingerprint(self):
+    def fingerprint(self, plan):
         """What decides the output's content, as `key=value ...`: recorded in the output so
         that a rerun skips only a file made the same way."""
-        parts = [f"model={self.method.name}", f"scale={self.scale}", f"codec={self.codec.name}"]
+        size = {"x": "scale", "w": "width"}.get(plan.label[0], "height")
+        parts = [f"model={self.method.name}", f"{size}={plan.label.strip('xwp')}",
+                 f"codec={self.codec.name}"]
         if self.codec.name in ("h264", "h265"):
             parts += [f"crf={self.crf}", f"preset={self.preset}"]
         if self.frames:
             parts.append(f"frames={self.frames}")
-        checksum = MODEL_CHECKSUMS.get(self.method.file_name(self.scale), "")
+        checksum = MODEL_CHECKSUMS.get(self.method.file_name(plan.scale), "")
         if checksum:                  # the weights too: a new version may ship new ones
             parts.append(f"weights={checksum.split(':')[1][:12]}")
         return " ".join(parts)
@@ -2307,13 +2480,14 @@ def default_extension(settings):
     return container.extensions[0]
 
 
-def output_path_for(source, settings):
-    """Where the result of source goes: -o, or <stem>_<model>_x<scale><ext> beside the
-    source or in --output-dir. Names sort with their source in a folder listing."""
+def output_path_for(source, settings, label):
+    """Where the result of source goes: -o, or <stem>_<model>_<label><ext> beside the
+    source or in --output-dir, the label saying the size asked (x2, x1.5, 1080p, w1280).
+    Names sort with their source in a folder listing."""
     if settings.output:
         return Path(settings.output)
     folder = Path(settings.output_dir) if settings.output_dir else Path(source).parent
-    name = f"{Path(source).stem}_{settings.method.name}_x{settings.scale}"
+    name = f"{Path(source).stem}_{settings.method.name}_{label}"
     if settings.frames:               # a quick try never takes the whole result's name
         name += f"_first{settings.frames}"
     return folder / (name + default_extension(settings))
@@ -2445,9 +2619,21 @@ def video_length(info, start):
     return max(0.0, (info.video[0].end or info.duration) - start)
 
 
-def upscale_file(source, out_path, settings, ffmpeg, upscaler):
-    """Upscale one file (already through check_source) to out_path. Temporary files live
-    beside the output and are removed whatever happens; out_path appears only complete."""
+@dataclass
+class Job:
+    """One input file's work, found out once: what ffmpeg sees in it, how a player shows
+    it, the size its frames become, and where the result goes."""
+    source: Path
+    info: Probe
+    orientation: str           # a key of ORIENTATIONS
+    plan: FramePlan
+    out_path: Path
+
+
+def prepare_job(source, settings, ffmpeg):
+    """The Job for one input (already through check_source); UpscaleError when it is no
+    video this tool can upscale."""
+    source = Path(source)
     info = probe(ffmpeg, source)
     if not info.video:
         kinds = ", ".join(sorted({s.kind for s in info.streams})) or "nothing"
@@ -2456,6 +2642,29 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
     if info.format.endswith("_pipe") or info.format in ("image2", "gif"):
         raise UpscaleError(f"{source}: is an image ({info.video[0].codec}), not a video; "
                            "to see how methods enlarge it, use --compare")
+    video = info.video[0]
+    orientation = display_orientation(ffmpeg, source, video.index) \
+        if info.display_matrix else "as decoded"
+    width, height, sar = video.width, video.height, video.sar
+    if not width or not height:                  # ffmpeg did not say: ask OpenCV
+        cap = open_capture(source)
+        width, height = (int(cap.get(p)) for p in (cv2.CAP_PROP_FRAME_WIDTH,
+                                                   cv2.CAP_PROP_FRAME_HEIGHT))
+        cap.release()
+    if round(video.rotation / 90) % 2:           # shown a quarter turn round
+        width, height, sar = height, width, 1.0 / sar
+    try:
+        plan = plan_frames(settings.size, settings.method, width, height, sar)
+    except UpscaleError as exc:
+        raise UpscaleError(f"{source}: {exc}") from None
+    return Job(source, info, orientation, plan, output_path_for(source, settings, plan.label))
+
+
+def upscale_file(job, settings, ffmpeg, upscalers):
+    """Upscale one prepared Job. Temporary files live beside the output and are removed
+    whatever happens; the output appears only complete. upscalers(plan) gives the
+    upscaler for the job's plan."""
+    source, info, out_path = job.source, job.info, job.out_path
     if len(info.video) > 1:
         say(f"note: {source} has {len(info.video)} video streams; upscaling the first",
             settings.quiet)
@@ -2478,18 +2687,18 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
     try:
         if settings.method.runs == "ffmpeg":
             temp_video = new_temp("video.mp4")
-            say(f"{source.name}: scaling with ffmpeg", settings.quiet)
-            run_ffmpeg(ffmpeg_scale_command(ffmpeg, source, temp_video, settings.scale,
+            say(f"{source.name}: scaling with ffmpeg to {job.plan.width}x{job.plan.height}",
+                settings.quiet)
+            run_ffmpeg(ffmpeg_scale_command(ffmpeg, source, temp_video,
+                                            (job.plan.width, job.plan.height),
                                             settings.codec, settings.crf, settings.preset),
                        "scaling the video")
         else:
-            orientation = display_orientation(ffmpeg, source, info.video[0].index) \
-                if info.display_matrix else "as decoded"
+            upscaler = upscalers(job.plan)
             encoder = pipe_encoder(ffmpeg, settings, info.video[0]) if settings.codec.piped \
                 else video_writer(settings.codec.temp_fourcc)
             work = WorkFolder(out_path)
-            frames = upscale_video(source, work, settings, upscaler, encoder, ffmpeg, info,
-                                   offset, orientation)
+            frames = upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset)
             if settings.part:
                 return frames
             temp_video = work.joined
@@ -2500,7 +2709,8 @@ def upscale_file(source, out_path, settings, ffmpeg, upscaler):
         temp_final = new_temp("part")
         end = offset + frames.seconds if settings.frames and frames else 0.0
         command, notes = mux_command(ffmpeg, temp_video, source, info, temp_final, settings,
-                                     container_of(out_path, settings.format), offset, end)
+                                     container_of(out_path, settings.format), offset, end,
+                                     settings.fingerprint(job.plan))
         for note in notes:
             say(f"note: {source.name}: {note}", settings.quiet)
         run_ffmpeg(command, "muxing the output")
@@ -2538,13 +2748,12 @@ def current_umask():
     return mask
 
 
-def check_workload(source, video, settings):
+def check_workload(source, video, settings, plan):
     """Refuse frames too big to upscale, and say up front how long a slow model will take."""
-    w, h = video.width * settings.scale, video.height * settings.scale
+    w, h = plan.width, plan.height
     megapixels = w * h / 1e6
     frames = video.frame_count_hint
-    per_input, per_output = SECONDS_PER_MEGAPIXEL.get(settings.method.name, (0.0, 0.0))
-    per_frame = per_input * video.width * video.height / 1e6 + per_output * megapixels
+    per_frame = seconds_per_frame(settings.method.name, *plan_pixels(plan, video))
     estimate = f"about {format_eta(per_frame * frames)} for {frames} frames" \
         if frames and per_frame else "unknown time"
     if w * h > MAX_OUTPUT_PIXELS:
@@ -2579,23 +2788,30 @@ def source_video(source, settings, duration_s, length_tagged):
     return video, first[1]
 
 
-def upscale_video(source, work, settings, upscaler, encoder, ffmpeg, info, offset,
-                  orientation="as decoded"):
-    """Decode, upscale and write the picture of source, segment by segment, into the work
-    folder; then join the segments into work.joined with the frames' own times. Returns
-    the whole picture's FrameResult; for --part, only its share's (nothing is joined)."""
+def how_line(method, plan):
+    """How the start line says what is done to each frame: "fsrcnn x4" (the network's
+    scale), "fast x2, to stay within 4K", "cubic 1080p" (the sizes are beside it)."""
+    how = f"{method.name} x{plan.scale}" if plan.scale else f"{method.name} {plan.label}"
+    return how + (f", {plan.why}" if plan.why else "")
+
+
+def upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset):
+    """Decode, upscale and write the picture of the job's source, segment by segment, into
+    the work folder; then join the segments into work.joined with the frames' own times.
+    Returns the whole picture's FrameResult; for --part, only its share's (nothing is
+    joined)."""
+    source, info, orientation, plan = job.source, job.info, job.orientation, job.plan
     if orientation != "as decoded":
         say(f"note: {source.name}: display matrix applied: {orientation}", settings.quiet)
     duration_s = video_length(info, offset)
     video, first_ms = source_video(source, settings, duration_s, bool(info.video[0].end))
-    check_workload(source, video, settings)
+    check_workload(source, video, settings, plan)
     frames_hint = f", about {video.frame_count_hint} frames" \
         if video.frame_count_hint > 0 else ""
-    say(f"{source.name}: {video.width}x{video.height} -> {video.width * settings.scale}x"
-        f"{video.height * settings.scale} with {settings.method.name} x{settings.scale}"
-        f"{frames_hint}", settings.quiet)
+    say(f"{source.name}: {video.width}x{video.height} -> {plan.width}x{plan.height} with "
+        f"{how_line(settings.method, plan)}{frames_hint}", settings.quiet)
     segments = segments_between([]) if settings.frames else \
-        plan_segments(first_ms, duration_s, segment_length(settings, video))
+        plan_segments(first_ms, duration_s, segment_length(settings, video, plan))
     if len(segments) > 1 and info.format in ONE_PIECE_FORMATS:
         say(f"note: {source.name}: {info.format} timestamps may restart mid-file, so it is "
             "upscaled in one piece and an interruption loses the work; to make it resumable, "
@@ -2604,16 +2820,16 @@ def upscale_video(source, work, settings, upscaler, encoder, ffmpeg, info, offse
             settings.quiet)
         segments = segments_between([])
     try:
-        records, fresh = work_through(source, work, segments, settings, upscaler, encoder,
-                                      video, ORIENTATIONS[orientation])
+        records, fresh = work_through(job, work, segments, settings, upscaler, encoder,
+                                      video)
     except UnorderedTimes:
         say(f"note: {source.name}: its frame times go backwards, so it cannot be cut into "
             "segments by time; working through it in one piece (an interruption loses it "
             "all)", settings.quiet)
         segments = segments_between([])
         work.remove()                   # (what was done was cut by the wrong times)
-        records, fresh = work_through(source, work, segments, settings, upscaler, encoder,
-                                      video, ORIENTATIONS[orientation])
+        records, fresh = work_through(job, work, segments, settings, upscaler, encoder,
+                                      video)
     result = joined_result(records)
     result.fresh = fresh
     if settings.part:
@@ -2656,10 +2872,11 @@ def upscale_video(source, work, settings, upscaler, encoder, ffmpeg, info, offse
     return result
 
 
-def work_through(source, work, segments, settings, upscaler, encoder, video, orient):
+def work_through(job, work, segments, settings, upscaler, encoder, video):
     """Upscale each segment of this run's share that is not done yet into the work folder;
     returns ({index: record} of the share, every one done; frames upscaled by this run)."""
-    edges, why = work.start(source_identity(source), settings.fingerprint(),
+    source, orient = job.source, ORIENTATIONS[job.orientation]
+    edges, why = work.start(source_identity(source), settings.fingerprint(job.plan),
                             [s.start_ms for s in segments[1:]])
     segments = segments_between(edges)
     if why:
@@ -2725,18 +2942,22 @@ def last_interval(times_ms, nominal_ms):
 # Benchmark: every stage and the plain sequential loop, measured side by side in one run
 # ---------------------------------------------------------------------------------------------
 
-def plain_loop(source, out_path, method, scale, model_path, ffmpeg, info):
+def plain_loop(source, out_path, method, plan, model_path, ffmpeg, info):
     """The reference loop the pipeline is measured against: VideoCapture -> one
-    DnnSuperResImpl.upsample (or cv2.resize) per frame -> VideoWriter mp4v -> ffmpeg mux."""
+    DnnSuperResImpl.upsample (or cv2.resize) per frame, then a resize to the plan's size if
+    the network's scale is not it -> VideoWriter mp4v -> ffmpeg mux."""
+    scale, size = plan.scale, (plan.width, plan.height)
     temp_video = temp_name(out_path, "plain.mp4")
     try:
         if method.is_network:
             sr = cv2.dnn_superres.DnnSuperResImpl_create()
             sr.readModel(str(model_path))
             sr.setModel(method.algo, scale)
-            enlarge = sr.upsample
+
+            def enlarge(frame):
+                return resized(sr.upsample(frame), size)
         else:
-            enlarge = ResizeUpscaler(method, scale).upscale
+            enlarge = ResizeUpscaler(method, 0, size).upscale
         cap = open_capture(source)
         writer, count = None, 0
         for frame, _ in read_frames(cap):
@@ -2749,7 +2970,8 @@ def plain_loop(source, out_path, method, scale, model_path, ffmpeg, info):
             count += 1
         writer.release()
         cap.release()
-        settings = Settings(method=method, scale=scale, codec=CODECS["mp4v"])
+        settings = Settings(method=method, size=SizeRequest("scale", scale or 1),
+                            codec=CODECS["mp4v"])
         command, _ = mux_command(ffmpeg, temp_video, source, info, out_path, settings,
                                  CONTAINERS["mp4"])
         run_ffmpeg(command, "muxing the plain loop's output")
@@ -2765,7 +2987,7 @@ def infer_in_streams(upscaler, prepared):
     streams = inference_streams(upscaler)
     if streams == 1:
         return [upscaler.infer(p) for p in prepared]
-    networks = [upscaler] + [upscaler.clone(streams) for _ in range(streams - 1)]
+    networks = upscaler.copies(streams)
     workers = [threading.Thread(target=lambda k=k: [networks[k].infer(p)
                                                     for p in prepared[k::streams]])
                for k in range(streams)]
@@ -2815,7 +3037,7 @@ class BenchmarkResult:
     size_in: tuple             # (w, h)
     size_out: tuple
     method: str
-    scale: int
+    size: str                  # the size asked, as output names say it (x4, 1080p)
     cores: int
     streams: int
     stages: list               # [(name, seconds)]
@@ -2842,16 +3064,17 @@ def measure_benchmark(source, settings, repeats=BENCHMARK_REPEATS):
     source = Path(source)
     check_source(source)
     ffmpeg = find_ffmpeg()
-    info = probe(ffmpeg, source)
-    method, scale = settings.method, settings.scale
+    method = settings.method
     if method.runs == "ffmpeg":
         raise UsageError("--benchmark measures OpenCV methods; pick a model or cv2 baseline")
-    model_path = locate_model(method, scale, settings.model_dir, settings.quiet) \
-        if method.is_network else None
-    upscaler = make_upscaler(method, scale, settings.model_dir, True, settings.tile,
-                             settings.device)
     quiet = dataclasses.replace(settings, quiet=True, overwrite=True, output=None,
                                 output_dir=None)
+    job = prepare_job(source, quiet, ffmpeg)
+    info, plan, scale = job.info, job.plan, job.plan.scale
+    model_path = locate_model(method, scale, settings.model_dir, settings.quiet) \
+        if method.is_network else None
+    upscalers = upscaler_source(quiet)
+    upscaler = upscalers(plan)
 
     cap = open_capture(source)
     t_decode, frames = timed(lambda: [f for f, _ in read_frames(cap)])
@@ -2884,15 +3107,16 @@ def measure_benchmark(source, settings, repeats=BENCHMARK_REPEATS):
             sr = cv2.dnn_superres.DnnSuperResImpl_create()
             sr.readModel(str(model_path))
             sr.setModel(method.algo, scale)
-            checks = [cv2.PSNR(sr.upsample(f), g) for f, g in zip(frames[:20], finished)]
+            checks = [cv2.PSNR(resized(sr.upsample(f), (w, h)), g)
+                      for f, g in zip(frames[:20], finished)]
             psnr = min(checks)
             t_official = timed(lambda: [sr.upsample(f) for f in frames])[0]
         plain, ours = [], []
         for i in range(repeats):      # alternate so drift in machine load hits both alike
-            plain.append(timed(plain_loop, source, tmp / f"plain{i}.mp4", method, scale,
+            plain.append(timed(plain_loop, source, tmp / f"plain{i}.mp4", method, plan,
                                model_path, ffmpeg, info)[0])
-            ours.append(timed(upscale_file, source, tmp / f"ours{i}.mp4", quiet, ffmpeg,
-                              upscaler)[0])
+            ours.append(timed(upscale_file, dataclasses.replace(job, out_path=tmp / f"ours{i}.mp4"),
+                              quiet, ffmpeg, upscalers)[0])
     streams = inference_streams(upscaler)
     stages = [("decode (VideoCapture)", t_decode)]
     if t_official is not None:
@@ -2911,9 +3135,9 @@ def measure_benchmark(source, settings, repeats=BENCHMARK_REPEATS):
     ideal = (t_decode + t_infer_thread + t_convert + t_encode) / cores
     # A high-water mark of this process, which held every decoded frame for the per-stage
     # figures: the pipeline alone keeps only QUEUE_DEPTH frames per stage in flight.
-    return BenchmarkResult(source.name, n, (w // scale, h // scale), (w, h), method.name,
-                           scale, cores, streams, stages, plain, ours, ideal, psnr,
-                           peak_rss_mb())
+    return BenchmarkResult(source.name, n, (frames[0].shape[1], frames[0].shape[0]), (w, h),
+                           method.name, plan.label, cores, streams, stages, plain, ours, ideal,
+                           psnr, peak_rss_mb())
 
 
 def report_benchmark(result, out=sys.stdout):
@@ -2922,7 +3146,7 @@ def report_benchmark(result, out=sys.stdout):
     r, n = result, result.frames
     best_plain, best_tool = min(r.plain_runs), min(r.tool_runs)
     print(f"benchmark: {r.source}, {r.size_in[0]}x{r.size_in[1]} -> {r.size_out[0]}x"
-          f"{r.size_out[1]}, {n} frames, {r.method} x{r.scale}, OpenCV {cv2.__version__}, "
+          f"{r.size_out[1]}, {n} frames, {r.method} {r.size}, OpenCV {cv2.__version__}, "
           f"{r.cores} cores, best of {len(r.tool_runs)}", file=out)
     print(f"upscale.py end to end: {n / best_tool:.1f} fps ({best_tool:.2f} s)", file=out)
     print(f"plain loop end to end: {n / best_plain:.1f} fps ({best_plain:.2f} s; VideoCapture "
@@ -3319,11 +3543,16 @@ def compare_output_paths(path, settings, kind, several):
     """Grid video and picture paths for one input: -o (one input only), or
     <stem>_compare_x<scale>.mp4/.png beside the input or in --output-dir."""
     folder = Path(settings.output_dir) if settings.output_dir else path.parent
-    stem = f"{path.stem}_compare_x{settings.scale}"
+    stem = f"{path.stem}_compare_{settings.size.label}"
     if settings.output and not several:
         video = Path(settings.output)
         return (video if kind == "video" else None), video.with_suffix(".png")
     return (folder / f"{stem}.mp4" if kind == "video" else None), folder / f"{stem}.png"
+
+
+def compare_scale(settings):
+    """The whole scale --compare measures at."""
+    return int(settings.size.value)
 
 
 def compare(paths, settings, names, reference=True, max_frames=0, report=None,
@@ -3350,13 +3579,13 @@ def compare(paths, settings, names, reference=True, max_frames=0, report=None,
                 tmp = Path(tmp)
                 temp_video = tmp / "grid.mp4" if video else None
                 temp_picture = tmp / "grid.png"
-                found, count = compare_one(path, kind, settings.scale, names, settings,
+                found, count = compare_one(path, kind, compare_scale(settings), names, settings,
                                            ffmpeg, tmp, reference, max_frames, temp_video,
                                            temp_picture, vmaf_ok)
                 if video:
                     publish(temp_video, video, settings.overwrite)
                 publish(temp_picture, picture, settings.overwrite)
-            print(f"\n{path.name}: x{settings.scale}, {count} frame{'s' * (count != 1)}, "
+            print(f"\n{path.name}: {settings.size.label}, {count} frame{'s' * (count != 1)}, "
                   + ("measured against the original" if reference else "no reference"),
                   file=out)
             format_table(found, out)
@@ -3425,14 +3654,33 @@ class Parser(argparse.ArgumentParser):
 
 
 def scale_arg(text):
+    """--scale: a SizeRequest for a number from 1 to 8 (2, 1.5), or a height ("1080p")."""
+    height = re.fullmatch(r"\s*(\d+)\s*[pP]\s*", text)
+    if height:
+        return side_arg("height")(height[1])
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"scale must be a whole number like 2, 3 or 4, "
-                                         f"not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"scale must be 2 or more, not {value}")
-    return value
+        value = 0.0
+    if not (1.0 <= value <= MAX_SCALE and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"scale must be a number from 1 to {MAX_SCALE:g} "
+                                         f"(2, 1.5) or a height like 1080p, not {text!r}")
+    return SizeRequest("scale", value)
+
+
+def side_arg(kind):
+    """--height / --width: a SizeRequest for that many pixels."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if not MIN_SIDE <= value <= MAX_SIDE:
+            raise argparse.ArgumentTypeError(f"{kind} must be a whole number of pixels from "
+                                             f"{MIN_SIDE} to {MAX_SIDE}, not {text!r}")
+        return SizeRequest(kind, value)
+    parse.__name__ = kind              # (argparse names the type in its messages)
+    return parse
 
 
 def tile_arg(text):
@@ -3500,8 +3748,17 @@ def build_parser():
     parser.add_argument("-m", "--model", default="fsrcnn", choices=list(METHODS),
                         metavar="NAME", help="super-resolution model or baseline: "
                         + ", ".join(METHODS) + " (default: fsrcnn)")
-    parser.add_argument("-s", "--scale", type=scale_arg, default=4,
-                        help="enlargement factor; must be one the model has (default: 4)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("-s", "--scale", type=scale_arg, default=None, dest="size",
+                      help="enlargement: any number from 1 to 8 (2, 1.5), or a height like "
+                           "1080p; a network runs at the smallest of its scales that reaches "
+                           "it, then the picture is brought to the exact size (default: the "
+                           "largest of the model's scales up to 4 that stays within 4K)")
+    size.add_argument("--height", type=side_arg("height"), dest="size", metavar="H",
+                      help="output height in pixels; the width follows the picture's shape "
+                           "as players show it")
+    size.add_argument("--width", type=side_arg("width"), dest="size", metavar="W",
+                      help="output width in pixels; the height follows")
     parser.add_argument("-o", "--output", metavar="PATH",
                         help="output file (one input only); .mkv gives Matroska")
     parser.add_argument("--output-dir", type=Path, metavar="DIR",
@@ -3608,13 +3865,13 @@ def settings_from_args(args):
         if unknown:
             raise UsageError(f"unknown method {unknown[0]!r} in --methods; choose from "
                              + ", ".join(METHODS))
-        return Settings(method=method, scale=args.scale, codec=CODECS["mp4v"],
+        size = args.size or SizeRequest("scale", 4)
+        if size.kind != "scale" or size.value != int(size.value) or size.value < 2:
+            raise UsageError("--compare measures whole scales: give --scale 2, 3, 4 or 8")
+        return Settings(method=method, size=size, codec=CODECS["mp4v"],
                         output=output, output_dir=args.output_dir,
                         overwrite=args.overwrite, quiet=args.quiet, model_dir=args.model_dir,
                         tile=args.tile, device=args.device)
-    if args.scale not in method.scales:
-        valid = ", ".join(map(str, method.scales))
-        raise UsageError(f"{method.name} has no x{args.scale} model; its scales are {valid}")
     if args.output and len(args.inputs) > 1:
         raise UsageError("-o/--output takes one input; use --output-dir for several")
     if args.output and args.output_dir:
@@ -3649,7 +3906,8 @@ def settings_from_args(args):
     if (args.part or args.segment) and method.runs == "ffmpeg":
         raise UsageError(f"--{'part' if args.part else 'segment'} needs a model or cv2 "
                          "baseline; the ffmpeg baseline scales a video in one piece")
-    return Settings(method=method, scale=args.scale, codec=CODECS[args.codec], crf=crf,
+    return Settings(method=method, size=args.size or SizeRequest(), codec=CODECS[args.codec],
+                    crf=crf,
                     preset=args.preset or DEFAULT_PRESET, format=fmt, output=output,
                     output_dir=args.output_dir, overwrite=args.overwrite, quiet=args.quiet,
                     model_dir=args.model_dir, tile=args.tile, device=args.device,
@@ -3657,7 +3915,9 @@ def settings_from_args(args):
                     segment=args.segment)
 
 
-OUTPUT_NAME_RE = re.compile(r"_(%s)_x\d+(_first\d+)?$" % "|".join(re.escape(m) for m in METHODS))
+# What output_path_for() names a result: <stem>_<model>_<x2|x1.5|1080p|w1280>[_firstN].
+OUTPUT_NAME_RE = re.compile(r"_(%s)_(x\d+(\.\d+)?|\d+p|w\d+)(_first\d+)?$"
+                            % "|".join(re.escape(m) for m in METHODS))
 
 
 def expand_inputs(paths):
@@ -3721,16 +3981,32 @@ class ModelUnavailable(UpscaleError):
     """The model or device cannot be had: no input can be upscaled."""
 
 
-def load_upscaler(settings):
-    """The run's upscaler, loaded once; ModelUnavailable if it cannot be."""
+def load_upscaler(settings, scale):
+    """The method's upscaler at one of its scales; ModelUnavailable if it cannot be had."""
     try:
-        upscaler = make_upscaler(settings.method, settings.scale, settings.model_dir,
+        upscaler = make_upscaler(settings.method, scale, settings.model_dir,
                                  settings.quiet, settings.tile, settings.device)
     except UpscaleError as exc:
         raise ModelUnavailable(str(exc)) from None
     if settings.device == "auto":
         say(f"note: running the network on the {upscaler.device}", settings.quiet)
     return upscaler
+
+
+def upscaler_source(settings):
+    """upscalers(plan): the upscaler for a FramePlan. Each network scale is loaded once
+    for the whole run; a baseline resizes straight to the plan's size, a network's output
+    is brought to it (FittedUpscaler) unless it has it already."""
+    loaded = {}
+
+    def upscalers(plan):
+        size = (plan.width, plan.height)
+        if not plan.scale:
+            return ResizeUpscaler(settings.method, 0, size)
+        if plan.scale not in loaded:
+            loaded[plan.scale] = load_upscaler(settings, plan.scale)
+        return FittedUpscaler(loaded[plan.scale], size)
+    return upscalers
 
 
 def forwarded_options(parser, args, leave_out=("inputs", "jobs")):
@@ -3743,18 +4019,31 @@ def forwarded_options(parser, args, leave_out=("inputs", "jobs")):
                 action.dest not in given or given[action.dest] == action.default:
             continue                  # positional, not for a child, --help, or not given
         value = given[action.dest]
+        if isinstance(value, SizeRequest):   # --scale, --height and --width share one
+            if action.option_strings[-1] == "--scale":
+                out += value.options()
+            continue
         flag = action.option_strings[-1]
         out += [flag] if action.nargs == 0 else [flag, str(value)]
     return tuple(out)
+
+
+def scales_needed(method, request):
+    """The network scales a size request may run at: one for a scale, any for a size."""
+    if request.kind == "scale":
+        return [min((s for s in method.scales if s >= request.value),
+                    default=max(method.scales))]
+    return list(method.scales)
 
 
 def run_jobs(settings, inputs):
     """--jobs N: each input in its own process, N at a time, each with its share of the
     CPU threads and the options this run was given; their messages are passed on line by
     line, prefixed with the file name."""
-    if settings.method.is_network:      # fetch the model once, not in N processes at once
+    if settings.method.is_network:      # fetch the models once, not in N processes at once
         try:
-            locate_model(settings.method, settings.scale, settings.model_dir, settings.quiet)
+            for scale in scales_needed(settings.method, settings.size):
+                locate_model(settings.method, scale, settings.model_dir, settings.quiet)
         except UpscaleError as exc:
             error(exc)
             return EXIT_FAILED
@@ -3819,11 +4108,10 @@ def run(settings, inputs):
     if settings.jobs > 1 and len(inputs) > 1:
         return run_jobs(settings, inputs)
     failures, done, skipped = [], 0, 0
-    upscaler = None
+    upscalers = upscaler_source(settings)
     for source in inputs:
         try:
-            out_path = output_path_for(source, settings)
-            if same_file(source, out_path) or Path(source).resolve() == out_path.resolve():
+            if settings.output and same_file(source, settings.output):
                 raise UpscaleError(f"{source}: output would overwrite the input; choose "
                                    "another -o or --output-dir")
             check_source(source)
@@ -3833,11 +4121,16 @@ def run(settings, inputs):
                     "name the result with -o", settings.quiet)
                 skipped += 1
                 continue
+            job = prepare_job(source, settings, ffmpeg)
+            out_path, wanted = job.out_path, settings.fingerprint(job.plan)
+            if same_file(source, out_path) or Path(source).resolve() == out_path.resolve():
+                raise UpscaleError(f"{source}: output would overwrite the input; choose "
+                                   "another -o or --output-dir")
             if out_path.exists() and not settings.overwrite:
                 made = recorded_settings(ffmpeg, out_path)
-                if made != settings.fingerprint():
+                if made != wanted:
                     how = ("with other settings (" + "; ".join(
-                        settings_differences(made, settings.fingerprint())) + ")") if made \
+                        settings_differences(made, wanted)) + ")") if made \
                         else "by something else (it records no upscale.py settings)"
                     raise UpscaleError(f"{out_path} exists but was made {how}; use "
                                        "--overwrite to replace it, or -o to name another "
@@ -3846,10 +4139,8 @@ def run(settings, inputs):
                     "to make it again)", settings.quiet)
                 skipped += 1
                 continue
-            if upscaler is None and settings.method.runs != "ffmpeg":
-                upscaler = load_upscaler(settings)
             started = time.monotonic()
-            frames = upscale_file(Path(source), out_path, settings, ffmpeg, upscaler)
+            frames = upscale_file(job, settings, ffmpeg, upscalers)
             say(done_line(source, out_path, settings, frames, time.monotonic() - started),
                 settings.quiet)
             done += 1

@@ -65,8 +65,10 @@ def measure(minutes, size, scale, rounds, baseline):
                         seconds=minutes * 60, vfilter="noise=alls=8:allf=t")
         w, h = map(int, size.split("x"))
         video = upscale.SourceVideo(w, h, 24000 / 1001, 0)
-        settings = upscale.Settings(upscale.METHODS["fsrcnn"], scale, upscale.CODECS["h264"])
-        length = upscale.segment_length(settings, video)
+        settings = upscale.Settings(upscale.METHODS["fsrcnn"], upscale.SizeRequest("scale", scale),
+                                    upscale.CODECS["h264"])
+        plan = upscale.plan_frames(settings.size, settings.method, w, h)
+        length = upscale.segment_length(settings, video, plan)
         count = len(upscale.plan_segments(0.0, minutes * 60, length))
         runs = {"segments": ("--scale", str(scale)),
                 "one piece": ("--scale", str(scale), "--segment", "3600")}

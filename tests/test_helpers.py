@@ -65,17 +65,23 @@ def test_summary_names_the_failures():
 
 
 def settings(**changes):
-    base = dict(method=upscale.METHODS["fsrcnn"], scale=4, codec=upscale.CODECS["mp4v"])
+    base = dict(method=upscale.METHODS["fsrcnn"], size=upscale.SizeRequest("scale", 4),
+                codec=upscale.CODECS["mp4v"])
     return upscale.Settings(**dict(base, **changes))
 
 
+def fingerprint(settings, width=64, height=48):
+    plan = upscale.plan_frames(settings.size, settings.method, width, height)
+    return settings.fingerprint(plan)
+
+
 def test_fingerprint_holds_what_decides_the_output_and_nothing_else():
-    plain = settings().fingerprint()
+    plain = fingerprint(settings())
     assert plain.startswith("model=fsrcnn scale=4 codec=mp4v weights=")
-    assert settings(tile=64, device="auto", jobs=2, quiet=True).fingerprint() == plain
-    h264 = settings(codec=upscale.CODECS["h264"], crf=20, preset="slow").fingerprint()
+    assert fingerprint(settings(tile=64, device="auto", jobs=2, quiet=True)) == plain
+    h264 = fingerprint(settings(codec=upscale.CODECS["h264"], crf=20, preset="slow"))
     assert "crf=20 preset=slow" in h264
-    assert "weights" not in settings(method=upscale.METHODS["cubic"]).fingerprint()
+    assert "weights" not in fingerprint(settings(method=upscale.METHODS["cubic"]))
 
 
 def test_settings_differences_name_each_changed_setting():

@@ -306,8 +306,10 @@ def test_parts_share_the_segments_exactly_once(count, n):
 def test_segment_length_is_about_a_minute_of_work_within_bounds():
     def length(method, w, h, scale):
         video = upscale.SourceVideo(w, h, 24.0, 0)
-        settings = upscale.Settings(upscale.METHODS[method], scale, upscale.CODECS["h264"])
-        return upscale.segment_length(settings, video)
+        settings = upscale.Settings(upscale.METHODS[method], upscale.SizeRequest("scale", scale),
+                                    upscale.CODECS["h264"])
+        plan = upscale.plan_frames(settings.size, settings.method, w, h)
+        return upscale.segment_length(settings, video, plan)
     assert 30 <= length("fsrcnn", 640, 360, 2) <= 60             # ~20 fps: ~1000 frames
     assert length("edsr", 640, 360, 4) == upscale.SEGMENT_MIN_SECONDS
     assert length("cubic", 320, 180, 2) == upscale.SEGMENT_MAX_SECONDS
