@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
 """upscale.py - make low-resolution video sharper and bigger with deep-learning super-resolution.
 
-Each frame of the source is read with OpenCV, enlarged with one of OpenCV's pre-trained
-dnn_superres networks (FSRCNN, FSRCNN-small, ESPCN, LapSRN, EDSR) or a classic
-interpolation baseline, written to a temporary file, and finally muxed by ffmpeg with the
-source's audio, subtitles, chapters and metadata. The finished file appears under its
-final name only when it is complete.
+Each frame of the source is read with OpenCV, enlarged by a super-resolution network run
+through OpenCV's dnn (our own fast network and FSRCNN weights, or OpenCV's official FSRCNN,
+FSRCNN-small, ESPCN, LapSRN, EDSR) or a classic interpolation baseline, brought to the size
+asked for, written to a temporary file, and finally muxed by ffmpeg with the source's audio,
+subtitles, chapters and metadata. The finished file appears under its final name only when
+it is complete.
 
 Usage:
-    python upscale.py clip.mp4                       # FSRCNN x4 -> clip_fsrcnn_x4.mp4
+    python upscale.py clip.mp4                       # fast network, x4 -> clip_fast_x4.mp4
+    python upscale.py clip720.mp4 --height 1080      # -> clip720_fast_1080p.mp4
     python upscale.py clip.mp4 --model espcn --scale 2
     python upscale.py videos/ --output-dir out/      # every video directly inside videos/
-    for f in clips/*.mp4; do python upscale.py "$f" --model fsrcnn-small; done
+    for f in clips/*.mp4; do python upscale.py "$f" --scale 2; done
     python upscale.py --compare clip.mp4 --scale 4   # which method is best, measured
     python upscale.py clip.mp4 --benchmark           # each stage's speed, side by side
     python upscale.py film.mkv --part 3/8            # a share of one video (then: no --part)
@@ -25,9 +27,10 @@ The file reads in the order data flows: tables, ffmpeg probing, model files, ups
 pipeline, segments, timing repair, muxing, progress, jobs, benchmark, compare, command
 line, main().
 
-The default model's weights (FSRCNN, trained by models/train.py) ship in models/ beside this
-script. The official model files (.pb) are looked up in --model-dir, then $UPSCALE_MODEL_DIR,
-then models/, and downloaded on demand from their official repositories (SHA-256 checked).
+Our own weights (the default fast network and FSRCNN, trained by models/train.py) ship in
+models/ beside this script. The official model files (.pb) are looked up in --model-dir,
+then $UPSCALE_MODEL_DIR, then models/, and downloaded on demand from their official
+repositories (SHA-256 checked).
 ffmpeg is $UPSCALE_FFMPEG, else imageio-ffmpeg's pinned build, else the first on PATH.
 Run `python upscale.py --help` for every option.
 """
@@ -58,6 +61,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +88,12 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .ts .m2ts .mts .3gp .ogv".split())
+IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .tif .tiff .webp".split())
+# A picture's output format: JPEG and WebP stay themselves (at high quality); the rest
+# (PNG, BMP, TIFF) become PNG, lossless and small.
+PICTURE_OUTPUTS = {".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp"}
+PICTURE_WRITES = (".png", ".jpg", ".jpeg", ".webp")     # what -o may name for a picture
+PICTURE_QUALITY = 95
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL_DIR = HERE / "models"
@@ -129,10 +139,15 @@ class Method:
 ANY_SCALE = tuple(range(2, 9))
 
 METHODS = {m.name: m for m in (
-    # Our own FSRCNN weights (models/train.py): the official network, trained for the
-    # papers' quality; they ship in models/, so the default needs no download.
+    # Our own networks (models/train.py, models/nets.py); they ship in models/, so they
+    # need no download. fast: a plain 3x3 network at about FSRCNN's cost, trained with
+    # collapsible linear blocks; the default.
+    Method("fast", (2, 3, 4), "luma", "fsrcnn", "fast-upscalepy_x{scale}.pb",
+           about="sharpest at its speed (default; ours, shipped)", official="fsrcnn-opencv",
+           features=16, reach=8, streams=2, engine="new", cache_tile=128),
+    # FSRCNN: the official network with our own weights.
     Method("fsrcnn", (2, 3, 4), "luma", "fsrcnn", "FSRCNN-upscalepy_x{scale}.pb",
-           about="fast, sharp (default; our weights, shipped)", official="fsrcnn-opencv",
+           about="FSRCNN with our weights (shipped)", official="fsrcnn-opencv",
            features=56, reach=8, streams=2, engine="new", cache_tile=128),
     Method("fsrcnn-opencv", (2, 3, 4), "luma", "fsrcnn", "FSRCNN_x{scale}.pb", FSRCNN_URL,
            about="FSRCNN with OpenCV's official weights", features=56, reach=8, streams=2,
@@ -159,11 +174,19 @@ METHODS = {m.name: m for m in (
     Method("ffmpeg", ANY_SCALE, "ffmpeg", about="baseline: ffmpeg's bicubic scaler"),
 )}
 
+DEFAULT_METHOD = "fast"
+
 # Every file is pinned: ours (made by models/train.py, committed in models/) and the official
 # ones. EDSR's files could not be fetched where this was written, so they are pinned by their
 # git blob ids in the official repository (sha1 of "blob <size>\0" + content), which identify
 # the bytes just as well.
 MODEL_CHECKSUMS = {
+    "fast-upscalepy_x2.pb":
+        "sha256:459f4fd2002c83b09e8b0c38d5ed0a72c4466772a9d73ea3cc0488ecb2539a1e",
+    "fast-upscalepy_x3.pb":
+        "sha256:28c7391a8a26298757f7e0c5c59d6899d7bfeacd7e6a29e28b5c29a2a77b5cbf",
+    "fast-upscalepy_x4.pb":
+        "sha256:28c7391a8a26298757f7e0c5c59d6899d7bfeacd7e6a29e28b5c29a2a77b5cbf",
     "FSRCNN-upscalepy_x2.pb":
         "sha256:1411f565339b9b3440929922ce892adbc85f4f6b0728021bde98ff2f230deccf",
     "FSRCNN-upscalepy_x3.pb":
@@ -2358,7 +2381,8 @@ class SizeRequest:
 
 def fit_scale(method, width, height, bound=FIT_WITHIN):
     """SizeRequest("scale", s) for the largest scale of the method's (at most 4) whose output
-    stays within bound either way round; UpscaleError when even the smallest does not."""
+    stays within bound either way round, saying so when the bound chose it; UpscaleError
+    when even the smallest does not fit."""
     long_side, short_side = max(width, height), min(width, height)
     fitting = [s for s in method.scales if s <= 4 and long_side * s <= max(bound) and
                short_side * s <= min(bound)]
@@ -2366,7 +2390,9 @@ def fit_scale(method, width, height, bound=FIT_WITHIN):
         raise UpscaleError(f"is already {width}x{height}: even x{min(method.scales)} would "
                            f"go beyond {bound[0]}x{bound[1]}; say the size wanted, e.g. "
                            "--height 2160 or --scale 1.5")
-    return SizeRequest("scale", max(fitting), "to stay within 4K")
+    largest = max(s for s in method.scales if s <= 4)
+    return SizeRequest("scale", max(fitting),
+                       "to stay within 4K" if max(fitting) < largest else "")
 
 
 def codec_side(length, exact=False):
@@ -2435,13 +2461,14 @@ class Settings:
     part: tuple = ()           # (K, N): only the K-th of N shares of the segments
     segment: float = 0.0       # seconds of video in a resumable segment; 0: automatic
 
-    def fingerprint(self, plan):
+    def fingerprint(self, plan, picture=False):
         """What decides the output's content, as `key=value ...`: recorded in the output so
-        that a rerun skips only a file made the same way."""
+        that a rerun skips only a file made the same way (a picture's has no codec)."""
         size = {"x": "scale", "w": "width"}.get(plan.label[0], "height")
-        parts = [f"model={self.method.name}", f"{size}={plan.label.strip('xwp')}",
-                 f"codec={self.codec.name}"]
-        if self.codec.name in ("h264", "h265"):
+        parts = [f"model={self.method.name}", f"{size}={plan.label.strip('xwp')}"]
+        if not picture:
+            parts.append(f"codec={self.codec.name}")
+        if self.codec.name in ("h264", "h265") and not picture:
             parts += [f"crf={self.crf}", f"preset={self.preset}"]
         if self.frames:
             parts.append(f"frames={self.frames}")
@@ -2488,6 +2515,8 @@ def output_path_for(source, settings, label):
         return Path(settings.output)
     folder = Path(settings.output_dir) if settings.output_dir else Path(source).parent
     name = f"{Path(source).stem}_{settings.method.name}_{label}"
+    if is_picture(source):
+        return folder / (name + picture_extension(source))
     if settings.frames:               # a quick try never takes the whole result's name
         name += f"_first{settings.frames}"
     return folder / (name + default_extension(settings))
@@ -2525,8 +2554,8 @@ def check_source(path):
     if not p.exists():
         raise UpscaleError(f"{path}: no such file; check the path")
     if p.is_dir():
-        raise UpscaleError(f"{path}: is a folder with no video files directly inside; give "
-                           "video files, or the folder that holds them")
+        raise UpscaleError(f"{path}: is a folder with no videos or pictures directly "
+                           "inside; give files, or the folder that holds them")
     if not p.is_file():
         raise UpscaleError(f"{path}: is not a regular file (a named pipe or device); the "
                            "tool needs to seek in its input, so save the video to a file")
@@ -2628,6 +2657,7 @@ class Job:
     orientation: str           # a key of ORIENTATIONS
     plan: FramePlan
     out_path: Path
+    picture: object = None     # a picture's Job: its decoded Picture (info is None)
 
 
 def prepare_job(source, settings, ffmpeg):
@@ -2939,6 +2969,179 @@ def last_interval(times_ms, nominal_ms):
 
 
 # ---------------------------------------------------------------------------------------------
+# Pictures: a PNG, JPEG, WebP, BMP or TIFF file upscaled like one frame, its settings recorded
+#   in the file itself (a PNG tEXt chunk, a JPEG comment, a WebP chunk of our own) so that a
+#   rerun skips it exactly as it skips a video
+# ---------------------------------------------------------------------------------------------
+
+def is_picture(path):
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def picture_extension(source):
+    return PICTURE_OUTPUTS.get(Path(source).suffix.lower(), ".png")
+
+
+@dataclass
+class Picture:
+    """A picture as it is shown: 8-bit BGR with EXIF orientation applied, and what else
+    the file had."""
+    bgr: np.ndarray
+    alpha: np.ndarray = None   # 8-bit, oriented like bgr
+    gray: bool = False
+    notes: tuple = ()          # what the output does not keep
+
+
+def read_picture(path):
+    """The Picture in an image file; UpscaleError when OpenCV cannot decode it."""
+    data = np.fromfile(str(path), np.uint8)          # (any file name the OS allows)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)       # applies EXIF orientation, 8-bit
+    raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if bgr is None or raw is None:
+        raise UpscaleError(f"{path}: not a picture OpenCV can decode; check that it opens "
+                           "in an image viewer")
+    notes, alpha = [], None
+    if raw.dtype != np.uint8:
+        notes.append(f"{raw.dtype.itemsize * 8}-bit samples become 8-bit")
+    if raw.ndim == 3 and raw.shape[2] == 4:
+        alpha = raw[:, :, 3]
+        if alpha.dtype != np.uint8:
+            alpha = (alpha / (np.iinfo(alpha.dtype).max / 255.0) + 0.5).astype(np.uint8)
+        # The orientation imdecode applied to the colour, found by trying each.
+        plain = cv2.cvtColor(raw, cv2.COLOR_BGRA2BGR)
+        if plain.dtype != np.uint8:
+            plain = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        turn = next((f for f in ORIENTATIONS.values() if f(plain).shape == bgr.shape and
+                     np.array_equal(f(plain), bgr)), None)
+        if turn is None:
+            alpha = None
+            notes.append("its transparency is dropped")
+        else:
+            alpha = turn(alpha)
+    return Picture(bgr, alpha, raw.ndim == 2, tuple(notes))
+
+
+def prepare_picture(source, settings):
+    """The Job for a picture (already through check_source): its plan from its shown size."""
+    picture = read_picture(source)
+    h, w = picture.bgr.shape[:2]
+    try:
+        plan = plan_frames(settings.size, settings.method, w, h)
+    except UpscaleError as exc:
+        raise UpscaleError(f"{source}: {exc}") from None
+    return Job(Path(source), None, "as decoded", plan,
+               output_path_for(source, settings, plan.label), picture)
+
+
+def upscaled_picture(picture, upscaler, size):
+    """The picture's pixels at size: colour through the upscaler; transparency, where there
+    is any, with the cubic baseline."""
+    out = upscaler.upscale(picture.bgr)
+    if picture.gray:
+        out = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
+    if picture.alpha is not None:
+        alpha = cv2.resize(picture.alpha, tuple(size), interpolation=cv2.INTER_CUBIC)
+        out = np.dstack([out, alpha])
+    return out
+
+
+def encoded_picture(image, extension, fingerprint):
+    """The bytes of an image file of that format, recording fingerprint."""
+    params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, PICTURE_QUALITY],
+              ".webp": [cv2.IMWRITE_WEBP_QUALITY, PICTURE_QUALITY]}.get(extension, [])
+    if extension == ".jpg" and hasattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR"):
+        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    if extension == ".jpg" and image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    ok, data = cv2.imencode(extension, image, params)
+    if not ok:
+        raise UpscaleError(f"OpenCV could not encode a {extension} picture")
+    return tag_picture(bytes(data), extension, f"{SETTINGS_TAG}\0{fingerprint}".encode())
+
+
+def png_chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + \
+        struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def riff_chunk(kind, body):
+    return kind + struct.pack("<I", len(body)) + body + b"\0" * (len(body) % 2)
+
+
+def tag_picture(data, extension, text):
+    """data with text added where the format keeps such things: a PNG tEXt chunk after the
+    header, a JPEG comment after the JFIF header, a WebP chunk of our own (in the extended
+    layout, which readers skip)."""
+    if extension == ".png":
+        return data[:33] + png_chunk(b"tEXt", text) + data[33:]
+    if extension == ".jpg":
+        at = 2 + (2 + struct.unpack(">H", data[4:6])[0] if data[2:4] == b"\xff\xe0" else 0)
+        return data[:at] + b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text + data[at:]
+    chunks = data[12:]
+    if chunks[:4] != b"VP8X":
+        width, height = picture_size(data)
+        flags = 0x10 if chunks[:4] == b"VP8L" and chunks[8 + 4] & 0x10 else 0    # alpha
+        header = struct.pack("<I", flags) + (width - 1).to_bytes(3, "little") + \
+            (height - 1).to_bytes(3, "little")
+        chunks = riff_chunk(b"VP8X", header) + chunks
+    chunks += riff_chunk(b"UPSC", text)
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
+
+
+def picture_size(webp):
+    """(width, height) of a simple WebP file (one VP8 or VP8L chunk)."""
+    kind, body = webp[12:16], webp[20:]
+    if kind == b"VP8L":
+        bits = int.from_bytes(body[1:5], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return (int.from_bytes(body[6:8], "little") & 0x3FFF,
+            int.from_bytes(body[8:10], "little") & 0x3FFF)
+
+
+def picture_settings(path):
+    """The settings an earlier run recorded in a picture (tag_picture); None when there are
+    none or it cannot be read."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    key = SETTINGS_TAG.encode() + b"\0"
+    at = data.find(key)
+    if at < 0:
+        return None
+    end = len(data)
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        end = at + struct.unpack(">I", data[at - 8:at - 4])[0]
+    elif data[:2] == b"\xff\xd8":
+        end = at - 2 + struct.unpack(">H", data[at - 2:at])[0]
+    elif data[:4] == b"RIFF":
+        end = at + struct.unpack("<I", data[at - 4:at])[0]
+    return data[at + len(key):end].decode("utf-8", "replace")
+
+
+def upscale_picture(job, settings, upscalers):
+    """Upscale one prepared picture Job; the output appears complete or not at all."""
+    picture, out_path = job.picture, job.out_path
+    for note in picture.notes:
+        warn(f"{job.source.name}: {note}")
+    upscaler = upscalers(job.plan)
+    say(f"{job.source.name}: {picture.bgr.shape[1]}x{picture.bgr.shape[0]} -> "
+        f"{job.plan.width}x{job.plan.height} with {how_line(settings.method, job.plan)}",
+        settings.quiet)
+    image = upscaled_picture(picture, upscaler, (job.plan.width, job.plan.height))
+    extension = out_path.suffix.lower().replace(".jpeg", ".jpg")
+    data = encoded_picture(image, extension, settings.fingerprint(job.plan, picture=True))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_name(out_path, "part" + extension)
+    try:
+        temp.write_bytes(data)
+        os.chmod(temp, 0o666 & ~current_umask())
+        publish(temp, out_path, settings.overwrite)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
 # Benchmark: every stage and the plain sequential loop, measured side by side in one run
 # ---------------------------------------------------------------------------------------------
 
@@ -3177,9 +3380,8 @@ def report_benchmark(result, out=sys.stdout):
 # Comparing methods (--compare): the same frames through each method, side by side, measured
 # ---------------------------------------------------------------------------------------------
 
-IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .tif .tiff .webp".split())
-COMPARE_METHODS = ("fsrcnn", "fsrcnn-opencv", "espcn", "lapsrn", "edsr", "cubic", "linear",
-                   "ffmpeg")
+COMPARE_METHODS = ("fast", "fsrcnn", "fsrcnn-opencv", "espcn", "lapsrn", "edsr", "cubic",
+                   "linear", "ffmpeg")
 PSNR_CAP = 100.0          # dB reported for identical frames (no error at all)
 GRID_MAX_WIDTH = 1920     # grid videos and pictures are scaled down to this width
 COMPARE_NAME_RE = re.compile(r"_compare_x\d+$")     # stems of --compare's own outputs
@@ -3626,9 +3828,11 @@ def mean_rows(rows):
 
 EXAMPLES = """\
 examples:
-  python upscale.py clip.mp4                          FSRCNN x4 -> clip_fsrcnn_x4.mp4 (H.264)
-  python upscale.py clip.mp4 --model fsrcnn-opencv    OpenCV's own FSRCNN weights
-  python upscale.py clip.mp4 --model espcn --scale 2  ESPCN x2  -> clip_espcn_x2.mp4
+  python upscale.py clip.mp4                          our fast network, as big as fits 4K
+                                                      (x4 for 640x360) -> clip_fast_x4.mp4
+  python upscale.py clip720.mp4 --height 1080         make it 1080p -> clip720_fast_1080p.mp4
+  python upscale.py clip.mp4 --scale 1.5              any scale from 1 to 8
+  python upscale.py clip.mp4 --model fsrcnn --scale 2 FSRCNN x2 -> clip_fsrcnn_x2.mp4
   python upscale.py clip.mov -o big.mkv --codec h265  choose the output name and codec
   python upscale.py clips/ --output-dir big/          every video directly inside clips/
   for f in clips/*.mp4; do python upscale.py "$f" --quiet; done
@@ -3638,7 +3842,7 @@ examples:
   python upscale.py film.mkv                          ...then joins the parts
 
 models (scales): {models}
-fsrcnn's weights ship in {default_dir}; the official files are searched in --model-dir,
+fast's and fsrcnn's weights ship in {default_dir}; the official files are searched in --model-dir,
 $UPSCALE_MODEL_DIR, then {default_dir}, and downloaded there on first use if missing.
 ffmpeg: $UPSCALE_FFMPEG if set, else the one pip's imageio-ffmpeg brings (the build this
 tool is tested with), else the first on PATH.
@@ -3745,9 +3949,9 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="video files, or folders whose videos are all upscaled")
-    parser.add_argument("-m", "--model", default="fsrcnn", choices=list(METHODS),
+    parser.add_argument("-m", "--model", default=DEFAULT_METHOD, choices=list(METHODS),
                         metavar="NAME", help="super-resolution model or baseline: "
-                        + ", ".join(METHODS) + " (default: fsrcnn)")
+                        + ", ".join(METHODS) + f" (default: {DEFAULT_METHOD})")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("-s", "--scale", type=scale_arg, default=None, dest="size",
                       help="enlargement: any number from 1 to 8 (2, 1.5), or a height like "
@@ -3888,7 +4092,7 @@ def settings_from_args(args):
         raise UsageError(f"-o {args.output} is a folder; -o names the output file, "
                          f"--output-dir {output} puts outputs in a folder")
     fmt = args.format
-    if output and not fmt:
+    if output and not fmt and output.suffix.lower() not in PICTURE_WRITES:
         container = container_for_extension(output.suffix)
         if container is None:
             known = [e for c in CONTAINERS.values() for e in c.extensions]
@@ -3921,14 +4125,16 @@ OUTPUT_NAME_RE = re.compile(r"_(%s)_(x\d+(\.\d+)?|\d+p|w\d+)(_first\d+)?$"
 
 
 def expand_inputs(paths):
-    """Input files in order: a folder stands for the videos directly inside it, by name,
-    leaving out earlier outputs of this tool. Missing paths are kept to be reported."""
+    """Input files in order: a folder stands for the videos and pictures directly inside
+    it, by name, leaving out earlier outputs of this tool. Missing paths are kept to be
+    reported."""
     files = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             found = sorted(c for c in p.iterdir()
-                           if c.is_file() and c.suffix.lower() in VIDEO_EXTENSIONS
+                           if c.is_file() and c.suffix.lower() in VIDEO_EXTENSIONS |
+                           IMAGE_EXTENSIONS
                            and not c.name.startswith(".") and not OUTPUT_NAME_RE.search(c.stem)
                            and not COMPARE_NAME_RE.search(c.stem))
             files += found if found else [p]     # an empty folder is reported as an error
@@ -4109,6 +4315,7 @@ def run(settings, inputs):
         return run_jobs(settings, inputs)
     failures, done, skipped = [], 0, 0
     upscalers = upscaler_source(settings)
+    claimed = {}                    # output path -> the input this run makes it from
     for source in inputs:
         try:
             if settings.output and same_file(source, settings.output):
@@ -4121,13 +4328,26 @@ def run(settings, inputs):
                     "name the result with -o", settings.quiet)
                 skipped += 1
                 continue
-            job = prepare_job(source, settings, ffmpeg)
-            out_path, wanted = job.out_path, settings.fingerprint(job.plan)
+            picture = is_picture(source)
+            job = prepare_picture(source, settings) if picture else \
+                prepare_job(source, settings, ffmpeg)
+            out_path, wanted = job.out_path, settings.fingerprint(job.plan, picture)
+            if out_path in claimed:
+                raise UpscaleError(f"{source}: its output {out_path.name} would be "
+                                   f"{claimed[out_path]}'s too; upscale it on its own with "
+                                   "-o, or rename one of them")
+            claimed[out_path] = Path(source).name
+            if picture != (out_path.suffix.lower() in PICTURE_WRITES):
+                kind, endings = ("picture", PICTURE_WRITES) if picture else \
+                    ("video", [e for c in CONTAINERS.values() for e in c.extensions])
+                raise UpscaleError(f"{source} is a {kind}; -o must name a {kind} too "
+                                   f"({', '.join(endings)}), not {out_path.name}")
             if same_file(source, out_path) or Path(source).resolve() == out_path.resolve():
                 raise UpscaleError(f"{source}: output would overwrite the input; choose "
                                    "another -o or --output-dir")
             if out_path.exists() and not settings.overwrite:
-                made = recorded_settings(ffmpeg, out_path)
+                made = picture_settings(out_path) if picture else \
+                    recorded_settings(ffmpeg, out_path)
                 if made != wanted:
                     how = ("with other settings (" + "; ".join(
                         settings_differences(made, wanted)) + ")") if made \
@@ -4140,7 +4360,8 @@ def run(settings, inputs):
                 skipped += 1
                 continue
             started = time.monotonic()
-            frames = upscale_file(job, settings, ffmpeg, upscalers)
+            frames = upscale_picture(job, settings, upscalers) if picture else \
+                upscale_file(job, settings, ffmpeg, upscalers)
             say(done_line(source, out_path, settings, frames, time.monotonic() - started),
                 settings.quiet)
             done += 1

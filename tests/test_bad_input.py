@@ -47,7 +47,7 @@ def test_missing_file_is_an_error(tmp_path):
 
 def test_folder_with_no_videos_is_an_error(tmp_path):
     (tmp_path / "readme.txt").write_text("hello")
-    assert_one_clear_error(run_cli(tmp_path), 1, "no video files")
+    assert_one_clear_error(run_cli(tmp_path), 1, "no videos or pictures")
 
 
 def test_empty_file_is_an_error(tmp_path):
@@ -97,7 +97,7 @@ def test_one_bad_input_does_not_stop_the_others(ffmpeg, tmp_path):
     bad.write_text("garbage")
     result = run_cli(bad, good, "--scale", "2")
     assert result.returncode == 1
-    assert (tmp_path / "good_fsrcnn_x2.mp4").is_file()
+    assert (tmp_path / "good_fast_x2.mp4").is_file()
     assert "1 done, 0 skipped, 1 failed" in result.stderr and "bad.mp4" in result.stderr
     assert leftovers(tmp_path) == []
 
@@ -106,7 +106,7 @@ def test_missing_ffmpeg_is_an_error(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
     result = run_cli(src, env=cli_env(UPSCALE_FFMPEG=str(tmp_path / "no-ffmpeg")))
     assert_one_clear_error(result, 1, "ffmpeg")
-    assert leftovers(tmp_path) == [] and not (tmp_path / "clip_fsrcnn_x4.mp4").exists()
+    assert leftovers(tmp_path) == [] and not (tmp_path / "clip_fast_x4.mp4").exists()
 
 
 def recording_ffmpeg(ffmpeg, folder):
@@ -149,11 +149,11 @@ def test_ffmpeg_failing_during_mux_leaves_only_the_picture_kept_for_a_rerun(ffmp
     kept = work_folders(tmp_path)
     assert len(kept) == 1 and f"kept in {kept[0]}" in result.stderr
     assert leftovers(tmp_path) == [kept[0].name]
-    assert not (tmp_path / "clip_fsrcnn_x2.mp4").exists()
+    assert not (tmp_path / "clip_fast_x2.mp4").exists()
     again = run_cli(src, "--scale", "2")
     assert again.returncode == 0, again.stderr
     assert "resuming: 1 of 1 segments already done" in again.stderr
-    assert leftovers(tmp_path) == [] and (tmp_path / "clip_fsrcnn_x2.mp4").exists()
+    assert leftovers(tmp_path) == [] and (tmp_path / "clip_fast_x2.mp4").exists()
 
 
 @pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
@@ -192,7 +192,7 @@ def test_path_with_spaces_quotes_unicode_and_leading_dash_works(ffmpeg, tmp_path
     src = make_clip(ffmpeg, tmp_path / "-it's \"my\" clip ünï.mp4", seconds=0.2)
     result = run_cli("--scale", "2", "--", src.name, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "-it's \"my\" clip ünï_fsrcnn_x2.mp4").is_file()
+    assert (tmp_path / "-it's \"my\" clip ünï_fast_x2.mp4").is_file()
 
 
 def test_truncated_video_keeps_the_decodable_frames_with_a_warning(ffmpeg, tmp_path):
@@ -205,7 +205,7 @@ def test_truncated_video_keeps_the_decodable_frames_with_a_warning(ffmpeg, tmp_p
     assert result.returncode == 0, result.stderr
     assert "truncated" in result.stderr
     from conftest import decoded_frame_count
-    frames = decoded_frame_count(ffmpeg, tmp_path / "cut_fsrcnn_x2.mp4")
+    frames = decoded_frame_count(ffmpeg, tmp_path / "cut_fast_x2.mp4")
     assert 10 < frames < 100
     assert leftovers(tmp_path) == []
 
@@ -224,7 +224,7 @@ def test_video_that_ends_before_its_sound_is_not_called_truncated(ffmpeg, tmp_pa
     assert "truncated" not in result.stderr and "warning" not in result.stderr
     assert "about 25 frames" in result.stderr          # the picture's own count, up front
     from conftest import decoded_frame_count
-    assert decoded_frame_count(ffmpeg, tmp_path / "clip_fsrcnn_x2.mp4") == 25
+    assert decoded_frame_count(ffmpeg, tmp_path / "clip_fast_x2.mp4") == 25
 
 
 def test_disk_full_while_writing_leaves_nothing(ffmpeg, tmp_path):
@@ -289,7 +289,7 @@ def test_file_with_two_video_streams_uses_the_first_with_a_note(ffmpeg, tmp_path
     assert result.returncode == 0, result.stderr
     assert "2 video streams; upscaling the first" in result.stderr
     from conftest import video_size
-    assert video_size(tmp_path / "two_fsrcnn_x2.mp4") == (128, 96)
+    assert video_size(tmp_path / "two_fast_x2.mp4") == (128, 96)
 
 
 def corrupt_middle(path, seed=1):
@@ -312,7 +312,7 @@ def test_corrupted_frames_in_the_middle_are_skipped_counted_and_reported(ffmpeg,
     ffmpeg_frames = decoded_frame_count(ffmpeg, src)
     result = run_cli(src, "--scale", "2")
     assert result.returncode == 0, result.stderr
-    out_frames = decoded_frame_count(ffmpeg, tmp_path / "bad_fsrcnn_x2.mp4")
+    out_frames = decoded_frame_count(ffmpeg, tmp_path / "bad_fast_x2.mp4")
     assert out_frames >= ffmpeg_frames - 5 and out_frames > 90      # kept going to the end
     skipped = int(result.stderr.split("corrupted frame(s)")[0].rsplit(" ", 2)[-2])
     assert skipped == 100 - out_frames
@@ -338,8 +338,8 @@ def test_unreadable_file_is_an_error_and_the_others_continue(ffmpeg, tmp_path):
         [sys.executable, str(SCRIPT), str(locked), str(good), "--scale", "2"]),
         env=cli_env(), capture_output=True, text=True, timeout=120)
     assert_one_clear_error(result, 1, "locked.mp4", "permission denied")
-    assert (tmp_path / "good_fsrcnn_x2.mp4").is_file()
-    assert not (tmp_path / "locked_fsrcnn_x2.mp4").exists()
+    assert (tmp_path / "good_fast_x2.mp4").is_file()
+    assert not (tmp_path / "locked_fast_x2.mp4").exists()
     assert leftovers(tmp_path) == []
 
 
@@ -392,13 +392,13 @@ def test_bad_input_row(ffmpeg, tmp_path, make_bad):
     good = make_clip(ffmpeg, tmp_path / "good.mp4", seconds=0.2)
     kept = make_clip(ffmpeg, tmp_path / "kept.mp4", seconds=0.2)
     assert run_cli(kept, "--scale", "2").returncode == 0          # an earlier result
-    earlier = (tmp_path / "kept_fsrcnn_x2.mp4").read_bytes()
+    earlier = (tmp_path / "kept_fast_x2.mp4").read_bytes()
     result = subprocess.run(as_user_without_root_powers(
         [sys.executable, str(SCRIPT), str(bad), str(good), str(kept), "--scale", "2"]),
         env=cli_env(), capture_output=True, text=True, timeout=120)
     assert_one_clear_error(result, 1, bad.name)
-    assert (tmp_path / "good_fsrcnn_x2.mp4").is_file()                   # others complete
-    assert (tmp_path / "kept_fsrcnn_x2.mp4").read_bytes() == earlier
+    assert (tmp_path / "good_fast_x2.mp4").is_file()                   # others complete
+    assert (tmp_path / "kept_fast_x2.mp4").read_bytes() == earlier
     assert not list(tmp_path.glob(f"{bad.stem}_*"))                       # no partial output
     assert leftovers(tmp_path) == []                                      # no temp files
     if before is not None:

@@ -1,0 +1,144 @@
+"""Pictures: PNG, JPEG, WebP, BMP and TIFF files, alone or in folders with videos, upscaled
+with the same models, sizes, naming and rules as videos."""
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+import upscale
+from conftest import ROOT, leftovers, make_clip, run_cli, video_size
+
+
+def photo(width=80, height=60):
+    image = cv2.imread(str(ROOT.parent / "shared" / "datasets" / "BSD200" / "106020.png"))
+    return np.ascontiguousarray(image[:height, :width])
+
+
+def read(path):
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert image is not None, path
+    return image
+
+
+def with_exif_orientation(jpeg, orientation):
+    """JPEG bytes with an EXIF APP1 segment whose Orientation tag is `orientation`."""
+    tiff = b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", 1) + \
+        struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    body = b"Exif\0\0" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
+
+
+@pytest.mark.parametrize("source,output", [("photo.png", "photo_fast_x2.png"),
+                                           ("photo.jpg", "photo_fast_x2.jpg"),
+                                           ("photo.jpeg", "photo_fast_x2.jpg"),
+                                           ("photo.webp", "photo_fast_x2.webp"),
+                                           ("photo.bmp", "photo_fast_x2.png"),
+                                           ("photo.tif", "photo_fast_x2.png")])
+def test_each_picture_format_is_upscaled_into_its_named_output(tmp_path, source, output):
+    cv2.imwrite(str(tmp_path / source), photo())
+    result = run_cli(tmp_path / source, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert read(tmp_path / output).shape == (120, 160, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([source, output])
+
+
+def test_a_folder_of_pictures_and_videos_is_upscaled_together(ffmpeg, tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), photo())
+    make_clip(ffmpeg, tmp_path / "b.mp4", size="64x48", seconds=0.2)
+    cv2.imwrite(str(tmp_path / "c.jpg"), photo())
+    result = run_cli(tmp_path, "--model", "cubic", "--height", "90")
+    assert result.returncode == 0, result.stderr
+    assert read(tmp_path / "a_cubic_90p.png").shape == (90, 120, 3)
+    assert video_size(tmp_path / "b_cubic_90p.mp4") == (120, 90)
+    assert read(tmp_path / "c_cubic_90p.jpg").shape == (90, 120, 3)
+    assert "3 done, 0 skipped, 0 failed" in result.stderr
+
+
+def test_the_network_is_what_upscales_a_picture(tmp_path):
+    cv2.imwrite(str(tmp_path / "photo.png"), photo())
+    assert run_cli(tmp_path / "photo.png", "--scale", "2").returncode == 0
+    method = upscale.METHODS["fast"]
+    expected = upscale.NetworkUpscaler(method, 2, upscale.locate_model(method, 2)).upscale(
+        photo())
+    assert np.array_equal(read(tmp_path / "photo_fast_x2.png"), expected)
+
+
+def test_a_rerun_skips_a_picture_made_the_same_way_and_refuses_one_made_otherwise(tmp_path):
+    cv2.imwrite(str(tmp_path / "photo.jpg"), photo())
+    assert run_cli(tmp_path / "photo.jpg", "--scale", "2").returncode == 0
+    again = run_cli(tmp_path / "photo.jpg", "--scale", "2", "--codec", "h265")
+    assert again.returncode == 0 and "skip:" in again.stderr     # codecs are for videos
+    other = run_cli(tmp_path / "photo.jpg", "--scale", "2", "--model", "cubic",
+                    "-o", tmp_path / "photo_fast_x2.jpg")
+    assert other.returncode == 1 and "model fast, asked cubic" in other.stderr
+
+
+def test_exif_orientation_is_applied_as_viewers_apply_it(tmp_path):
+    ok, jpeg = cv2.imencode(".jpg", photo(80, 60))
+    (tmp_path / "turned.jpg").write_bytes(with_exif_orientation(bytes(jpeg), 6))   # 90 cw
+    assert run_cli(tmp_path / "turned.jpg", "--model", "cubic", "--scale", "2").returncode == 0
+    assert read(tmp_path / "turned_cubic_x2.jpg").shape == (160, 120, 3)
+
+
+def test_transparency_is_kept_and_enlarged_with_cubic(tmp_path):
+    alpha = np.tile(np.linspace(0, 255, 80).astype(np.uint8), (60, 1))
+    cv2.imwrite(str(tmp_path / "logo.png"), np.dstack([photo(), alpha]))
+    assert run_cli(tmp_path / "logo.png", "--scale", "2").returncode == 0
+    out = read(tmp_path / "logo_fast_x2.png")
+    assert out.shape == (120, 160, 4)
+    assert np.array_equal(out[:, :, 3], cv2.resize(alpha, (160, 120),
+                                                   interpolation=cv2.INTER_CUBIC))
+
+
+def test_a_16_bit_picture_says_its_output_is_8_bit(tmp_path):
+    cv2.imwrite(str(tmp_path / "deep.png"), photo().astype(np.uint16) * 257)
+    result = run_cli(tmp_path / "deep.png", "--scale", "2")
+    assert result.returncode == 0 and "16-bit samples become 8-bit" in result.stderr
+    assert read(tmp_path / "deep_fast_x2.png").dtype == np.uint8
+
+
+def test_a_grey_picture_stays_grey(tmp_path):
+    cv2.imwrite(str(tmp_path / "grey.png"), cv2.cvtColor(photo(), cv2.COLOR_BGR2GRAY))
+    assert run_cli(tmp_path / "grey.png", "--scale", "2").returncode == 0
+    assert read(tmp_path / "grey_fast_x2.png").shape == (120, 160)
+
+
+def test_a_broken_picture_is_one_clear_error_and_leaves_nothing(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    result = run_cli(tmp_path / "broken.png", "--scale", "2")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "not a picture OpenCV can decode" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png"] and \
+        leftovers(tmp_path) == []
+
+
+def test_inputs_that_would_share_an_output_are_refused_not_skipped(tmp_path):
+    cv2.imwrite(str(tmp_path / "photo.bmp"), photo())
+    cv2.imwrite(str(tmp_path / "photo.png"), photo())
+    result = run_cli(tmp_path, "--scale", "2")
+    assert result.returncode == 1 and "would be photo.bmp's too" in result.stderr
+    assert read(tmp_path / "photo_fast_x2.png").shape == (120, 160, 3)
+
+
+def test_a_picture_with_a_video_output_name_is_a_clear_error(tmp_path):
+    cv2.imwrite(str(tmp_path / "photo.png"), photo())
+    result = run_cli(tmp_path / "photo.png", "-o", tmp_path / "big.mp4")
+    assert result.returncode == 1 and "-o must name a picture too" in result.stderr
+    assert not (tmp_path / "big.mp4").exists()
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg", ".webp"])
+def test_the_settings_tag_leaves_the_picture_readable_and_is_read_back(tmp_path, extension):
+    image = photo()
+    data = upscale.encoded_picture(image, extension, "model=fast scale=2")
+    (tmp_path / f"p{extension}").write_bytes(data)
+    assert read(tmp_path / f"p{extension}").shape == image.shape
+    assert upscale.picture_settings(tmp_path / f"p{extension}") == "model=fast scale=2"
+
+
+def test_a_video_with_a_picture_output_name_is_a_clear_error(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    result = run_cli(src, "-o", tmp_path / "big.png")
+    assert result.returncode == 1 and "-o must name a video too" in result.stderr
+    assert not (tmp_path / "big.png").exists()
