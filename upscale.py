@@ -3927,6 +3927,18 @@ def segment_arg(text):
     return seconds
 
 
+def frames_arg(text):
+    """--frames N: at least one frame (leaving the option out does them all)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"frames must be a whole number of 1 or more, not "
+                                         f"{text!r}; leave --frames out to do every frame")
+    return value
+
+
 def jobs_arg(text):
     try:
         value = int(text)
@@ -4028,7 +4040,7 @@ def build_parser():
                               "measurements, just the side-by-side pictures")
     compare.add_argument("--report", type=Path, metavar="FILE.json",
                          help="also write the measurements as JSON")
-    parser.add_argument("--frames", type=int, default=0, metavar="N",
+    parser.add_argument("--frames", type=frames_arg, default=0, metavar="N",
                         help="only the first N frames: a quick try before a long run (the "
                              "output is named ..._firstN, its sound cut to match); with "
                              "--compare, compare only a video's first N frames (default: all)")
@@ -4048,8 +4060,6 @@ def settings_from_args(args):
     """Checked Settings, or UsageError before any work is done."""
     method = METHODS[args.model]
     output = Path(args.output) if args.output else None       # (Path drops a final "/")
-    if args.frames < 0:
-        raise UsageError(f"--frames must be 0 (all) or more, not {args.frames}")
     url = next((i for i in args.inputs if URL_RE.match(i)), None)
     if url:
         raise UsageError(f"{url}: URLs are not supported; download the file first and give "
@@ -4259,28 +4269,41 @@ def run_jobs(settings, inputs):
     lock, children = threading.Lock(), set()
 
     def one(source):
-        """"done", "skipped" or "failed": one input in its own process."""
+        """"done", "skipped" or "failed": one input in its own process, which says which
+        in a small record (OUTCOME_ENV), never in the text it prints."""
         command = [sys.executable, str(Path(__file__).resolve()), *settings.argv, "--",
                    str(source)]
+        fd, record = tempfile.mkstemp(prefix="upscale-outcome-", suffix=".json")
+        os.close(fd)
         # Its own session: a Ctrl-C in the terminal reaches this process alone, which passes
         # it on once (below), so each job stops and cleans up exactly once.
-        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(command, env=dict(env, **{OUTCOME_ENV: record}),
+                                stdin=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, errors="replace",
                                 start_new_session=True,
                                 preexec_fn=CHILD_SETUP and functools.partial(
                                     die_with_parent, signal.SIGTERM))
         with lock:
             children.add(proc)
-        skipped = False
+        name = Path(source).name
         for line in proc.stderr:
-            skipped = skipped or line.startswith("skip: ")
+            if line.startswith(f"{name}: "):       # the name once, in the prefix
+                line = line[len(name) + 2:]
             with lock:
-                sys.stderr.write(f"[{Path(source).name}] {line}")
+                sys.stderr.write(f"[{name}] {line}")
                 sys.stderr.flush()
         code = proc.wait()
         with lock:
             children.discard(proc)
-        return "failed" if code else "skipped" if skipped else "done"
+        try:
+            outcome = json.loads(Path(record).read_text() or "{}")
+        except (OSError, ValueError):
+            outcome = {}
+        finally:
+            Path(record).unlink(missing_ok=True)
+        if code or outcome.get("failed") or not outcome:
+            return "failed"
+        return "skipped" if outcome.get("skipped") else "done"
 
     pool = concurrent.futures.ThreadPoolExecutor(settings.jobs)
     try:
@@ -4374,7 +4397,20 @@ def run(settings, inputs):
             failures.append(str(source))
     if len(inputs) > 1:
         say(summary(done, skipped, failures), settings.quiet and not failures)
+    record_outcome(done, skipped, failures)
     return EXIT_FAILED if failures else EXIT_OK
+
+
+# A --jobs child writes its outcome to the file this names (set by its parent).
+OUTCOME_ENV = "UPSCALE_OUTCOME_FILE"
+
+
+def record_outcome(done, skipped, failures):
+    """Tell a --jobs parent, as data, what became of the input(s)."""
+    path = os.environ.get(OUTCOME_ENV)
+    if path:
+        Path(path).write_text(json.dumps({"done": done, "skipped": skipped,
+                                          "failed": len(failures)}))
 
 
 def main(argv=None):

@@ -36,6 +36,10 @@ def test_nonsense_size_is_a_usage_error(tmp_path, option, value):
     assert_one_clear_error(run_cli(tmp_path / "x.mp4", option, value), 2, option[2:])
 
 
+def test_zero_frames_is_a_usage_error_not_the_whole_video(tmp_path):
+    assert_one_clear_error(run_cli(tmp_path / "x.mp4", "--frames", "0"), 2, "--frames")
+
+
 def test_two_sizes_at_once_are_a_usage_error(tmp_path):
     assert_one_clear_error(run_cli(tmp_path / "x.mp4", "--height", "720", "--scale", "2"),
                            2, "not allowed with")

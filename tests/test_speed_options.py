@@ -74,7 +74,7 @@ def test_tile_option_upscales_in_pieces(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="96x64", seconds=0.2)
     result = run_cli(src, "--scale", "3", "--tile", "32")
     assert result.returncode == 0, result.stderr
-    assert video_size(tmp_path / "clip_fsrcnn_x3.mp4") == (288, 192)
+    assert video_size(tmp_path / "clip_fast_x3.mp4") == (288, 192)
 
 
 @pytest.mark.parametrize("value", ["5", "-1", "big"])
@@ -93,7 +93,7 @@ def test_unavailable_device_is_one_clear_error(ffmpeg, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and f"--device {device}" in errors[0] and "--device cpu" in errors[0]
-    assert leftovers(tmp_path) == [] and not list(tmp_path.glob("*_fsrcnn_x2.mp4"))
+    assert leftovers(tmp_path) == [] and not list(tmp_path.glob("*_fast_x2.mp4"))
 
 
 def test_auto_device_falls_back_to_the_cpu(ffmpeg, tmp_path):
@@ -110,18 +110,20 @@ def test_jobs_do_every_input_and_keep_messages_per_file(ffmpeg, tmp_path):
     result = run_cli(tmp_path, "--scale", "2", "--jobs", "2")
     assert result.returncode == 1
     for name in ("a", "b", "c"):
-        assert (tmp_path / f"{name}_fsrcnn_x2.mp4").is_file()
+        assert (tmp_path / f"{name}_fast_x2.mp4").is_file()
         assert any(line.startswith(f"[{name}.mp4] done:") for line in result.stderr.splitlines())
     assert any(line.startswith("[d.mp4] upscale: error:") for line in result.stderr.splitlines())
     assert "3 done, 0 skipped, 1 failed: " in result.stderr
     assert leftovers(tmp_path) == []
 
 
-def test_jobs_summary_counts_done_skipped_and_failed_like_a_single_run(ffmpeg, tmp_path):
+@pytest.mark.parametrize("quiet", [(), ("-q",)])
+def test_jobs_summary_counts_done_skipped_and_failed_like_a_single_run(
+        ffmpeg, tmp_path, quiet):
     for name in ("a", "b"):
         make_clip(ffmpeg, tmp_path / f"{name}.mp4", seconds=0.2)
     (tmp_path / "c.mp4").write_text("not a video")
-    args = ("--model", "cubic", "--scale", "2")
+    args = ("--model", "cubic", "--scale", "2", *quiet)
     assert run_cli(tmp_path / "a.mp4", *args).returncode == 0      # a is done already
     expected = f"1 done, 1 skipped, 1 failed: {tmp_path / 'c.mp4'}"
     jobs = run_cli(tmp_path, *args, "--jobs", "2")
@@ -129,6 +131,15 @@ def test_jobs_summary_counts_done_skipped_and_failed_like_a_single_run(ffmpeg, t
     (tmp_path / "b_cubic_x2.mp4").unlink()
     single = run_cli(tmp_path, *args)
     assert single.returncode == 1 and single.stderr.splitlines()[-1] == expected
+
+
+def test_jobs_name_each_file_once_per_line(ffmpeg, tmp_path):
+    for name in ("a", "b"):
+        make_clip(ffmpeg, tmp_path / f"{name}.mp4", seconds=0.2)
+    result = run_cli(tmp_path, "--model", "cubic", "--scale", "2", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    starts = [line for line in result.stderr.splitlines() if "64x48 ->" in line]
+    assert sorted(starts)[0].startswith("[a.mp4] 64x48 -> 128x96") and len(starts) == 2
 
 
 def test_the_same_input_named_twice_is_done_once(ffmpeg, tmp_path):
