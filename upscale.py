@@ -40,6 +40,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import functools
 import hashlib
 import http.client
@@ -342,15 +343,32 @@ def error(message):
     print("upscale: error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
 
 
+def os_error_advice(exc):
+    """What went wrong writing beside the output, and what to do, for an OSError: the
+    folder the user chose (never a hidden work file), and the remedy that fits."""
+    folder = Path(exc.filename).parent if exc.filename else None
+    while folder is not None and folder.name.startswith("."):    # a work folder of ours
+        folder = folder.parent
+    if exc.errno == errno.ENAMETOOLONG:
+        return (f"{exc.strerror}: the output's name, made from the input's, is longer than "
+                "the file system allows; name the output with -o")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"{exc.strerror}: {folder or 'the output folder'} is read-only for this user; "
+                "write the outputs elsewhere with --output-dir (or -o)")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"{exc.strerror} in {folder or 'the output folder'}; free some space, or write "
+                "the outputs elsewhere with --output-dir")
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}; check the output folder and free space"
+
+
 def describe(exc, source=None):
     """One line for an exception that ends a file's run: UpscaleError's own message;
     OpenCV's last line, or any other error's type and text, named with the file."""
     if isinstance(exc, UpscaleError):
         return str(exc)
     if isinstance(exc, OSError):          # disk full, permissions, a path that is a file...
-        where = f" ({exc.filename})" if exc.filename else ""
-        return (f"{source}: cannot write the output: {exc.strerror or exc}{where}; check the "
-                "output folder and free space")
+        return f"{source}: cannot write the output: {os_error_advice(exc)}"
     lines = str(exc).strip().splitlines()
     if isinstance(exc, cv2.error):
         return f"{source}: OpenCV failed: {lines[-1].strip() if lines else exc}"

@@ -604,6 +604,31 @@ def test_long_input_name_works_when_the_output_name_fits(ffmpeg, tmp_path):
     assert video_size(out) == (128, 96) and leftovers(tmp_path) == []
 
 
+def test_an_output_name_too_long_for_the_file_system_says_to_name_it_with_o(ffmpeg, tmp_path):
+    stem = "a-long-name-" * 20 + "x" * 8                     # 248: the output's would be 261
+    src = make_clip(ffmpeg, tmp_path / f"{stem}.mp4", seconds=0.2)
+    result = run_cli(src, "--model", "cubic", "--scale", "2")
+    assert_one_clear_error(result, 1, "longer than the file system allows", "-o")
+    assert "free space" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem}.mp4"]
+
+
+def test_a_read_only_output_folder_says_so_and_points_to_output_dir(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    shut = tmp_path / "shut"
+    shut.mkdir()
+    shut.chmod(0o555)
+    try:
+        result = subprocess.run(as_user_without_root_powers(
+            [sys.executable, str(SCRIPT), str(src), "--scale", "2", "--output-dir", str(shut)]),
+            env=cli_env(), capture_output=True, text=True, timeout=120)
+    finally:
+        shut.chmod(0o755)
+    assert_one_clear_error(result, 1, "read-only", "--output-dir", str(shut))
+    assert ".upscale-work" not in result.stderr and "free space" not in result.stderr
+    assert list(shut.iterdir()) == []
+
+
 def test_full_disk_is_noticed_within_seconds_not_after_every_frame(ffmpeg, tmp_path):
     # noise: every upscaled frame is big; the 32 MB disk has room for a fraction of them
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="160x120", seconds=30, audio=False,
