@@ -36,6 +36,7 @@ Run `python upscale.py --help` for every option.
 """
 
 import argparse
+import codecs
 import concurrent.futures
 import contextlib
 import ctypes
@@ -327,6 +328,19 @@ class Terminated(BaseException):
     def __init__(self, signum=signal.SIGTERM):
         super().__init__(signum)
         self.signum = signum
+
+
+def show_bytes(err):
+    """Codec error handler: a file name's bytes that are not UTF-8 (Python holds them as lone
+    surrogates) written as \\xff, as one would type them; any other character the stream
+    cannot take as \\uXXXX. What the tool prints stays valid text."""
+    shown = [f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else
+             c.encode("ascii", "backslashreplace").decode() for c in err.object[err.start:err.end]]
+    return "".join(shown), err.end
+
+
+BYTES_SHOWN = "upscale-bytes-shown"
+codecs.register_error(BYTES_SHOWN, show_bytes)
 
 
 def say(message, quiet=False):
@@ -1320,8 +1334,30 @@ class SourceVideo:
         return 1000.0 / self.fps if 0 < self.fps < 1000 else 1000.0 / 30
 
 
+def opencv_opens(path, opener):
+    """opener(name) for a file OpenCV opens by name. OpenCV's Python binding takes only
+    valid UTF-8 text (a name with other bytes, which Linux allows, fails or crashes it):
+    such a path is opened through a symbolic link in a private temporary folder, which is
+    gone once the file is open."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+        return opener(name)
+    except UnicodeEncodeError:
+        pass
+    suffix = Path(name).suffix
+    with tempfile.TemporaryDirectory(prefix="upscale-name-") as folder:
+        alias = os.path.join(folder, "file" + (suffix if suffix.isascii() else ""))
+        try:
+            os.symlink(os.path.abspath(name), alias)
+        except OSError:
+            raise UpscaleError(f"{os.fsencode(name)!r}: OpenCV cannot open a file whose name "
+                               "is not valid UTF-8 here; rename it") from None
+        return opener(alias)
+
+
 def open_capture(path):
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    cap = opencv_opens(path, lambda name: cv2.VideoCapture(name, cv2.CAP_FFMPEG))
     if not cap.isOpened():
         raise UpscaleError(f"{path}: OpenCV cannot open this video; check that it plays, "
                            "or convert it with ffmpeg first")
@@ -1592,8 +1628,8 @@ class InOrderWriter:
 
 def video_writer(fourcc):
     """An encoder for InOrderWriter: cv2.VideoWriter writing this fourcc."""
-    return lambda path, size, fps: cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc),
-                                                   fps, size)
+    return lambda path, size, fps: opencv_opens(path, lambda name: cv2.VideoWriter(
+        name, cv2.VideoWriter_fourcc(*fourcc), fps, size))
 
 
 class PipeWriter:
@@ -1859,7 +1895,7 @@ class WorkFolder:
 
     def __init__(self, out_path):
         out = Path(out_path)
-        tag = hashlib.sha256(out.name.encode()).hexdigest()[:8]
+        tag = hashlib.sha256(os.fsencode(out.name)).hexdigest()[:8]
         self.path = out.parent / f".{out.stem[:TEMP_STEM_CHARS]}-{tag}{WORK_SUFFIX}"
         self.manifest = self.path / "manifest.json"
         self.joined = self.path / "joined.mp4"     # every segment, with the frame times
@@ -1938,7 +1974,9 @@ def join_segments(ffmpeg, videos, joined):
     the frame times are put right afterwards by rewrite_mp4_timing."""
     listing = temp_name(joined, "txt")
     try:
-        listing.write_text(concat_list(Path(v).resolve() for v in videos))
+        # (a path's own bytes, whatever they are)
+        listing.write_text(concat_list(Path(v).resolve() for v in videos),
+                           encoding="utf-8", errors="surrogateescape")
         run_ffmpeg([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
                     "-f", "concat", "-safe", "0", "-i", str(listing), "-map", "0:v:0",
                     "-c", "copy", "-f", "mp4", str(joined)], "joining the segments")
@@ -3474,10 +3512,7 @@ def compare_inputs(paths):
 def read_source(path, kind, max_frames):
     """Frames of an image (one) or a video (up to max_frames; 0 means all)."""
     if kind == "image":
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise UpscaleError(f"{path}: OpenCV cannot read this image")
-        yield image
+        yield read_picture(path).bgr
         return
     check_source(path)
     cap = open_capture(path)
@@ -3573,8 +3608,8 @@ class LosslessWriter:
         if self.writer is None:
             h, w = frame.shape[:2]
             self.size = (w, h)
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc),
-                                          25, even_size(w, h))
+            self.writer = opencv_opens(self.path, lambda name: cv2.VideoWriter(
+                name, cv2.VideoWriter_fourcc(*self.fourcc), 25, even_size(w, h)))
             if not self.writer.isOpened():
                 raise UpscaleError(f"cannot write {self.path}; check free space")
         self.writer.write(pad_to_even(frame))
@@ -3586,7 +3621,7 @@ class LosslessWriter:
 
     def frames(self):
         """The frames back, at their own size (the padding to even cut off again)."""
-        cap = cv2.VideoCapture(str(self.path))
+        cap = opencv_opens(self.path, cv2.VideoCapture)
         try:
             for frame, _ in read_frames(cap):
                 yield frame if self.size is None else frame[:self.size[1], :self.size[0]]
@@ -3716,7 +3751,7 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
     if grid:
         grid.close()
     if picture:
-        cv2.imwrite(str(picture), detail_picture(tiles))
+        Path(picture).write_bytes(cv2.imencode(".png", detail_picture(tiles))[1].tobytes())
     rows = []
     for run in runs:
         vmaf, encoded = None, (None, None)
@@ -4432,6 +4467,7 @@ def record_outcome(done, skipped, failures):
 
 
 def main(argv=None):
+    sys.stderr.reconfigure(errors=BYTES_SHOWN)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

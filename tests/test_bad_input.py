@@ -595,6 +595,19 @@ def test_ffmpeg_does_not_outlive_a_killed_run(ffmpeg, tmp_path):
                 pass
 
 
+@pytest.mark.parametrize("options", [(), ("--codec", "mp4v"), ("-o", "good.mp4")])
+def test_a_file_name_that_is_not_utf8_is_upscaled_like_any_other(ffmpeg, tmp_path, options):
+    name = os.fsdecode(b"bad\xffname.mp4")            # Linux allows any bytes but / and NUL
+    src = make_clip(ffmpeg, tmp_path / name, seconds=0.2)
+    result = run_cli(src, "--scale", "2", *options, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "Error" not in result.stderr
+    out = tmp_path / ("good.mp4" if "-o" in options else os.fsdecode(b"bad\xffname_fast_x2.mp4"))
+    assert leftovers(tmp_path) == []
+    os.link(out, tmp_path / "check.mp4")          # (this test's OpenCV needs a UTF-8 name)
+    assert video_size(tmp_path / "check.mp4") == (128, 96)
+
+
 def test_long_input_name_works_when_the_output_name_fits(ffmpeg, tmp_path):
     stem = "a-long-name-" * 20                                # 240 characters
     src = make_clip(ffmpeg, tmp_path / f"{stem}.mp4", seconds=0.2)
