@@ -2230,6 +2230,12 @@ def stream_plan(info, container):
     return args, notes
 
 
+# What an ffmpeg re-encode needs to keep every frame at its own time: no frames dropped or
+# repeated, and the encoder working in the input's time base. (Otherwise it takes 1/rate:
+# uneven gaps of 0.08-0.10 s came out evenly spaced through FFV1.)
+KEEP_FRAME_TIMES = ("-fps_mode", "passthrough", "-enc_time_base", "1/90000")
+
+
 def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
                 video_offset=0.0, end=0.0, fingerprint=""):
     """The ffmpeg command that makes out_path (a container_of() container) from the
@@ -2243,7 +2249,7 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
     args += ["-i", str(temp_video), "-i", str(source), "-map", "0:v:0"]
     encode = bool(codec.ffmpeg_args) and not codec.piped    # else the stream is final
     if encode:
-        args += list(codec.ffmpeg_args) + ["-fps_mode", "passthrough"]
+        args += list(codec.ffmpeg_args) + list(KEEP_FRAME_TIMES)
     else:
         args += ["-c:v", "copy"]
     # A piped encode converted BGR as a re-encode does (the ffmpeg scaler's YUV was not).
@@ -2276,7 +2282,7 @@ def ffmpeg_scale_command(ffmpeg, source, temp_video, size, codec, crf=DEFAULT_CR
         if codec.temp_fourcc == "mp4v" else ["-c:v", "ffv1", "-pix_fmt", "bgr0"] \
         if not codec.piped else list(codec.ffmpeg_args) + ["-crf", str(crf), "-preset", preset]
     return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(source),
-            "-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
+            "-map", "0:v:0", "-an", "-sn", "-dn", *KEEP_FRAME_TIMES,
             "-vf", f"scale={size[0]}:{size[1]}:flags=bicubic:out_range=tv,setsar=1,"
                    "pad=ceil(iw/2)*2:ceil(ih/2)*2",
             *vcodec, "-f", "mp4", str(temp_video)]

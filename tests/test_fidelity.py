@@ -18,7 +18,7 @@ def test_variable_frame_rate_keeps_every_frame_time(ffmpeg, tmp_path):
     result = run_cli(src, "--scale", "2")
     assert result.returncode == 0, result.stderr
     before = packet_times(ffmpeg, src)
-    after = packet_times(ffmpeg, tmp_path / "vfr_fsrcnn_x2.mp4")
+    after = packet_times(ffmpeg, tmp_path / "vfr_fast_x2.mp4")
     assert len(after) == len(before)
     smallest_interval = min(b - a for a, b in zip(before, before[1:]))
     assert max(abs(a - b) for a, b in zip(before, after)) <= smallest_interval / 2
@@ -43,14 +43,14 @@ def test_phone_style_variable_frame_rate_keeps_every_time_in_every_codec(ffmpeg,
 def test_ntsc_rate_stays_exact(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "ntsc.mp4", rate="30000/1001", seconds=1)
     assert run_cli(src, "--scale", "2").returncode == 0
-    times = packet_times(ffmpeg, tmp_path / "ntsc_fsrcnn_x2.mp4")
+    times = packet_times(ffmpeg, tmp_path / "ntsc_fast_x2.mp4")
     assert {b - a for a, b in zip(times, times[1:])} == {Fraction(1001, 30000)}
 
 
 def test_film_rate_stays_exact(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "film.mkv", rate="24000/1001", seconds=1)
     assert run_cli(src, "--scale", "2", "--format", "mkv").returncode == 0
-    times = packet_times(ffmpeg, tmp_path / "film_fsrcnn_x2.mkv")
+    times = packet_times(ffmpeg, tmp_path / "film_fast_x2.mkv")
     # Matroska stores milliseconds: each time must be the exact one rounded to 1 ms.
     exact = [Fraction(1001 * i, 24000) for i in range(len(times))]
     assert all(abs(t - e) <= Fraction(1, 2000) for t, e in zip(times, exact))
@@ -59,7 +59,7 @@ def test_film_rate_stays_exact(ffmpeg, tmp_path):
 def test_mp4_film_rate_is_exact_in_mp4(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "film.mp4", rate="24000/1001", seconds=1)
     assert run_cli(src, "--scale", "2").returncode == 0
-    times = packet_times(ffmpeg, tmp_path / "film_fsrcnn_x2.mp4")
+    times = packet_times(ffmpeg, tmp_path / "film_fast_x2.mp4")
     assert {b - a for a, b in zip(times, times[1:])} == {Fraction(1001, 24000)}
 
 
@@ -101,7 +101,7 @@ def test_matroska_output_keeps_audio_subtitles_and_chapters(ffmpeg, multitrack, 
 def test_mp4_output_turns_text_subtitles_into_mov_text(ffmpeg, multitrack, tmp_path):
     result = run_cli(multitrack, "--scale", "2")
     assert result.returncode == 0, result.stderr
-    info = probe(ffmpeg, tmp_path / "multi_fsrcnn_x2.mp4")
+    info = probe(ffmpeg, tmp_path / "multi_fast_x2.mp4")
     subs = info.of_kind("subtitle")
     assert [(s.codec, s.language) for s in subs] == [("mov_text", "ger")]
     assert [a.language for a in info.of_kind("audio")] == ["eng", "fra"]
@@ -121,7 +121,7 @@ def test_h264_output_is_browser_playable(ffmpeg, tmp_path):
 def test_ffv1_output_is_lossless_matroska(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.3)
     assert run_cli(src, "--scale", "2", "--codec", "ffv1").returncode == 0
-    out = tmp_path / "clip_fsrcnn_x2.mkv"
+    out = tmp_path / "clip_fast_x2.mkv"
     assert probe(ffmpeg, out).video[0].codec == "ffv1"
     assert out.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"      # EBML magic: Matroska
 
@@ -203,7 +203,7 @@ def test_reencoded_output_keeps_the_source_tags(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "hd.mp4", seconds=0.3,
                     extra=COLOUR_SOURCES["bt709-full"])
     assert run_cli(src, "--scale", "2", "--codec", "h264").returncode == 0
-    color = probe(ffmpeg, tmp_path / "hd_fsrcnn_x2.mp4").video[0].color
+    color = probe(ffmpeg, tmp_path / "hd_fast_x2.mp4").video[0].color
     assert (color.get("space"), color.get("primaries"), color.get("range")) == \
         ("bt709", "bt709", "pc")
 
@@ -212,7 +212,7 @@ def test_mp4v_output_is_tagged_as_what_videowriter_wrote(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "hd.mp4", seconds=0.3,
                     extra=COLOUR_SOURCES["bt709-limited"])
     assert run_cli(src, "--scale", "2", "--codec", "mp4v").returncode == 0
-    color = probe(ffmpeg, tmp_path / "hd_fsrcnn_x2.mp4").video[0].color
+    color = probe(ffmpeg, tmp_path / "hd_fast_x2.mp4").video[0].color
     assert (color.get("space"), color.get("primaries"), color.get("range")) == \
         ("smpte170m", "bt709", "tv")
 
@@ -221,7 +221,7 @@ def test_default_output_is_h264_that_browsers_play_in_the_sources_colours(ffmpeg
     src = make_clip(ffmpeg, tmp_path / "hd.mp4", seconds=0.3,
                     extra=COLOUR_SOURCES["bt709-limited"])
     assert run_cli(src, "--scale", "2").returncode == 0
-    out = tmp_path / "hd_fsrcnn_x2.mp4"
+    out = tmp_path / "hd_fast_x2.mp4"
     video = probe(ffmpeg, out).video[0]
     assert video.codec == "h264" and video.pix_fmt == "yuv420p"
     assert (video.color.get("space"), video.color.get("range")) == ("bt709", "tv")
@@ -312,7 +312,7 @@ def test_timestamp_jump_keeps_ffmpegs_frames_in_order(ffmpeg, tmp_path, options)
     result = run_cli(src, "--scale", "2", *options)
     assert result.returncode == 0, result.stderr
     assert ("in one piece" in result.stderr) == bool(options)
-    out = tmp_path / "joined_fsrcnn_x2.mp4"
+    out = tmp_path / "joined_fast_x2.mp4"
     before = ffmpeg_frames(ffmpeg, src, 64, 48).reshape(50, -1).mean(1)
     after = ffmpeg_frames(ffmpeg, out, 64, 48).reshape(-1, 64 * 48 * 3).mean(1)
     assert len(after) == len(before) == 50
@@ -408,9 +408,9 @@ def test_frames_repeating_the_one_before_are_upscaled_once_and_written_each_time
     result = run_cli(src, "--scale", "2")
     assert result.returncode == 0, result.stderr
     assert f"{repeats} of 50 frames repeat the frame before them" in result.stderr
-    upscaler = upscale.make_upscaler(upscale.METHODS["fsrcnn"], 2, model_dir, quiet=True)
+    upscaler = upscale.make_upscaler(upscale.METHODS["fast"], 2, model_dir, quiet=True)
     source = cv2.VideoCapture(str(src))
-    output = cv2.VideoCapture(str(tmp_path / "held_fsrcnn_x2.mp4"))
+    output = cv2.VideoCapture(str(tmp_path / "held_fast_x2.mp4"))
     for i in range(50):
         ok, frame = source.read()
         ok_out, written = output.read()
@@ -418,3 +418,25 @@ def test_frames_repeating_the_one_before_are_upscaled_once_and_written_each_time
         # the neighbouring pictures are 17 dB or less away).
         assert ok and ok_out and cv2.PSNR(written, upscaler.upscale(frame)) > 25, i
     assert not output.read()[0]
+
+
+@pytest.mark.parametrize("codec", ["ffv1", "h264", "mp4v"])
+def test_uneven_frame_gaps_off_any_millisecond_grid_are_kept_by_every_codec(
+        ffmpeg, tmp_path, codec):
+    # 25 frames 0.08-0.10 s apart, each a few ticks of 1/90000 off the millisecond grid (as a
+    # camera's clock gives them). FFV1 is re-encoded by ffmpeg at the mux, which took
+    # 1/rate as its time base and spaced the frames evenly.
+    src = tmp_path / "uneven.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10",
+                    "-frames:v", "25", "-c:v", "libx264", "-bf", "0", str(src)], check=True)
+    gaps = [100, 90, 90, 80]
+    times = [0.0]
+    for i in range(24):
+        times.append(times[-1] + gaps[i % 4] + (i % 3) / 90)
+    upscale.rewrite_mp4_timing(src, times, 90)
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--codec", codec)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / f"uneven_cubic_x2.{'mkv' if codec == 'ffv1' else 'mp4'}"
+    kept = sorted(packet_times(ffmpeg, out))
+    assert len(kept) == 25
+    assert max(abs(float(k) * 1000 - t) for k, t in zip(kept, times)) <= 1.0
