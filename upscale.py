@@ -42,6 +42,7 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
+import fractions
 import functools
 import hashlib
 import http.client
@@ -568,11 +569,9 @@ def probe(ffmpeg, path):
     return info
 
 
-def video_start(ffmpeg, path, stream_index, packets=64):
-    """When the video stream starts (seconds) on the timeline ffmpeg gives the file's
-    streams when muxing. OpenCV counts frame times from the video's own start, so a video
-    that begins after the audio (an edit list, a camera that starts sound first) must be
-    shifted by this much to stay in sync. Reads the first packets only, decodes nothing."""
+def first_packet_times(ffmpeg, path, stream_index, packets=64):
+    """The times (seconds, sorted) of a video stream's first packets on the timeline ffmpeg
+    gives the file's streams when muxing. Reads them only, decodes nothing."""
     result = subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(path), "-map",
                              f"0:{stream_index}", "-c", "copy", "-frames:v", str(packets),
                              "-f", "framecrc", "-"], stdin=subprocess.DEVNULL,
@@ -584,7 +583,23 @@ def video_start(ffmpeg, path, stream_index, packets=64):
             timebase = int(num) / int(den)
         elif line and not line.startswith("#") and timebase:
             times.append(int(line.split(",")[2]) * timebase)
-    return max(0.0, min(times)) if times else 0.0
+    return sorted(times)
+
+
+def video_start(times):
+    """When the video starts (seconds), from first_packet_times. OpenCV counts frame times
+    from the video's own start, so a video that begins after the audio (an edit list, a
+    camera that starts sound first) must be shifted by this much to stay in sync."""
+    return max(0.0, times[0]) if times else 0.0
+
+
+def measured_rate(times):
+    """Frames a second the first packets really come at (from first_packet_times); 0 when
+    they cannot say. A container's nominal rate can be anything (1000/1 in Matroska files
+    whose times are not evenly spaced)."""
+    if len(times) < 2 or times[-1] <= times[0]:
+        return 0.0
+    return (len(times) - 1) / (times[-1] - times[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1993,6 +2008,24 @@ CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
 COMMON_TIMESCALES = (24000, 30000, 60000, 90000, 48000, 25000, 50000, 1000, 600, 120000)
 
 
+def rate_grid(times_ms, fps):
+    """(timescale, ticks a frame) of the source's nominal rate when every frame time lies on
+    its grid to within the half millisecond containers round times to (a 30/1 WebM keeps
+    0, 33, 67, 100 ms): written on that grid, the output says the source's rate (30/1, not
+    1000/33) and every time moves by at most that half millisecond; None when they do not."""
+    if not 0 < fps < 1000:
+        return None
+    rate = fractions.Fraction(fps).limit_denominator(1001)
+    if abs(float(rate) - fps) > 1e-6 * fps:
+        return None
+    slots = [round((t - times_ms[0]) * rate / 1000) for t in times_ms]
+    if any(abs(times_ms[0] + k * 1000 / rate - t) > 0.5 + 1e-6 for k, t in zip(slots, times_ms)) \
+            or any(b <= a for a, b in zip(slots, slots[1:])):
+        return None
+    each = max(1, 90000 // rate.numerator)              # ffmpeg-like: 30/1 in 1/90000
+    return rate.numerator * each, rate.denominator * each
+
+
 def choose_timescale(times_ms):
     """The smallest common timescale in which every frame time is an integer tick (so
     30000/1001 and 24000/1001 rates stay exact); 90000 (error < 6 us) when none is."""
@@ -2088,10 +2121,11 @@ def top_level_boxes(f):
     return boxes
 
 
-def rewrite_mp4_timing(path, times_ms, last_interval_ms):
+def rewrite_mp4_timing(path, times_ms, last_interval_ms, fps=0.0):
     """Give the single video track of an MP4 (moov after mdat, as VideoWriter writes it)
-    the frame times times_ms, in place. Only the moov box is read: memory stays small
-    however long the video."""
+    the frame times times_ms, in place; on the grid of the source's nominal rate fps where
+    they lie on it (rate_grid). Only the moov box is read: memory stays small however long
+    the video."""
     with open(path, "rb") as f:
         boxes = top_level_boxes(f)
         last = boxes[-1] if boxes else None
@@ -2103,8 +2137,15 @@ def rewrite_mp4_timing(path, times_ms, last_interval_ms):
         moov_start = last[1]
         f.seek(moov_start)
         moov = parse_boxes(f.read(last[2]))[0][1]
-    timescale = choose_timescale(times_ms)
-    deltas = frame_ticks(times_ms, timescale, last_interval_ms)
+    grid = rate_grid(times_ms, fps)
+    if grid:
+        timescale, tick = grid
+        slots = [round((t - times_ms[0]) * timescale / tick / 1000) for t in times_ms]
+        last = max(1, round(last_interval_ms * timescale / tick / 1000))
+        deltas = [(b - a) * tick for a, b in zip(slots, slots[1:] + [slots[-1] + last])]
+    else:
+        timescale = choose_timescale(times_ms)
+        deltas = frame_ticks(times_ms, timescale, last_interval_ms)
     runs = run_length(deltas)
     stts = struct.pack(">4sI", b"\0\0\0\0", len(runs)) + b"".join(
         struct.pack(">II", n, d) for n, d in runs)
@@ -2732,8 +2773,9 @@ def prepare_job(source, settings, ffmpeg):
         raise UpscaleError(f"{source}: has no video stream (only {kinds}); nothing to upscale "
                            "here, give the video file instead")
     if info.format.endswith("_pipe") or info.format in ("image2", "gif"):
-        raise UpscaleError(f"{source}: is an image ({info.video[0].codec}), not a video; "
-                           "to see how methods enlarge it, use --compare")
+        raise UpscaleError(f"{source}: is a picture ({info.video[0].codec}) named like a "
+                           f"video; name it .{info.video[0].codec.replace('mjpeg', 'jpg')} to "
+                           "upscale it as a picture")
     video = info.video[0]
     orientation = display_orientation(ffmpeg, source, video.index) \
         if info.display_matrix else "as decoded"
@@ -2770,7 +2812,8 @@ def upscale_file(job, settings, ffmpeg, upscalers):
         say(f"note: removed {stale} temporary file{'s' * (stale > 1)} that killed runs left "
             f"in {out_path.parent}", settings.quiet)
     # Both OpenCV's frames and ffmpeg's scaled copy start at 0 in the temporary file.
-    offset = video_start(ffmpeg, source, info.video[0].index)
+    packets = first_packet_times(ffmpeg, source, info.video[0].index)
+    offset = video_start(packets)
     temps, frames, work = [], None, None
 
     def new_temp(tag):              # a temporary file that is removed whatever happens
@@ -2790,7 +2833,8 @@ def upscale_file(job, settings, ffmpeg, upscalers):
             encoder = pipe_encoder(ffmpeg, settings, info.video[0]) if settings.codec.piped \
                 else video_writer(settings.codec.temp_fourcc)
             work = WorkFolder(out_path)
-            frames = upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset)
+            frames = upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset,
+                                   measured_rate(packets))
             if settings.part:
                 return frames
             temp_video = work.joined
@@ -2859,14 +2903,34 @@ def check_workload(source, video, settings, plan):
             "on a 2-core machine)", settings.quiet)
 
 
-def source_video(source, settings, duration_s, length_tagged):
-    """(SourceVideo, the first frame's time in ms) as OpenCV reads source."""
+def believable_rate(nominal, measured):
+    """Frames a second to count and time frames by: the container's nominal rate when it is
+    believable (under 1000, within 2x of what the packets show), else the measured one."""
+    plausible = 0 < nominal < 1000
+    if measured and not (plausible and 0.5 <= nominal / measured <= 2):
+        return measured
+    return nominal if plausible else measured
+
+
+def frame_count_hint(claimed, duration_s, rate, exact):
+    """How many frames a source has, from the best evidence: an MP4's sample count, which
+    is exact; else its length times the believable rate (OpenCV's count for Matroska is the
+    file's duration times the nominal rate, which may be 1000/1)."""
+    if exact and claimed > 0:
+        return claimed
+    if duration_s and rate:
+        return math.ceil(duration_s * rate - 0.01)
+    return claimed
+
+
+def source_video(source, settings, duration_s, exact_count, measured=0.0):
+    """(SourceVideo, the first frame's time in ms) as OpenCV reads source; measured: the
+    rate its first packets come at (measured_rate)."""
     cap = open_capture(source)
     try:
-        fps, claimed = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if length_tagged and duration_s and 0 < fps < 1000:
-            # OpenCV estimates a Matroska video's frames from the whole file's duration.
-            claimed = math.ceil(duration_s * fps - 0.01)
+        fps = believable_rate(cap.get(cv2.CAP_PROP_FPS), measured)
+        claimed = frame_count_hint(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), duration_s, fps,
+                                   exact_count)
         if settings.frames:
             claimed = min(claimed, settings.frames) if claimed > 0 else settings.frames
         video = SourceVideo(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
@@ -2887,7 +2951,7 @@ def how_line(method, plan):
     return how + (f", {plan.why}" if plan.why else "")
 
 
-def upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset):
+def upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset, measured=0.0):
     """Decode, upscale and write the picture of the job's source, segment by segment, into
     the work folder; then join the segments into work.joined with the frames' own times.
     Returns the whole picture's FrameResult; for --part, only its share's (nothing is
@@ -2896,7 +2960,9 @@ def upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset):
     if orientation != "as decoded":
         say(f"note: {source.name}: display matrix applied: {orientation}", settings.quiet)
     duration_s = video_length(info, offset)
-    video, first_ms = source_video(source, settings, duration_s, bool(info.video[0].end))
+    # An MP4's (or QuickTime's) frame count is its sample table's: exact.
+    video, first_ms = source_video(source, settings, duration_s,
+                                   info.format.startswith("mov,mp4"), measured)
     check_workload(source, video, settings, plan)
     frames_hint = f", about {video.frame_count_hint} frames" \
         if video.frame_count_hint > 0 else ""
@@ -2935,7 +3001,8 @@ def upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset):
         try:
             join_segments(ffmpeg, [work.video(k) for k in sorted(records)
                                    if records[k]["frames"]], joined)
-            rewrite_mp4_timing(joined, times, last_interval(times, video.nominal_interval_ms))
+            rewrite_mp4_timing(joined, times, last_interval(times, video.nominal_interval_ms),
+                               video.fps)
             os.replace(joined, work.joined)
         finally:
             if joined.exists():

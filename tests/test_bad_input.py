@@ -369,10 +369,12 @@ def bad_text(ffmpeg, folder):
 
 
 def bad_image(ffmpeg, folder):
+    # a picture under a video's name (pictures are upscaled by their own extension)
     import cv2
     import numpy as np
-    cv2.imwrite(str(folder / "photo.png"), np.full((40, 60, 3), 90, np.uint8))
-    return folder / "photo.png"
+    ok, png = cv2.imencode(".png", np.full((40, 60, 3), 90, np.uint8))
+    (folder / "photo.mp4").write_bytes(png.tobytes())
+    return folder / "photo.mp4"
 
 
 def bad_audio_only(ffmpeg, folder):

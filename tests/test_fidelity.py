@@ -440,3 +440,21 @@ def test_uneven_frame_gaps_off_any_millisecond_grid_are_kept_by_every_codec(
     kept = sorted(packet_times(ffmpeg, out))
     assert len(kept) == 25
     assert max(abs(float(k) * 1000 - t) for k, t in zip(kept, times)) <= 1.0
+
+
+def test_a_webm_sources_nominal_rate_is_the_outputs(ffmpeg, tmp_path):
+    # WebM keeps times in whole milliseconds (0, 33, 67, 100 ...); written as they are, the
+    # output's average rate came out 29.99, not the source's 30
+    src = tmp_path / "clip.webm"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=64x48:rate=30:duration=2", "-c:v", "libvpx-vp9", "-b:v",
+                    "200k", str(src)], check=True)
+    result = run_cli(src, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    line = subprocess.run([ffmpeg, "-hide_banner", "-i", str(tmp_path / "clip_cubic_x2.mp4")],
+                          capture_output=True, text=True).stderr
+    stream = [x for x in line.splitlines() if "Video:" in x][0]
+    assert ", 30 fps, 30 tbr" in stream, stream
+    decode = subprocess.run([ffmpeg, "-v", "warning", "-i", str(tmp_path / "clip_cubic_x2.mp4"),
+                             "-f", "null", "-"], capture_output=True, text=True)
+    assert "non monotonically increasing dts" not in decode.stderr

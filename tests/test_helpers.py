@@ -127,3 +127,30 @@ def test_bicubic_taps_sum_to_one_and_are_symmetric(scale):
                                             ("clip_x4", False), ("my_fsrcnn_notes", False)])
 def test_outputs_and_quick_tries_are_recognised_by_name(stem, is_output):
     assert bool(upscale.OUTPUT_NAME_RE.search(stem)) == is_output
+
+
+def test_a_nominal_rate_of_1000_is_not_believed_over_the_packets():
+    assert upscale.believable_rate(1000.0, 28.0) == 28.0
+    assert upscale.believable_rate(25.0, 25.3) == 25.0          # a believable one stays
+    assert upscale.believable_rate(0.0, 0.0) == 0.0
+
+
+def test_frame_count_comes_from_the_best_evidence():
+    # an MP4's sample count is exact; Matroska's is its length times the believable rate
+    assert upscale.frame_count_hint(250, 10.0, 25.0, exact=True) == 250
+    assert upscale.frame_count_hint(1072, 1.07, 28.0, exact=False) == 30
+    assert upscale.frame_count_hint(40, 0.0, 0.0, exact=False) == 40
+
+
+def test_times_on_the_sources_rate_grid_are_written_on_it():
+    webm = [0, 33, 67, 100, 133, 167]                  # 30/1 in whole milliseconds
+    assert upscale.rate_grid(webm, 30.0) == (90000, 3000)
+    ntsc = [k * 1001 / 30 for k in range(6)]
+    assert upscale.rate_grid(ntsc, 30000 / 1001) == (90000, 3003)
+    assert upscale.rate_grid([0, 100, 190, 280], 10.0) is None      # uneven: kept as is
+    assert upscale.rate_grid(webm, 1000.0) is None
+
+
+def test_measured_rate_is_frames_over_the_time_they_span():
+    assert upscale.measured_rate([0.0, 0.5, 1.0, 1.5]) == 2.0
+    assert upscale.measured_rate([0.2]) == 0.0
