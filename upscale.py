@@ -3636,12 +3636,25 @@ def grid_image(tiles, max_width=GRID_MAX_WIDTH, gap=4):
     return pad_to_even(grid)
 
 
+def most_detailed_window(image, height, width):
+    """(y, x) of the height x width window of image with the most fine detail (the largest
+    mean absolute Laplacian): where methods differ, not a flat or blurred patch."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    detail = np.abs(cv2.Laplacian(gray.astype(np.float32), cv2.CV_32F))
+    mean = cv2.boxFilter(detail, -1, (width, height), anchor=(0, 0), normalize=True,
+                         borderType=cv2.BORDER_CONSTANT)
+    valid = mean[:gray.shape[0] - height + 1, :gray.shape[1] - width + 1]
+    y, x = np.unravel_index(int(np.argmax(valid)), valid.shape)
+    return int(y), int(x)
+
+
 def detail_picture(tiles):
-    """The grid of whole frames above a grid of the same central crop enlarged, so the
-    differences between methods can be seen."""
+    """The grid of whole frames above a grid of the same crop enlarged, taken where the
+    first tile (the truth, or the input) has the most detail, so the differences between
+    methods can be seen."""
     th, tw = tiles[0][1].shape[:2]
     ch, cw = max(8, th // 4), max(8, tw // 4)
-    y, x = (th - ch) // 2, (tw - cw) // 2
+    y, x = most_detailed_window(tiles[0][1], ch, cw)
     crops = [(f"{label} (detail)",
               cv2.resize(frame[y:y + ch, x:x + cw], (tw, th), interpolation=cv2.INTER_NEAREST))
              for label, frame in tiles]
@@ -3792,7 +3805,7 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
     for run in active:
         run.lossless = LosslessWriter(tmp / f"{run.method.name}.mkv")
         run.encoded = LosslessWriter(tmp / f"{run.method.name}.mp4", "mp4v")
-    grid = LosslessWriter(grid_video, "mp4v") if grid_video else None
+    grid = LosslessWriter(tmp / "grid.mkv") if grid_video else None
     progress = Progress(f"{label}: comparing {len(active)} methods", count, settings.quiet)
     truth_frames = truth.frames() if truth else None
     chosen, tiles = count // 2, None
@@ -3823,6 +3836,11 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
     progress.close()
     if grid:
         grid.close()
+        # H.264 in MP4, which browsers and phones play (faststart: it plays as it loads)
+        run_ffmpeg([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i",
+                    str(grid.path), "-c:v", "libx264", "-crf", str(DEFAULT_CRF), "-preset",
+                    DEFAULT_PRESET, "-pix_fmt", "yuv420p", "-movflags", "+faststart",
+                    "-f", "mp4", str(grid_video)], "encoding the comparison video")
     if picture:
         Path(picture).write_bytes(cv2.imencode(".png", detail_picture(tiles))[1].tobytes())
     rows = []

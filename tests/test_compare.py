@@ -90,6 +90,7 @@ def test_grid_video_has_one_labelled_tile_per_method_and_every_frame(ffmpeg, tmp
     # the clip is the truth: truth + 3 methods in a row of 64x48 tiles, 4-pixel gaps
     assert video_size(grid) == (4 * 64 + 3 * 4, 48)
     assert decoded_frame_count(ffmpeg, grid) == 10
+    assert upscale.probe(ffmpeg, grid).video[0].codec == "h264"       # browsers play it
     assert (tmp_path / "grid.png").is_file()
 
 
@@ -126,3 +127,10 @@ def test_no_reference_gives_pictures_without_measurements(ffmpeg, tmp_path):
 def test_unknown_compare_method_is_a_usage_error(tmp_path):
     result = run_cli("--compare", tmp_path, "--methods", "cubic,magic")
     assert result.returncode == 2 and "magic" in result.stderr
+
+
+def test_the_detail_crop_is_taken_where_the_picture_has_most_detail():
+    image = np.full((120, 160, 3), 128, np.uint8)
+    rng = np.random.default_rng(0)
+    image[80:110, 10:50] = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)   # texture
+    assert upscale.most_detailed_window(image, 30, 40) == (80, 10)
