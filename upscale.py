@@ -22,10 +22,12 @@ A video is worked through in segments kept in a hidden work folder beside the ou
 run stopped by anything (kill -9 included) goes on where it stopped when run again, and
 --part K/N shares one video among processes or machines.
 
-The file reads in the order data flows: tables, ffmpeg probing, model files, upscalers
-(with the rewriting of the official graphs into faster equivalents), reading, the threaded
-pipeline, segments, timing repair, muxing, progress, jobs, benchmark, compare, command
-line, main().
+The file reads in the order data flows: tables; errors and messages; ffmpeg probing; model
+files; upscalers (resize, network, and a network's output fitted to a size) with the
+rewriting of the official graphs into faster equivalents; reading frames; the threaded
+pipeline; segments; timing repair; muxing; progress; settings, sizes and output names;
+temporary files; one file end to end (a Job: probe, size plan, frames, segments, mux);
+pictures; benchmark; compare; command line and the runs over many files; main().
 
 Our own weights (the default fast network and FSRCNN, trained by models/train.py) ship in
 models/ beside this script. The official model files (.pb) are looked up in --model-dir,
@@ -238,8 +240,8 @@ class Codec:
 
 
 CODECS = {c.name: c for c in (
-    Codec("mp4v", "mp4v", (), "MPEG-4 part 2 straight from cv2.VideoWriter (the design's "
-          "first path; players in browsers and phones may refuse it)", "VideoWriter mp4v"),
+    Codec("mp4v", "mp4v", (), "MPEG-4 Part 2 straight from OpenCV's writer (browsers and "
+          "phones may refuse to play it)", "VideoWriter mp4v"),
     # No B-frames: the frames' own times are written into the MP4's sample table after the
     # encode (as for mp4v), which needs decode order to be presentation order.
     Codec("h264", "", ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "0"),
@@ -2451,7 +2453,7 @@ class Progress:
 
 
 # ---------------------------------------------------------------------------------------------
-# Jobs: one input file to one output file
+# Settings, sizes and output names: what a run was asked, and what each file's output becomes
 # ---------------------------------------------------------------------------------------------
 
 # Without a size asked for, the output stays within 4K UHD (either way round).
@@ -2750,6 +2752,11 @@ def video_length(info, start):
     container tags it (Matroska), else to the end of the file."""
     return max(0.0, (info.video[0].end or info.duration) - start)
 
+
+# ---------------------------------------------------------------------------------------------
+# One file end to end: a Job (probe, orientation, size plan, output path), then its frames
+#   through the pipeline segment by segment, joined, timed and muxed
+# ---------------------------------------------------------------------------------------------
 
 @dataclass
 class Job:
@@ -4099,12 +4106,14 @@ def build_parser():
                        for m in METHODS.values() if m.is_network)
     parser = Parser(
         prog="upscale.py",
-        description="Upscale videos with OpenCV's deep-learning super-resolution models, "
-                    "keeping their audio, subtitles and timing.",
+        description="Make videos and pictures sharper and bigger with super-resolution "
+                    "networks (our own, or OpenCV's), keeping a video's sound, subtitles and "
+                    "frame times.",
         epilog=EXAMPLES.format(models=models, default_dir=DEFAULT_MODEL_DIR),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="video files, or folders whose videos are all upscaled")
+                        help="videos or pictures, or folders whose videos and pictures are "
+                             "all upscaled")
     parser.add_argument("-m", "--model", default=DEFAULT_METHOD, choices=list(METHODS),
                         metavar="NAME", help="super-resolution model or baseline: "
                         + ", ".join(METHODS) + f" (default: {DEFAULT_METHOD})")
@@ -4120,7 +4129,8 @@ def build_parser():
     size.add_argument("--width", type=side_arg("width"), dest="size", metavar="W",
                       help="output width in pixels; the height follows")
     parser.add_argument("-o", "--output", metavar="PATH",
-                        help="output file (one input only); .mkv gives Matroska")
+                        help="output file (one input only); .mkv gives Matroska; .png, .jpg "
+                             "or .webp for a picture")
     parser.add_argument("--output-dir", type=Path, metavar="DIR",
                         help="folder for outputs (created if missing); default: beside "
                              "each input")
