@@ -28,8 +28,7 @@ import numpy as np
 
 import srdata
 
-sys.path.insert(0, str(srdata.HERE.parent))
-import upscale  # noqa: E402
+import upscale  # noqa: E402  (srdata put the project root on the path)
 
 PROTOCOLS = ("clean", "crf18", "crf23", "video")
 PAN_FRAMES, PAN_STEP = 12, 3          # video protocol: frames per pan, pixels moved a frame

@@ -20,6 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import upscale  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 DATASETS = Path(os.environ.get("UPSCALE_DATASETS", HERE.parent.parent / "shared" / "datasets"))
 SETS = ("T91", "BSD200", "DIV2K_gray_crops_igv")
@@ -122,14 +125,12 @@ def imresize(image, scale):
 # --- Compression after the downscale ---------------------------------------------------------
 
 def find_ffmpeg():
-    explicit = os.environ.get("UPSCALE_FFMPEG")
-    if explicit:
-        return explicit
+    """The ffmpeg upscale.py itself uses (one home for finding it: $UPSCALE_FFMPEG, then
+    imageio-ffmpeg's pinned build, then PATH)."""
     try:
-        import imageio_ffmpeg
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except ImportError:
-        raise SystemExit("needs imageio-ffmpeg (pip install imageio-ffmpeg) or UPSCALE_FFMPEG")
+        return upscale.find_ffmpeg()
+    except upscale.UpscaleError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def h264_frames(frames_bgr, crf, ffmpeg=None, options=("-threads", "1")):
