@@ -122,7 +122,7 @@ def report(results, count, out=sys.stdout):
     labels = list(BASELINES) + sorted({m for _, _, m in results} - set(BASELINES),
                                       key=lambda m: -results.get((4, "clean", m), 0))
     keys = sorted({(s, p) for s, p, _ in results}, key=lambda k: (k[0], PROTOCOLS.index(k[1])))
-    width = max(9, *(len(x) for x in labels))
+    width = max(15, *(len(x) for x in labels))          # "29.91 (+1.04)"
     print(f"PSNR (dB, MATLAB luma, border = scale) on {count} held-out images; "
           "in brackets: the gain over cubic", file=out)
     print(f"{'scale':>5} {'protocol':<8} " + " ".join(f"{x:>{width}}" for x in labels), file=out)
