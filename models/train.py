@@ -196,7 +196,8 @@ def starting_weights(args, family, report):
         if str(source.get("family", "fsrcnn")) != family.name:
             raise SystemExit(f"--init {args.init} is a {source['family']} run, "
                              f"not {family.name}")
-        report(f"x{args.scale} {family.name} from {args.init} (x{int(source['scale'])})")
+        report(f"x{args.scale} {family.name} from {args.init} (x{int(source['scale'])}, "
+               f"step {int(source['step'])})")
         if int(source["scale"]) == args.scale:
             return weights_of(source)
         return nets.seeded_weights(family, weights_of(source), args.scale)
@@ -289,7 +290,8 @@ def train(args):
         save_checkpoint(run, state)
 
     started, saved, losses = time.monotonic(), time.monotonic(), []
-    for step in range(start, args.steps):
+    stop = min(args.steps, args.stop_at or args.steps)
+    for step in range(start, stop):
         low, high = batch(pairs, areas, args.scale, args.seed, step)
         lr = learning_rate(step, args.steps, args.lr)
         losses.append(float(step_fn(low, high, tf.constant(lr, tf.float32),
@@ -301,10 +303,11 @@ def train(args):
                    f"val {validate(val):.2f} dB  {rate:.1f} steps/s  "
                    f"ETA {(args.steps - done) / rate / 60:.0f} min")
             losses = []
-        if time.monotonic() - saved >= args.checkpoint_seconds or done == args.steps:
+        if time.monotonic() - saved >= args.checkpoint_seconds or done == stop:
             checkpoint(done)
             saved = time.monotonic()
-    report(f"done: {run} at step {args.steps}")
+    report(f"done: {run} at step {stop}" + (f" of {args.steps} (--stop-at)" if stop < args.steps
+                                            else ""))
 
 
 # --- Export -----------------------------------------------------------------------------------
@@ -359,7 +362,12 @@ def main():
     t = sub.add_parser("train", help="train (or resume) one scale")
     t.add_argument("--scale", type=int, choices=(2, 3, 4), required=True)
     t.add_argument("--run", required=True, help="folder for the checkpoint and log")
-    t.add_argument("--steps", type=int, default=40000)
+    t.add_argument("--steps", type=int, default=40000,
+                   help="length of the learning-rate schedule (a resumed run may change it: "
+                   "the schedule goes on from where it stopped)")
+    t.add_argument("--stop-at", type=int, default=0,
+                   help="stop (with a checkpoint) after this step, to replay a run whose "
+                   "--steps changed on the way (see models/logs)")
     t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (Adam)")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--family", choices=sorted(nets.FAMILIES), default="fsrcnn",
