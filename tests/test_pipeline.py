@@ -34,7 +34,7 @@ def test_duration_is_within_one_frame_of_source(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", rate="25", seconds=2)
     assert run_cli(src, "--scale", "2").returncode == 0
     src_times = packet_times(ffmpeg, src)
-    out_times = packet_times(ffmpeg, tmp_path / "clip_fsrcnn_x2.mp4")
+    out_times = packet_times(ffmpeg, tmp_path / "clip_fast_x2.mp4")
     assert len(out_times) == len(src_times) == 50
     assert abs(float(out_times[-1] - src_times[-1])) <= 1 / 25
 
@@ -43,7 +43,7 @@ def test_source_without_audio_gives_video_only_output(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "silent.mp4", audio=False)
     result = run_cli(src, "--scale", "2")
     assert result.returncode == 0, result.stderr
-    info = probe(ffmpeg, tmp_path / "silent_fsrcnn_x2.mp4")
+    info = probe(ffmpeg, tmp_path / "silent_fast_x2.mp4")
     assert [s.kind for s in info.streams] == ["video"]
 
 
@@ -51,7 +51,7 @@ def test_pcm_audio_is_reencoded_for_mp4_not_lost(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "pcm.mov", acodec=("-c:a", "pcm_s16le"))
     result = run_cli(src, "--scale", "2")
     assert result.returncode == 0, result.stderr
-    audio = probe(ffmpeg, tmp_path / "pcm_fsrcnn_x2.mp4").of_kind("audio")
+    audio = probe(ffmpeg, tmp_path / "pcm_fast_x2.mp4").of_kind("audio")
     assert [a.codec for a in audio] == ["aac"]
     assert "re-encoded" in result.stderr
 
@@ -64,7 +64,7 @@ def test_every_audio_stream_is_kept(ffmpeg, tmp_path):
                     "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=fra",
                     str(src)], check=True)
     assert run_cli(src, "--scale", "2").returncode == 0
-    audio = probe(ffmpeg, tmp_path / "two_fsrcnn_x2.mp4").of_kind("audio")
+    audio = probe(ffmpeg, tmp_path / "two_fast_x2.mp4").of_kind("audio")
     assert [a.language for a in audio] == ["eng", "fra"]
 
 
@@ -72,7 +72,7 @@ def test_odd_sized_source_at_x2_keeps_exact_size(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "odd.mkv", vfilter="format=yuv444p,crop=51:37",
                     vcodec=("-c:v", "ffv1", "-pix_fmt", "yuv444p"), audio=False)
     assert run_cli(src, "--scale", "2").returncode == 0
-    assert video_size(tmp_path / "odd_fsrcnn_x2.mp4") == (102, 74)
+    assert video_size(tmp_path / "odd_fast_x2.mp4") == (102, 74)
 
 
 def test_odd_output_size_is_padded_to_even_with_a_warning(ffmpeg, tmp_path):
@@ -80,7 +80,7 @@ def test_odd_output_size_is_padded_to_even_with_a_warning(ffmpeg, tmp_path):
                     vcodec=("-c:v", "ffv1", "-pix_fmt", "yuv444p"), audio=False)
     result = run_cli(src, "--scale", "3")
     assert result.returncode == 0, result.stderr
-    assert video_size(tmp_path / "odd_fsrcnn_x3.mp4") == (154, 112)
+    assert video_size(tmp_path / "odd_fast_x3.mp4") == (154, 112)
     assert result.stderr.count("is odd-sized; padded to 154x112") == 1
 
 
@@ -90,11 +90,11 @@ def test_rotated_source_is_upscaled_upright(ffmpeg, tmp_path):
     subprocess.run([ffmpeg, "-v", "error", "-display_rotation", "90", "-i", str(plain),
                     "-c", "copy", str(rotated)], check=True)
     assert run_cli(rotated, "--scale", "2").returncode == 0
-    assert video_size(tmp_path / "rotated_fsrcnn_x2.mp4") == (96, 128)
+    assert video_size(tmp_path / "rotated_fast_x2.mp4") == (96, 128)
 
 
 @pytest.mark.parametrize("method,scales", [
-    ("fsrcnn", (2, 3, 4)), ("fsrcnn-small", (2, 3, 4)), ("espcn", (2, 3, 4)),
+    ("fast", (2, 3, 4)), ("fsrcnn", (2, 3, 4)), ("fsrcnn-small", (2, 3, 4)), ("espcn", (2, 3, 4)),
     ("lapsrn", (2, 4, 8)),
 ])
 def test_every_model_and_scale_upscales(ffmpeg, tmp_path, method, scales):
@@ -143,7 +143,7 @@ def test_folder_rerun_skips_earlier_outputs_as_inputs(ffmpeg, tmp_path):
     assert run_cli(tmp_path, "--scale", "2").returncode == 0
     again = run_cli(tmp_path, "--scale", "2")
     assert again.returncode == 0
-    assert "a_fsrcnn_x2_fsrcnn_x2" not in " ".join(p.name for p in tmp_path.iterdir())
+    assert "a_fast_x2_fast_x2" not in " ".join(p.name for p in tmp_path.iterdir())
     assert "skip:" in again.stderr
 
 
@@ -165,7 +165,7 @@ def test_explicit_mkv_output_is_matroska(ffmpeg, tmp_path):
 def test_existing_output_made_the_same_way_is_skipped_then_replaced_with_overwrite(
         ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
-    out = tmp_path / "clip_fsrcnn_x2.mp4"
+    out = tmp_path / "clip_fast_x2.mp4"
     assert run_cli(src, "--scale", "2").returncode == 0
     first = out.stat()
     skipped = run_cli(src, "--scale", "2")
@@ -180,12 +180,12 @@ def test_existing_output_made_the_same_way_is_skipped_then_replaced_with_overwri
     (["--codec", "mp4v"], ["codec h264, asked mp4v", "crf 18, asked -"]),
     (["--crf", "23"], ["crf 18, asked 23"]),
     (["--preset", "veryslow"], ["preset superfast, asked veryslow"]),
-    (["--model", "fsrcnn-opencv", "-o", "clip_fsrcnn_x2.mp4"],
-     ["model fsrcnn, asked fsrcnn-opencv"])])
+    (["--model", "fsrcnn-opencv", "-o", "clip_fast_x2.mp4"],
+     ["model fast, asked fsrcnn-opencv"])])
 def test_existing_output_made_another_way_is_refused_saying_what_differs(
         ffmpeg, tmp_path, change, words):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
-    out = tmp_path / "clip_fsrcnn_x2.mp4"
+    out = tmp_path / "clip_fast_x2.mp4"
     assert run_cli(src, "--scale", "2").returncode == 0
     before = out.read_bytes()
     result = run_cli(src, "--scale", "2", *change, cwd=tmp_path)
@@ -197,7 +197,7 @@ def test_existing_output_made_another_way_is_refused_saying_what_differs(
 
 def test_existing_file_not_made_by_this_tool_is_not_taken_for_a_result(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
-    other = make_clip(ffmpeg, tmp_path / "clip_fsrcnn_x2.mp4", seconds=0.2)
+    other = make_clip(ffmpeg, tmp_path / "clip_fast_x2.mp4", seconds=0.2)
     before = other.read_bytes()
     result = run_cli(src, "--scale", "2")
     assert result.returncode == 1 and "records no upscale.py settings" in result.stderr
@@ -267,14 +267,14 @@ def test_shell_loop_run_twice_does_not_upscale_its_own_outputs(ffmpeg, tmp_path)
     for _ in range(2):                     # for f in clips/*.mp4; do upscale.py "$f"; done
         for f in sorted(tmp_path.glob("*.mp4")):
             assert run_cli(f, "--scale", "2").returncode == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "a_fsrcnn_x2.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "a_fast_x2.mp4"]
 
 
 def test_an_output_named_with_o_can_be_upscaled_again(ffmpeg, tmp_path):
-    first = make_clip(ffmpeg, tmp_path / "a_fsrcnn_x2.mp4", seconds=0.2)
+    first = make_clip(ffmpeg, tmp_path / "a_fast_x2.mp4", seconds=0.2)
     skipped = run_cli(first, "--scale", "2")
     assert skipped.returncode == 0 and "skip:" in skipped.stderr
-    assert not (tmp_path / "a_fsrcnn_x2_fsrcnn_x2.mp4").exists()
+    assert not (tmp_path / "a_fast_x2_fast_x2.mp4").exists()
     again = run_cli(first, "--scale", "2", "-o", tmp_path / "a_x4.mp4")
     assert again.returncode == 0, again.stderr
     assert video_size(tmp_path / "a_x4.mp4") == tuple(2 * v for v in video_size(first))
@@ -341,8 +341,9 @@ def test_jobs_on_a_terminal_show_each_files_progress(ffmpeg, tmp_path):
                                       "--jobs", "2"])
     assert status == 0
     for name in ("a", "b"):
-        assert any(line.startswith(f"[{name}.mp4] {name}.mp4: ") and "frames (" in line and
+        assert any(line.startswith(f"[{name}.mp4] ") and "frames (" in line and
                    "ETA" in line for line in seen.splitlines()), seen
+    assert "a.mp4] a.mp4" not in seen and "b.mp4] b.mp4" not in seen     # the name once
 
 
 def stream_seconds(ffmpeg, path, stream):
@@ -355,12 +356,12 @@ def test_frames_makes_a_quick_try_with_its_sound_cut_to_match(ffmpeg, tmp_path):
     result = run_cli(src, "--scale", "2", "--frames", "10")
     assert result.returncode == 0, result.stderr
     assert "about 10 frames" in result.stderr
-    trial = tmp_path / "clip_fsrcnn_x2_first10.mp4"
+    trial = tmp_path / "clip_fast_x2_first10.mp4"
     assert decoded_frame_count(ffmpeg, trial) == 10
     assert abs(stream_seconds(ffmpeg, trial, "a:0") - 0.4) < 0.05     # not 3 s of sound
     # the whole run afterwards is neither skipped nor confused with the try
     assert run_cli(src, "--scale", "2").returncode == 0
-    assert decoded_frame_count(ffmpeg, tmp_path / "clip_fsrcnn_x2.mp4") == 75
+    assert decoded_frame_count(ffmpeg, tmp_path / "clip_fast_x2.mp4") == 75
     assert decoded_frame_count(ffmpeg, trial) == 10
 
 
@@ -375,12 +376,12 @@ def test_h264_needs_no_lossless_intermediate_only_room_for_its_own_stream(ffmpeg
     peak = 0
     while proc.poll() is None:       # the temporary files' size (work folder too), all along
         sizes = []
-        for p in tmp_path.rglob("*"):
-            try:
+        try:
+            for p in tmp_path.rglob("*"):
                 hidden = p.relative_to(tmp_path).parts[0].startswith(".")
                 sizes.append(p.stat().st_size if hidden and p.is_file() else 0)
-            except FileNotFoundError:
-                pass
+        except FileNotFoundError:        # removed while being listed: look again
+            continue
         peak = max(peak, sum(sizes))
     assert proc.returncode == 0, proc.stderr.read()
     # the encoded stream (segments, then joined), then the muxed copy of it (a lossless
