@@ -3520,7 +3520,7 @@ COMPARE_METHODS = ("fast", "fsrcnn", "fsrcnn-opencv", "espcn", "lapsrn", "edsr",
                    "linear", "ffmpeg")
 PSNR_CAP = 100.0          # dB reported for identical frames (no error at all)
 GRID_MAX_WIDTH = 1920     # grid videos and pictures are scaled down to this width
-COMPARE_NAME_RE = re.compile(r"_compare_x\d+$")     # stems of --compare's own outputs
+COMPARE_NAME_RE = re.compile(r"_compare_x\d+(\.\d+)?$")     # stems of --compare's own outputs
 REPORT_KEYS = ("input", "method", "scale", "frames", "psnr", "ssim", "vmaf", "ms_per_frame",
                "psnr_encoded", "ssim_encoded", "status", "reason")
 
@@ -3561,12 +3561,50 @@ def downscale(image, scale):
     return np.clip(np.rint(small), 0, 255).astype(np.uint8)
 
 
+def cubic_kernel(x):
+    ax = np.abs(x)
+    return ((1.5 * ax ** 3 - 2.5 * ax ** 2 + 1) * (ax <= 1) +
+            (-0.5 * ax ** 3 + 2.5 * ax ** 2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
+
+
+def imresize_axis(image, axis, out_len, scale):
+    """image resampled along one axis as MATLAB's imresize(..., 'bicubic') does it: the
+    cubic kernel, stretched by 1/scale when shrinking (antialiasing), mirrored edges."""
+    in_len = image.shape[axis]
+    width = 4.0 / scale if scale < 1 else 4.0
+    u = np.arange(1, out_len + 1, dtype=np.float64) / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(u - width / 2)
+    indices = left[:, None] + np.arange(int(np.ceil(width)) + 2)[None, :]
+    distance = u[:, None] - indices
+    weights = scale * cubic_kernel(scale * distance) if scale < 1 else cubic_kernel(distance)
+    weights /= weights.sum(axis=1, keepdims=True)
+    mirror = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])
+    taps = mirror[np.mod(indices - 1, 2 * in_len).astype(np.int64)]
+    out = np.einsum("ot,ot...->o...", weights, np.moveaxis(image, axis, 0)[taps])
+    return np.moveaxis(out, 0, axis)
+
+
+def imresize(image, scale):
+    """MATLAB's imresize(image, scale, 'bicubic') of an 8-bit image, rounded to 8 bits, at
+    any scale (the size is ceil(side * scale)); downscale() is its fast path for whole
+    factors. models/srdata.py makes the training data with it."""
+    h, w = image.shape[:2]
+    out = image.astype(np.float64)
+    out = imresize_axis(out, 0, int(np.ceil(h * scale - 1e-9)), scale)
+    out = imresize_axis(out, 1, int(np.ceil(w * scale - 1e-9)), scale)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
 def truth_and_low(frame, scale):
-    """The high-resolution truth (cropped from the top-left to a multiple of scale) and its
-    low-resolution copy, made small as real footage is (see downscale)."""
+    """The high-resolution truth and its low-resolution copy, made small as real footage is
+    (antialiased bicubic): for a whole scale the truth is cropped from the top-left to a
+    multiple of it (downscale, exact and fast); for any other, the frame is the truth."""
     h, w = frame.shape[:2]
-    truth = frame[:h - h % scale, :w - w % scale]
-    return truth, downscale(truth, scale)
+    if scale == int(scale):
+        scale = int(scale)
+        truth = frame[:h - h % scale, :w - w % scale]
+        return truth, downscale(truth, scale)
+    return frame, imresize(frame, 1 / scale)
 
 
 def compare_inputs(paths):
@@ -3747,32 +3785,38 @@ class MethodRun:
                 "status": self.status, "reason": self.reason}
 
 
-def prepare_runs(names, scale, settings, quiet):
-    """A MethodRun per method name; a method that cannot run is kept, marked skipped with
-    its reason, never dropped silently."""
+def prepare_runs(names, scale, size, settings, quiet):
+    """A MethodRun per method name, each making frames of size (width, height) as a run of
+    the tool would: a network at its smallest scale that reaches `scale`, then brought to
+    the size; a baseline straight to it. A method that cannot run is kept, marked skipped
+    with its reason, never dropped silently."""
     runs = []
     for name in names:
         method = METHODS[name]
         run = MethodRun(method)
-        if scale not in method.scales:
-            run.status, run.reason = "skipped", f"no x{scale} model (scales " \
+        reaching = [s for s in method.scales if s >= scale]
+        if not reaching:
+            run.status, run.reason = "skipped", f"no model up to x{scale:g} (scales " \
                 f"{', '.join(map(str, method.scales))})"
-        elif method.runs != "ffmpeg":
+        elif method.is_network:
             try:
-                run.upscaler = make_upscaler(method, scale, settings.model_dir, quiet,
-                                             settings.tile, settings.device)
+                run.upscaler = FittedUpscaler(make_upscaler(
+                    method, min(reaching), settings.model_dir, quiet, settings.tile,
+                    settings.device), size)
             except UpscaleError as exc:
                 run.status, run.reason = "skipped", str(exc)
+        elif method.runs == "resize":
+            run.upscaler = ResizeUpscaler(method, 0, size)
         runs.append(run)
     return runs
 
 
-def ffmpeg_upscaled(ffmpeg, low_video, scale, out_path):
-    """Run ffmpeg's bicubic scaler over a lossless video of low-resolution frames;
-    returns (LosslessWriter-like reader of the result, seconds taken)."""
+def ffmpeg_upscaled(ffmpeg, low_video, size, out_path):
+    """Run ffmpeg's bicubic scaler over a lossless video of low-resolution frames, to size
+    (width, height); returns (LosslessWriter-like reader of the result, seconds taken)."""
     start = time.perf_counter()
     run_ffmpeg([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i",
-                str(low_video), "-vf", f"scale=iw*{scale}:ih*{scale}:flags=bicubic",
+                str(low_video), "-vf", f"scale={size[0]}:{size[1]}:flags=bicubic",
                 "-c:v", "ffv1", "-pix_fmt", "bgr0", str(out_path)], "scaling with ffmpeg")
     return LosslessWriter(out_path), time.perf_counter() - start
 
@@ -3780,7 +3824,6 @@ def ffmpeg_upscaled(ffmpeg, low_video, scale, out_path):
 def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_frames,
                 grid_video, picture, vmaf_ok):
     """Compare every method on one input; returns its report rows."""
-    runs = prepare_runs(names, scale, settings, settings.quiet)
     label = path.name
     # The low-resolution frames go to disk first: ffmpeg's scaler works on whole files,
     # and every other method reads them back frame by frame.
@@ -3800,10 +3843,14 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
         truth.close()
     if count == 0:
         raise UpscaleError(f"{path}: no frame could be read")
+    # What each method must make: the truth's size, or the input's times the scale.
+    size = (high.shape[1], high.shape[0]) if reference else \
+        (round(small.shape[1] * scale), round(small.shape[0] * scale))
+    runs = prepare_runs(names, scale, size, settings, settings.quiet)
     for run in runs:
         if run.status == "ok" and run.method.runs == "ffmpeg":
             try:
-                result, run.seconds = ffmpeg_upscaled(ffmpeg, low.path, scale,
+                result, run.seconds = ffmpeg_upscaled(ffmpeg, low.path, size,
                                                       tmp / "ffmpeg-scaled.mkv")
                 run.ffmpeg_frames = result.frames()
             except UpscaleError as exc:
@@ -3819,11 +3866,10 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
     for i, small in enumerate(low.frames()):
         high = next(truth_frames) if truth_frames else None
         frame_tiles = [("truth", high)] if reference else \
-            [("input (nearest)", cv2.resize(small, None, fx=scale, fy=scale,
-                                            interpolation=cv2.INTER_NEAREST))]
+            [("input (nearest)", cv2.resize(small, size, interpolation=cv2.INTER_NEAREST))]
         for run in active:
             if run.ffmpeg_frames is not None:     # scaled from the padded frames: crop
-                big = next(run.ffmpeg_frames)[:small.shape[0] * scale, :small.shape[1] * scale]
+                big = next(run.ffmpeg_frames)[:size[1], :size[0]]
             else:
                 start = time.perf_counter()
                 big = run.upscaler.upscale(small)
@@ -3864,8 +3910,8 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
         elif run.status == "ok":
             run.lossless.close()
             run.encoded.close()
-        rows.append(run.row(str(path), scale, None if vmaf is None else round(vmaf, 3),
-                            encoded))
+        rows.append(run.row(str(path), int(scale) if scale == int(scale) else scale,
+                            None if vmaf is None else round(vmaf, 3), encoded))
     return rows, count
 
 
@@ -3904,8 +3950,8 @@ def compare_output_paths(path, settings, kind, several):
 
 
 def compare_scale(settings):
-    """The whole scale --compare measures at."""
-    return int(settings.size.value)
+    """The scale --compare measures at."""
+    return settings.size.value
 
 
 def compare(paths, settings, names, reference=True, max_frames=0, report=None,
@@ -4234,8 +4280,9 @@ def settings_from_args(args):
             raise UsageError(f"unknown method {unknown[0]!r} in --methods; choose from "
                              + ", ".join(METHODS))
         size = args.size or SizeRequest("scale", 4)
-        if size.kind != "scale" or size.value != int(size.value) or size.value < 2:
-            raise UsageError("--compare measures whole scales: give --scale 2, 3, 4 or 8")
+        if size.kind != "scale" or size.value <= 1:
+            raise UsageError("--compare shrinks each input by a scale and measures how well "
+                             "each method brings it back: give --scale above 1 (2, 1.5, 4)")
         return Settings(method=method, size=size, codec=CODECS["mp4v"],
                         output=output, output_dir=args.output_dir,
                         overwrite=args.overwrite, quiet=args.quiet, model_dir=args.model_dir,

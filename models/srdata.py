@@ -85,41 +85,11 @@ def psnr_y(truth_bgr, test_bgr, border):
 
 # --- MATLAB's imresize, bicubic with antialiasing --------------------------------------------
 
-def cubic(x):
-    ax = np.abs(x)
-    return ((1.5 * ax ** 3 - 2.5 * ax ** 2 + 1) * (ax <= 1) +
-            (-0.5 * ax ** 3 + 2.5 * ax ** 2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
-
-
-def contributions(in_len, out_len, scale):
-    """(weights, indices), each (out_len, taps): how imresize makes each output sample."""
-    width = 4.0 / scale if scale < 1 else 4.0          # antialiasing widens the kernel
-    x = np.arange(1, out_len + 1, dtype=np.float64)
-    u = x / scale + 0.5 * (1 - 1 / scale)
-    left = np.floor(u - width / 2)
-    taps = int(np.ceil(width)) + 2
-    indices = left[:, None] + np.arange(taps)[None, :]
-    distance = u[:, None] - indices
-    weights = scale * cubic(scale * distance) if scale < 1 else cubic(distance)
-    weights /= weights.sum(axis=1, keepdims=True)
-    mirror = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])
-    return weights, mirror[np.mod(indices - 1, 2 * in_len).astype(np.int64)]
-
-
-def resize_axis(image, axis, out_len, scale):
-    weights, indices = contributions(image.shape[axis], out_len, scale)
-    moved = np.moveaxis(image, axis, 0)
-    out = np.einsum("ot,ot...->o...", weights, moved[indices])
-    return np.moveaxis(out, 0, axis)
-
-
 def imresize(image, scale):
-    """MATLAB's imresize(image, scale, 'bicubic') of an 8-bit image, rounded to 8 bits."""
-    h, w = image.shape[:2]
-    out = image.astype(np.float64)
-    out = resize_axis(out, 0, int(np.ceil(h * scale)), scale)
-    out = resize_axis(out, 1, int(np.ceil(w * scale)), scale)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    """MATLAB's imresize(image, scale, 'bicubic') of an 8-bit image, rounded to 8 bits: the
+    papers' degradation (upscale.imresize, its one home; --compare makes footage small with
+    the same function)."""
+    return upscale.imresize(image, scale)
 
 
 # --- Compression after the downscale ---------------------------------------------------------

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 
 import upscale
-from conftest import decoded_frame_count, make_clip, run_cli, video_size
+from conftest import ROOT, decoded_frame_count, make_clip, run_cli, video_size
 
 
 def flat_image(path):
@@ -61,17 +61,17 @@ def test_footage_is_made_small_with_antialiased_bicubic_as_the_papers_do():
 
 def test_report_has_the_documented_keys_and_types(tmp_path):
     image = smooth_image(tmp_path / "smooth.png")
-    _, rows = report_of(tmp_path, image, "--scale", "3", "--methods", "espcn,lapsrn,linear")
-    assert [r["method"] for r in rows] == ["espcn", "lapsrn", "linear"]
+    _, rows = report_of(tmp_path, image, "--scale", "8", "--methods", "lapsrn,espcn,linear")
+    assert [r["method"] for r in rows] == ["lapsrn", "espcn", "linear"]
     for row in rows:
         assert tuple(row) == upscale.REPORT_KEYS
-        assert row["scale"] == 3 and row["input"].endswith("smooth.png")
+        assert row["scale"] == 8 and row["input"].endswith("smooth.png")
         if row["status"] == "ok":
             assert all(isinstance(row[k], float) for k in ("psnr", "ssim", "ms_per_frame"))
             assert row["vmaf"] is None or isinstance(row["vmaf"], float)
-    lapsrn = rows[1]
-    assert lapsrn["status"] == "skipped" and "no x3 model" in lapsrn["reason"]
-    assert lapsrn["psnr"] is None
+    espcn = rows[1]                                    # ESPCN's scales end at x4
+    assert espcn["status"] == "skipped" and "no model up to x8" in espcn["reason"]
+    assert espcn["psnr"] is None
 
 
 def test_vmaf_is_measured_when_ffmpeg_has_libvmaf(ffmpeg, tmp_path):
@@ -134,3 +134,22 @@ def test_the_detail_crop_is_taken_where_the_picture_has_most_detail():
     rng = np.random.default_rng(0)
     image[80:110, 10:50] = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)   # texture
     assert upscale.most_detailed_window(image, 30, 40) == (80, 10)
+
+
+def test_compare_measures_at_a_fractional_scale_as_the_tool_upscales(tmp_path):
+    # a held-out photo shrunk 1.5x; each method brings it back to the photo's own size
+    photo = cv2.imread(str(ROOT.parent / "shared" / "datasets" / "BSD200" / "106020.png"))
+    cv2.imwrite(str(tmp_path / "photo.png"), photo[100:220, 150:330])      # its centre
+    _, rows = report_of(tmp_path, tmp_path / "photo.png", "--scale", "1.5", "--methods",
+                        "fast,cubic,ffmpeg,lapsrn")
+    by_method = {r["method"]: r for r in rows}
+    assert all(r["status"] == "ok" and r["scale"] == 1.5 for r in rows), rows
+    assert by_method["fast"]["psnr"] > by_method["cubic"]["psnr"] + 0.5
+    assert cv2.imread(str(tmp_path / "out" / "photo_compare_x1.5.png")) is not None
+
+
+def test_a_scale_a_network_cannot_reach_is_skipped_with_the_reason(tmp_path):
+    image = flat_image(tmp_path / "flat.png")
+    _, rows = report_of(tmp_path, image, "--scale", "6", "--methods", "fast,cubic")
+    fast = [r for r in rows if r["method"] == "fast"][0]
+    assert fast["status"] == "skipped" and "up to x6" in fast["reason"]
