@@ -63,7 +63,7 @@ def test_non_square_pixels_give_a_square_pixel_output_of_the_shown_shape():
                                         ((1080, 1920), 2), ((960, 540), 4)])
 def test_the_default_is_the_largest_scale_within_4k(size, scale):
     fit = upscale.fit_scale(FAST_LIKE, *size)
-    assert fit.value == scale and "4K" in fit.why
+    assert fit.value == scale and ("4K" in fit.why) == (scale < 4)
     plan = upscale.plan_frames(request("fit"), FAST_LIKE, *size)
     assert plan.label == f"x{scale}" and max(plan.width, plan.height) <= 3840
 
@@ -205,3 +205,23 @@ def test_a_network_to_an_asked_height_is_sharper_than_resizing_straight_to_it(ff
                                  for t, o in zip(truth, out)])
     # measured: +2.0 dB (fsrcnn 33.56, cubic 31.56)
     assert scores["fsrcnn"] >= scores["cubic"] + 1.0, scores
+
+
+def test_parts_at_an_asked_height_join_into_the_whole_video(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="64x48", seconds=2)
+    for part in ("2/2", "1/2"):
+        result = run_cli(src, "--model", "cubic", "--height", "72", "--segment", "0.5",
+                         "--part", part)
+        assert result.returncode == 0 and f"part {part} done" in result.stderr, result.stderr
+    joined = run_cli(src, "--model", "cubic", "--height", "72", "--segment", "0.5")
+    assert joined.returncode == 0 and "50 done by an earlier run" in joined.stderr, \
+        joined.stderr
+    assert video_size(tmp_path / "clip_cubic_72p.mp4") == (96, 72)
+    assert decoded_frame_count(ffmpeg, tmp_path / "clip_cubic_72p.mp4") == 50
+
+
+def test_benchmark_measures_a_run_at_an_asked_size(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="64x48", seconds=0.4)
+    result = run_cli(src, "--model", "fsrcnn", "--height", "72", "--benchmark")
+    assert result.returncode == 0, result.stderr
+    assert "fsrcnn 72p" in result.stdout and "64x48 -> 96x72" in result.stdout, result.stdout
