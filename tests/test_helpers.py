@@ -154,3 +154,97 @@ def test_times_on_the_sources_rate_grid_are_written_on_it():
 def test_measured_rate_is_frames_over_the_time_they_span():
     assert upscale.measured_rate([0.0, 0.5, 1.0, 1.5]) == 2.0
     assert upscale.measured_rate([0.2]) == 0.0
+
+
+# --- Muxing: pure functions of what the probe said ------------------------------------------
+
+def stream(kind, index, codec, **fields):
+    return upscale.Stream(index, kind, codec, **fields)
+
+
+def test_colour_of_a_reencode_follows_the_source_and_rounds():
+    bt709_full = stream("video", 0, "h264", color={"space": "bt709", "range": "pc",
+                                                   "primaries": "bt709", "transfer": "bt709"})
+    vfilter, tags = upscale.color_args(bt709_full, reencode=True)
+    assert "out_color_matrix=bt709" in vfilter[1] and "out_range=pc" in vfilter[1]
+    assert "accurate_rnd" in vfilter[1]
+    assert tags == ["-color_primaries", "bt709", "-color_trc", "bt709",
+                    "-colorspace", "bt709", "-color_range", "pc"]
+
+
+def test_colour_of_a_videowriter_stream_is_tagged_as_what_it_is():
+    # cv2.VideoWriter always writes BT.601 limited range, whatever the source was
+    bt709 = stream("video", 0, "h264", color={"space": "bt709", "range": "tv"})
+    vfilter, tags = upscale.color_args(bt709, reencode=False)
+    assert vfilter == [] and tags == ["-colorspace", "smpte170m", "-color_range", "tv"]
+
+
+def test_colour_of_an_untagged_source_defaults_to_bt601_limited():
+    vfilter, tags = upscale.color_args(None, reencode=True)
+    assert "out_color_matrix=bt601" in vfilter[1]
+    assert tags == ["-colorspace", "smpte170m", "-color_range", "tv"]
+
+
+def probe_of(*streams):
+    return upscale.Probe(list(streams))
+
+
+def test_stream_plan_copies_what_the_container_carries_and_says_what_it_cannot():
+    info = probe_of(stream("video", 0, "h264"), stream("audio", 1, "pcm_s16le"),
+                    stream("audio", 2, "aac", title="Commentary"),
+                    stream("subtitle", 3, "subrip"), stream("subtitle", 4, "hdmv_pgs_subtitle"))
+    args, notes = upscale.stream_plan(info, upscale.CONTAINERS["mp4"])
+    assert args[args.index("-c:a:0") + 1] == "aac"                     # PCM: re-encoded
+    assert args[args.index("-c:a:1") + 1] == "copy"
+    assert "handler_name=Commentary" in args
+    assert args[args.index("-c:s:0") + 1] == "mov_text"                # text: converted
+    assert "1:4" not in args                                          # pictures: dropped
+    assert len(notes) == 2 and "AAC" in notes[0] and "dropped" in notes[1]
+
+
+def test_stream_plan_into_matroska_keeps_everything_as_it_is():
+    info = probe_of(stream("video", 0, "h264"), stream("audio", 1, "pcm_s16le"),
+                    stream("subtitle", 2, "hdmv_pgs_subtitle"), stream("attachment", 3, "ttf"))
+    args, notes = upscale.stream_plan(info, upscale.CONTAINERS["mkv"])
+    assert args[args.index("-c:a:0") + 1] == "copy" and args[args.index("-c:s:0") + 1] == "copy"
+    assert ["-map", "1:t"] == args[args.index("1:t") - 1:args.index("1:t") + 1]
+    assert notes == []
+
+
+def test_mux_command_shifts_a_late_video_records_the_settings_and_cuts_a_try(tmp_path):
+    info = probe_of(stream("video", 0, "h264"), stream("audio", 1, "aac"))
+    settings = upscale.Settings(upscale.METHODS["fast"], upscale.SizeRequest("scale", 2),
+                                upscale.CODECS["h264"])
+    command, notes = upscale.mux_command("ffmpeg", tmp_path / "v.mp4", tmp_path / "src.mp4",
+                                         info, tmp_path / "out.mp4", settings,
+                                         upscale.CONTAINERS["mp4"], 0.5, 2.0, "model=fast")
+    assert command[command.index("-itsoffset") + 1] == "0.500000"
+    assert command.index("-itsoffset") < command.index(str(tmp_path / "v.mp4"))
+    assert command[command.index("-c:v") + 1] == "copy"               # piped: already final
+    assert f"{upscale.SETTINGS_TAG}=model=fast" in command
+    assert command[command.index("-t") + 1] == "2.000000"
+    assert command[-1] == str(tmp_path / "out.mp4") and notes == []
+
+
+def test_mux_command_reencodes_ffv1_keeping_every_frame_time(tmp_path):
+    info = probe_of(stream("video", 0, "h264"))
+    settings = upscale.Settings(upscale.METHODS["fast"], upscale.SizeRequest("scale", 2),
+                                upscale.CODECS["ffv1"])
+    command, _ = upscale.mux_command("ffmpeg", tmp_path / "v.mp4", tmp_path / "src.mp4", info,
+                                     tmp_path / "out.mkv", settings, upscale.CONTAINERS["mkv"])
+    assert command[command.index("-c:v") + 1] == "ffv1"
+    at = command.index("-fps_mode")
+    assert command[at:at + 4] == list(upscale.KEEP_FRAME_TIMES)
+    assert "-itsoffset" not in command and "-t" not in command
+
+
+def test_output_names_say_the_model_and_the_size_asked(tmp_path):
+    settings = upscale.Settings(upscale.METHODS["fast"], upscale.SizeRequest("scale", 2),
+                                upscale.CODECS["h264"])
+    assert upscale.output_path_for(tmp_path / "clip.mov", settings, "x1.5").name == \
+        "clip_fast_x1.5.mp4"
+    assert upscale.output_path_for(tmp_path / "p.jpeg", settings, "1080p").name == \
+        "p_fast_1080p.jpg"
+    tried = upscale.dataclasses.replace(settings, frames=10, output_dir=tmp_path / "out")
+    assert upscale.output_path_for(tmp_path / "clip.mp4", tried, "x2") == \
+        tmp_path / "out" / "clip_fast_x2_first10.mp4"
