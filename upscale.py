@@ -557,14 +557,61 @@ def parse_probe(text):
     return Probe(streams, duration, fmt, matrix, tags)
 
 
+def ffmpeg_args(ffmpeg, *args, level="error"):
+    """Every ffmpeg command line: the binary, the options every call wants (no keyboard
+    interaction, no banner, only `level` messages, outputs overwritten: they are always
+    this run's own temporary files), then args."""
+    return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", level, "-y", *map(str, args)]
+
+
+def start_ffmpeg(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.PIPE, tied=True):
+    """The one place an ffmpeg process starts. tied: it dies with this tool (die_with_parent).
+    The piped encoder is not tied, since a worker thread starts it and the kernel's signal
+    follows the thread that started a child; if the tool dies, its input pipe closes and
+    ffmpeg, at the end of its input, finishes by itself."""
+    return subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=stderr,
+                            preexec_fn=CHILD_SETUP if tied else None)
+
+
+def failure_detail(returncode, stderr_text):
+    """Why an ffmpeg process failed, in a few words: its last line, or the signal."""
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        return f"killed by {name}" + (" (file size limit reached)" if name == "SIGXFSZ" else "")
+    lines = stderr_text.strip().splitlines()
+    return lines[-1] if lines else f"exit status {returncode}"
+
+
+def ffmpeg_output(command, what, check=True):
+    """(stdout bytes, stderr text) of an ffmpeg command run to its end; an interrupt kills
+    it. With check, a failure is the tool's one error line: "ffmpeg failed while <what>"."""
+    proc = start_ffmpeg(command, stdout=subprocess.PIPE)
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    err = err.decode(errors="replace")
+    if check and proc.returncode != 0:
+        raise UpscaleError(f"ffmpeg failed while {what}: {failure_detail(proc.returncode, err)}")
+    return out, err
+
+
+def run_ffmpeg(command, what):
+    """Run an ffmpeg command for its files; UpscaleError if it fails."""
+    ffmpeg_output(command, what)
+
+
 def probe(ffmpeg, path):
-    """Streams and duration of a media file, read from ffmpeg's own report (no ffprobe)."""
-    result = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                            errors="replace")
-    info = parse_probe(result.stderr)
+    """Streams and duration of a media file, read from ffmpeg's own report (no ffprobe).
+    `ffmpeg -i` with no output always exits 1: its report is what counts."""
+    _, report = ffmpeg_output(ffmpeg_args(ffmpeg, "-i", path, level="info"), "reading " +
+                              Path(path).name, check=False)
+    info = parse_probe(report)
     if not info.streams:
-        last = result.stderr.strip().splitlines()[-1:] or ["no streams"]
+        last = report.strip().splitlines()[-1:] or ["no streams"]
         reason = last[0].split(": ", 1)[-1].strip()
         raise UpscaleError(f"{path}: not a video file ffmpeg can read ({reason}); check that "
                            "it plays in a video player")
@@ -574,12 +621,11 @@ def probe(ffmpeg, path):
 def first_packet_times(ffmpeg, path, stream_index, packets=64):
     """The times (seconds, sorted) of a video stream's first packets on the timeline ffmpeg
     gives the file's streams when muxing. Reads them only, decodes nothing."""
-    result = subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(path), "-map",
-                             f"0:{stream_index}", "-c", "copy", "-frames:v", str(packets),
-                             "-f", "framecrc", "-"], stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, errors="replace")
+    out, _ = ffmpeg_output(ffmpeg_args(ffmpeg, "-i", path, "-map", f"0:{stream_index}", "-c",
+                                       "copy", "-frames:v", packets, "-f", "framecrc", "-"),
+                           "reading the first packets")
     timebase, times = None, []
-    for line in result.stdout.splitlines():
+    for line in out.decode(errors="replace").splitlines():
         if line.startswith("#tb 0:"):
             num, den = line.split(":", 1)[1].strip().split("/")
             timebase = int(num) / int(den)
@@ -1436,10 +1482,10 @@ def display_orientation(ffmpeg, path, stream_index):
     cap = open_capture(path)
     ok, frame = cap.read()
     cap.release()
-    result = subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(path), "-map",
-                             f"0:{stream_index}", "-frames:v", "1", "-f", "rawvideo",
-                             "-pix_fmt", "bgr24", "-"], capture_output=True)
-    shown = np.frombuffer(result.stdout, np.uint8)
+    out, _ = ffmpeg_output(ffmpeg_args(ffmpeg, "-i", path, "-map", f"0:{stream_index}",
+                                       "-frames:v", 1, "-f", "rawvideo", "-pix_fmt", "bgr24",
+                                       "-"), "decoding the first frame")
+    shown = np.frombuffer(out, np.uint8)
     if not ok or shown.size != frame.size:
         return "as decoded"
     errors = {}
@@ -1656,11 +1702,7 @@ class PipeWriter:
 
     def __init__(self, command):
         self.log = tempfile.TemporaryFile()
-        # No die_with_parent: a worker thread starts it, and the kernel's signal follows
-        # the thread that started a child. If this process dies, the pipe closes and
-        # ffmpeg, at the end of its input, finishes by itself.
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
+        self.proc = start_ffmpeg(command, stdin=subprocess.PIPE, stderr=self.log, tied=False)
         self.error = ""
 
     def isOpened(self):
@@ -1683,8 +1725,7 @@ class PipeWriter:
         code = self.proc.wait()
         if code and not self.error:
             self.log.seek(0)
-            lines = self.log.read().decode(errors="replace").strip().splitlines()
-            self.error = lines[-1] if lines else f"exit status {code}"
+            self.error = failure_detail(code, self.log.read().decode(errors="replace"))
         self.log.close()
 
 
@@ -1695,11 +1736,10 @@ def pipe_encoder(ffmpeg, settings, stream):
     vfilter, tags = color_args(stream, True)
 
     def start(path, size, fps):
-        return PipeWriter([ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
-                           "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}",
-                           "-framerate", f"{fps:.6f}", "-i", "pipe:0", *vfilter,
-                           *settings.codec.ffmpeg_args, "-crf", str(settings.crf),
-                           "-preset", settings.preset, *tags, "-f", "mp4", str(path)])
+        return PipeWriter(ffmpeg_args(
+            ffmpeg, "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}",
+            "-framerate", f"{fps:.6f}", "-i", "pipe:0", *vfilter, *settings.codec.ffmpeg_args,
+            "-crf", settings.crf, "-preset", settings.preset, *tags, "-f", "mp4", path))
     return start
 
 
@@ -1994,9 +2034,9 @@ def join_segments(ffmpeg, videos, joined):
         # (a path's own bytes, whatever they are)
         listing.write_text(concat_list(Path(v).resolve() for v in videos),
                            encoding="utf-8", errors="surrogateescape")
-        run_ffmpeg([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-                    "-f", "concat", "-safe", "0", "-i", str(listing), "-map", "0:v:0",
-                    "-c", "copy", "-f", "mp4", str(joined)], "joining the segments")
+        run_ffmpeg(ffmpeg_args(ffmpeg, "-f", "concat", "-safe", "0", "-i", listing, "-map",
+                               "0:v:0", "-c", "copy", "-f", "mp4", joined),
+                   "joining the segments")
     finally:
         listing.unlink()
 
@@ -2286,7 +2326,7 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
     with end, every stream stops there (seconds), as the picture of a --frames try does.
     fingerprint (Settings.fingerprint) is recorded in the output."""
     codec = settings.codec
-    args = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    args = ffmpeg_args(ffmpeg)
     if video_offset:
         args += ["-itsoffset", f"{video_offset:.6f}"]
     args += ["-i", str(temp_video), "-i", str(source), "-map", "0:v:0"]
@@ -2324,17 +2364,16 @@ def ffmpeg_scale_command(ffmpeg, source, temp_video, size, codec, crf=DEFAULT_CR
     vcodec = ["-c:v", "mpeg4", "-q:v", "2", "-tag:v", "mp4v", "-pix_fmt", "yuv420p"] \
         if codec.temp_fourcc == "mp4v" else ["-c:v", "ffv1", "-pix_fmt", "bgr0"] \
         if not codec.piped else list(codec.ffmpeg_args) + ["-crf", str(crf), "-preset", preset]
-    return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(source),
-            "-map", "0:v:0", "-an", "-sn", "-dn", *KEEP_FRAME_TIMES,
-            "-vf", f"scale={size[0]}:{size[1]}:flags=bicubic:out_range=tv,setsar=1,"
-                   "pad=ceil(iw/2)*2:ceil(ih/2)*2",
-            *vcodec, "-f", "mp4", str(temp_video)]
+    return ffmpeg_args(ffmpeg, "-i", source, "-map", "0:v:0", "-an", "-sn", "-dn",
+                       *KEEP_FRAME_TIMES, "-vf",
+                       f"scale={size[0]}:{size[1]}:flags=bicubic:out_range=tv,setsar=1,"
+                       "pad=ceil(iw/2)*2:ceil(ih/2)*2", *vcodec, "-f", "mp4", temp_video)
 
 
 def ffmpeg_encoders(ffmpeg):
     """Names of the video encoders an ffmpeg binary has."""
-    listing = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True,
-                             text=True, errors="replace", stdin=subprocess.DEVNULL).stdout
+    out, _ = ffmpeg_output(ffmpeg_args(ffmpeg, "-encoders"), "listing its encoders")
+    listing = out.decode(errors="replace")
     return {parts[1] for parts in map(str.split, listing.splitlines())
             if len(parts) > 1 and parts[0].startswith("V")}
 
@@ -2348,27 +2387,6 @@ def check_ffmpeg_has(ffmpeg, codec):
         raise UsageError(f"--codec {codec.name} needs ffmpeg's {encoder} encoder, which "
                          f"{ffmpeg} lacks; use the ffmpeg of imageio-ffmpeg (unset "
                          "UPSCALE_FFMPEG) or another --codec")
-
-
-def run_ffmpeg(args, what):
-    """Run ffmpeg; one clear error line on failure; the child dies with us on interrupt."""
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, preexec_fn=CHILD_SETUP)
-    try:
-        _, err = proc.communicate()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    if proc.returncode != 0:
-        lines = err.decode(errors="replace").strip().splitlines()
-        if proc.returncode < 0:
-            name = signal.Signals(-proc.returncode).name
-            detail = f"killed by {name}" + (" (file size limit reached)"
-                                            if name == "SIGXFSZ" else "")
-        else:
-            detail = lines[-1] if lines else f"exit status {proc.returncode}"
-        raise UpscaleError(f"ffmpeg failed while {what}: {detail}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -3711,19 +3729,21 @@ def detail_picture(tiles):
 
 
 def has_libvmaf(ffmpeg):
-    filters = subprocess.run([ffmpeg, "-hide_banner", "-filters"], capture_output=True,
-                             text=True, errors="replace").stdout
-    return " libvmaf " in filters
+    out, _ = ffmpeg_output(ffmpeg_args(ffmpeg, "-filters"), "listing its filters")
+    return " libvmaf " in out.decode(errors="replace")
 
 
 def vmaf_score(ffmpeg, test_video, truth_video):
     """Mean VMAF of test against truth (two lossless videos of the same frames)."""
-    result = subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-i", str(test_video), "-i",
-                             str(truth_video), "-lavfi",
-                             "[0:v]format=yuv420p[d];[1:v]format=yuv420p[r];[d][r]libvmaf",
-                             "-f", "null", "-"], capture_output=True, text=True,
-                            errors="replace")
-    match = re.search(r"VMAF score: ([\d.]+)", result.stderr)
+    try:
+        _, report = ffmpeg_output(ffmpeg_args(
+            ffmpeg, "-i", test_video, "-i", truth_video, "-lavfi",
+            "[0:v]format=yuv420p[d];[1:v]format=yuv420p[r];[d][r]libvmaf", "-f", "null", "-",
+            level="info"), "measuring VMAF")
+    except UpscaleError as exc:            # a measurement lost, not the comparison
+        warn(f"VMAF not measured: {exc}")
+        return None
+    match = re.search(r"VMAF score: ([\d.]+)", report)
     return float(match.group(1)) if match else None
 
 
@@ -3815,9 +3835,9 @@ def ffmpeg_upscaled(ffmpeg, low_video, size, out_path):
     """Run ffmpeg's bicubic scaler over a lossless video of low-resolution frames, to size
     (width, height); returns (LosslessWriter-like reader of the result, seconds taken)."""
     start = time.perf_counter()
-    run_ffmpeg([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i",
-                str(low_video), "-vf", f"scale={size[0]}:{size[1]}:flags=bicubic",
-                "-c:v", "ffv1", "-pix_fmt", "bgr0", str(out_path)], "scaling with ffmpeg")
+    run_ffmpeg(ffmpeg_args(ffmpeg, "-i", low_video, "-vf",
+                           f"scale={size[0]}:{size[1]}:flags=bicubic", "-c:v", "ffv1",
+                           "-pix_fmt", "bgr0", out_path), "scaling with ffmpeg")
     return LosslessWriter(out_path), time.perf_counter() - start
 
 
@@ -3890,10 +3910,10 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
     if grid:
         grid.close()
         # H.264 in MP4, which browsers and phones play (faststart: it plays as it loads)
-        run_ffmpeg([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i",
-                    str(grid.path), "-c:v", "libx264", "-crf", str(DEFAULT_CRF), "-preset",
-                    DEFAULT_PRESET, "-pix_fmt", "yuv420p", "-movflags", "+faststart",
-                    "-f", "mp4", str(grid_video)], "encoding the comparison video")
+        run_ffmpeg(ffmpeg_args(ffmpeg, "-i", grid.path, "-c:v", "libx264", "-crf",
+                               DEFAULT_CRF, "-preset", DEFAULT_PRESET, "-pix_fmt", "yuv420p",
+                               "-movflags", "+faststart", "-f", "mp4", grid_video),
+                   "encoding the comparison video")
     if picture:
         Path(picture).write_bytes(cv2.imencode(".png", detail_picture(tiles))[1].tobytes())
     rows = []
