@@ -564,6 +564,22 @@ def ffmpeg_args(ffmpeg, *args, level="error"):
     return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", level, "-y", *map(str, args)]
 
 
+def die_with_parent(signum=getattr(signal, "SIGKILL", 9)):
+    """A preexec_fn: the child gets signum when this process dies, however it dies, so no
+    ffmpeg or job outlives the tool (Linux; elsewhere a no-op)."""
+    prctl = getattr(LIBC, "prctl", None)
+    if prctl is not None:
+        prctl(1, int(signum))       # PR_SET_PDEATHSIG
+
+
+try:                                # loaded here: a preexec_fn must not import
+    LIBC = ctypes.CDLL(None) if os.name == "posix" else None
+except OSError:
+    LIBC = None
+# Windows runs no preexec_fn at all.
+CHILD_SETUP = die_with_parent if os.name == "posix" else None
+
+
 def start_ffmpeg(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                  stderr=subprocess.PIPE, tied=True):
     """The one place an ffmpeg process starts. tied: it dies with this tool (die_with_parent).
@@ -2746,22 +2762,6 @@ def remove_stale_temps(folder):
         except OSError:
             pass
     return removed
-
-
-def die_with_parent(signum=getattr(signal, "SIGKILL", 9)):
-    """A preexec_fn: the child gets signum when this process dies, however it dies, so no
-    ffmpeg or job outlives the tool (Linux; elsewhere a no-op)."""
-    prctl = getattr(LIBC, "prctl", None)
-    if prctl is not None:
-        prctl(1, int(signum))       # PR_SET_PDEATHSIG
-
-
-try:                                # loaded here: a preexec_fn must not import
-    LIBC = ctypes.CDLL(None) if os.name == "posix" else None
-except OSError:
-    LIBC = None
-# Windows runs no preexec_fn at all.
-CHILD_SETUP = die_with_parent if os.name == "posix" else None
 
 
 def video_length(info, start):
