@@ -4091,16 +4091,11 @@ def scale_arg(text):
 
 def side_arg(kind):
     """--height / --width: a SizeRequest for that many pixels."""
+    pixels = whole_number(kind, MIN_SIDE, MAX_SIDE)
+
     def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if not MIN_SIDE <= value <= MAX_SIDE:
-            raise argparse.ArgumentTypeError(f"{kind} must be a whole number of pixels from "
-                                             f"{MIN_SIDE} to {MAX_SIDE}, not {text!r}")
-        return SizeRequest(kind, value)
-    parse.__name__ = kind              # (argparse names the type in its messages)
+        return SizeRequest(kind, pixels(text))
+    parse.__name__ = kind
     return parse
 
 
@@ -4144,27 +4139,25 @@ def segment_arg(text):
     return seconds
 
 
-def frames_arg(text):
-    """--frames N: at least one frame (leaving the option out does them all)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"frames must be a whole number of 1 or more, not "
-                                         f"{text!r}; leave --frames out to do every frame")
-    return value
+def whole_number(name, low=1, high=None, hint=""):
+    """An argparse type: a whole number from low (up to high), its error naming the option
+    and saying what to do (hint)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low or high is not None and value > high:
+            span = f"from {low} to {high}" if high is not None else f"of {low} or more"
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number {span}, not "
+                                             f"{text!r}{hint}")
+        return value
+    parse.__name__ = name              # (argparse names the type in its messages)
+    return parse
 
 
-def jobs_arg(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"jobs must be a whole number of 1 or more, "
-                                         f"not {text!r}")
-    return value
+frames_arg = whole_number("frames", hint="; leave --frames out to do every frame")
+jobs_arg = whole_number("jobs")
 
 
 def build_parser():
