@@ -129,6 +129,11 @@ class Method:
     reach: int = 0             # input pixels a tile needs around it to come out seamless
     cache_tile: int = 0        # tiles that keep feature maps in the CPU cache (cache_tile())
     streams: int = 1           # networks run side by side (see inference_streams)
+    # Whole-run seconds per megapixel of (input, network output) a frame costs on a 2-core
+    # x86-64 machine, fitted to whole runs: the light networks work at the input size,
+    # LapSRN and EDSR up to the output size (EDSR: reported ~3 s per 192x128 frame at x4 on
+    # a desktop CPU). Only for up-front estimates and segment lengths.
+    cost: tuple = (0.0, 0.0)
     # OpenCV 5 DNN engine for the rewritten graph (see fast_graph): "new" ran FSRCNN's 12%
     # faster on a 2-core x86-64; "classic" ran ESPCN's 5% faster and parses the originals.
     engine: str = "classic"
@@ -147,25 +152,30 @@ METHODS = {m.name: m for m in (
     # Our own networks (models/train.py, models/nets.py); they ship in models/, so they
     # need no download. fast: a plain 3x3 network at about FSRCNN's cost, trained with
     # collapsible linear blocks; the default.
+    # Its cost: FSRCNN's input term times 0.83, the whole-run time ratio measured side by
+    # side (tests/model_speeds.py: 0.85 at 640x360 x2, 0.81 on the sample at x4).
     Method("fast", (2, 3, 4), "luma", "fsrcnn", "fast-upscalepy_x{scale}.pb",
            about="sharpest at its speed (default; ours, shipped)", official="fsrcnn-opencv",
-           features=16, reach=8, streams=2, engine="new", cache_tile=128),
+           features=16, reach=8, streams=2, engine="new", cache_tile=128,
+           cost=(0.165, 0.008)),
     # FSRCNN: the official network with our own weights.
     Method("fsrcnn", (2, 3, 4), "luma", "fsrcnn", "FSRCNN-upscalepy_x{scale}.pb",
            about="FSRCNN with our weights (shipped)", official="fsrcnn-opencv",
-           features=56, reach=8, streams=2, engine="new", cache_tile=128),
+           features=56, reach=8, streams=2, engine="new", cache_tile=128,
+           cost=(0.2, 0.008)),
     Method("fsrcnn-opencv", (2, 3, 4), "luma", "fsrcnn", "FSRCNN_x{scale}.pb", FSRCNN_URL,
            about="FSRCNN with OpenCV's official weights", features=56, reach=8, streams=2,
-           engine="new", cache_tile=128),
+           engine="new", cache_tile=128, cost=(0.2, 0.008)),
     Method("fsrcnn-small", (2, 3, 4), "luma", "fsrcnn", "FSRCNN-small_x{scale}.pb", FSRCNN_URL,
            about="fastest network", features=32, reach=8, streams=2, engine="new",
-           cache_tile=128),
+           cache_tile=128, cost=(0.08, 0.006)),
     Method("espcn", (2, 3, 4), "luma", "espcn", "ESPCN_x{scale}.pb", ESPCN_URL,
-           about="fast, good", features=64, reach=8, streams=2, cache_tile=128),
+           about="fast, good", features=64, reach=8, streams=2, cache_tile=128,
+           cost=(0.24, 0.005)),
     Method("lapsrn", (2, 4, 8), "luma", "lapsrn", "LapSRN_x{scale}.pb", LAPSRN_URL,
-           about="slow (~100x FSRCNN), x8 capable", features=64, reach=32),
+           about="slow (~100x FSRCNN), x8 capable", features=64, reach=32, cost=(0.0, 1.4)),
     Method("edsr", (2, 3, 4), "bgr", "edsr", "EDSR_x{scale}.pb", EDSR_URL,
-           about="very slow, best quality", features=256, reach=80),
+           about="very slow, best quality", features=256, reach=80, cost=(0.0, 7.7)),
     Method("nearest", ANY_SCALE, "resize", interpolation=cv2.INTER_NEAREST,
            about="baseline: cv2.resize nearest"),
     Method("linear", ANY_SCALE, "resize", interpolation=cv2.INTER_LINEAR,
@@ -238,6 +248,11 @@ class Codec:
         file holds the final stream, a few MB a minute rather than a lossless copy."""
         return not self.temp_fourcc
 
+    @property
+    def tuned(self):
+        """Whether --crf and --preset apply: the encoders frames are piped to (x264, x265)."""
+        return self.piped
+
 
 CODECS = {c.name: c for c in (
     Codec("mp4v", "mp4v", (), "MPEG-4 Part 2 straight from OpenCV's writer (browsers and "
@@ -293,13 +308,6 @@ CONTAINERS = {c.name: c for c in (
 )}
 
 
-# Whole-run cost per frame in seconds per megapixel of (input, output), fitted to runs at
-# 200x112 x2/x4 and 640x360 x2 on a 2-core x86-64 machine: the light networks work at the
-# input size, LapSRN and EDSR up to the output size (EDSR: reported ~3 s per 192x128 frame
-# at x4 on a desktop CPU). Only for up-front estimates.
-SECONDS_PER_MEGAPIXEL = {"fsrcnn-small": (0.08, 0.006), "fsrcnn": (0.2, 0.008),
-                         "fsrcnn-opencv": (0.2, 0.008),
-                         "espcn": (0.24, 0.005), "lapsrn": (0.0, 1.4), "edsr": (0.0, 7.7)}
 MAX_OUTPUT_PIXELS = 7680 * 4320       # 8K UHD: beyond it a frame no longer fits comfortably
 SLOW_RUN_SECONDS = 600                # say how long a run will take when it exceeds this
 
@@ -1860,10 +1868,10 @@ class Segment:
     end_ms: float
 
 
-def seconds_per_frame(method_name, in_pixels, out_pixels):
+def seconds_per_frame(method, in_pixels, out_pixels):
     """Estimated whole-run seconds a frame takes on a 2-core machine, from its pixels in
     and out (a network's own output, before any resize)."""
-    per_input, per_output = SECONDS_PER_MEGAPIXEL.get(method_name, (0.0, 0.0))
+    per_input, per_output = method.cost
     return (per_input * in_pixels + per_output * out_pixels) / 1e6
 
 
@@ -1878,7 +1886,7 @@ def segment_length(settings, video, plan):
     Only the file and the settings decide it, so every --part process agrees."""
     if settings.segment:
         return settings.segment
-    per_frame = seconds_per_frame(settings.method.name, *plan_pixels(plan, video)) or 0.002
+    per_frame = seconds_per_frame(settings.method, *plan_pixels(plan, video)) or 0.002
     fps = video.fps if 0 < video.fps < 1000 else 30.0
     seconds = SEGMENT_WORK_SECONDS / per_frame / fps
     return round(min(max(seconds, SEGMENT_MIN_SECONDS), SEGMENT_MAX_SECONDS), 1)
@@ -2607,7 +2615,7 @@ class Settings:
         parts = [f"model={self.method.name}", f"{size}={plan.label.strip('xwp')}"]
         if not picture:
             parts.append(f"codec={self.codec.name}")
-        if self.codec.name in ("h264", "h265") and not picture:
+        if self.codec.tuned and not picture:
             parts += [f"crf={self.crf}", f"preset={self.preset}"]
         if self.frames:
             parts.append(f"frames={self.frames}")
@@ -2914,7 +2922,7 @@ def check_workload(source, video, settings, plan):
     w, h = plan.width, plan.height
     megapixels = w * h / 1e6
     frames = video.frame_count_hint
-    per_frame = seconds_per_frame(settings.method.name, *plan_pixels(plan, video))
+    per_frame = seconds_per_frame(settings.method, *plan_pixels(plan, video))
     estimate = f"about {format_eta(per_frame * frames)} for {frames} frames" \
         if frames and per_frame else "unknown time"
     if w * h > MAX_OUTPUT_PIXELS:
@@ -3539,8 +3547,12 @@ COMPARE_METHODS = ("fast", "fsrcnn", "fsrcnn-opencv", "espcn", "lapsrn", "edsr",
 PSNR_CAP = 100.0          # dB reported for identical frames (no error at all)
 GRID_MAX_WIDTH = 1920     # grid videos and pictures are scaled down to this width
 COMPARE_NAME_RE = re.compile(r"_compare_x\d+(\.\d+)?$")     # stems of --compare's own outputs
-REPORT_KEYS = ("input", "method", "scale", "frames", "psnr", "ssim", "vmaf", "ms_per_frame",
-               "psnr_encoded", "ssim_encoded", "status", "reason")
+# What --compare measures: (report key, table title, which is best), in the table's order.
+MEASURES = (("psnr", "PSNR dB", max), ("ssim", "SSIM", max), ("vmaf", "VMAF", max),
+            ("ms_per_frame", "ms/frame", min), ("psnr_encoded", "PSNR mp4v", max),
+            ("ssim_encoded", "SSIM mp4v", max))
+REPORT_KEYS = ("input", "method", "scale", "frames", *(key for key, _, _ in MEASURES),
+               "status", "reason")
 
 
 def psnr(truth, test):
@@ -3798,11 +3810,12 @@ class MethodRun:
     def row(self, name, scale, vmaf, encoded):
         frames = self.frames
         mean = (lambda xs: round(float(np.mean(xs)), 4) if xs else None)
-        return {"input": name, "method": self.method.name, "scale": scale, "frames": frames,
-                "psnr": mean(self.psnr), "ssim": mean(self.ssim), "vmaf": vmaf,
-                "ms_per_frame": round(1000 * self.seconds / frames, 3) if frames else None,
-                "psnr_encoded": encoded[0], "ssim_encoded": encoded[1],
-                "status": self.status, "reason": self.reason}
+        values = {"input": name, "method": self.method.name, "scale": scale, "frames": frames,
+                  "psnr": mean(self.psnr), "ssim": mean(self.ssim), "vmaf": vmaf,
+                  "ms_per_frame": round(1000 * self.seconds / frames, 3) if frames else None,
+                  "psnr_encoded": encoded[0], "ssim_encoded": encoded[1],
+                  "status": self.status, "reason": self.reason}
+        return {key: values[key] for key in REPORT_KEYS}
 
 
 def prepare_runs(names, scale, size, settings, quiet):
@@ -3937,9 +3950,7 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
 
 def format_table(rows, out):
     """Methods as rows, measures as columns; the best value of each column marked *."""
-    columns = [("psnr", "PSNR dB", max), ("ssim", "SSIM", max), ("vmaf", "VMAF", max),
-               ("ms_per_frame", "ms/frame", min), ("psnr_encoded", "PSNR mp4v", max),
-               ("ssim_encoded", "SSIM mp4v", max)]
+    columns = MEASURES
     best = {}
     for key, _, pick in columns:
         values = [r[key] for r in rows if r[key] is not None]
@@ -4030,7 +4041,7 @@ def mean_rows(rows):
     for method, group in merged.items():
         done = [r for r in group if r["status"] == "ok"]
         mean = dict(group[0], input="(mean)", frames=sum(r["frames"] for r in done))
-        for key in ("psnr", "ssim", "vmaf", "ms_per_frame", "psnr_encoded", "ssim_encoded"):
+        for key, _, _ in MEASURES:
             values = [r[key] for r in done if r[key] is not None]
             mean[key] = round(float(np.mean(values)), 4) if values else None
         if done:
@@ -4304,7 +4315,7 @@ def settings_from_args(args):
         raise UsageError("-o/--output takes one input; use --output-dir for several")
     if args.output and args.output_dir:
         raise UsageError("use either -o/--output or --output-dir, not both")
-    if args.codec not in ("h264", "h265"):
+    if not CODECS[args.codec].tuned:
         given = "--crf" if args.crf is not None else "--preset" if args.preset else ""
         if given:
             raise UsageError(f"{given} applies to --codec h264 or h265; the {args.codec} "

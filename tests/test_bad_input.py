@@ -281,7 +281,7 @@ def test_slow_run_gets_a_time_estimate_up_front(ffmpeg, tmp_path):
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert "will take about" in line and "1280x960" in line, line
-    assert upscale.SECONDS_PER_MEGAPIXEL["lapsrn"][1] * 1.2288 * 480 > upscale.SLOW_RUN_SECONDS
+    assert upscale.METHODS["lapsrn"].cost[1] * 1.2288 * 480 > upscale.SLOW_RUN_SECONDS
 
 
 def test_file_with_two_video_streams_uses_the_first_with_a_note(ffmpeg, tmp_path):
