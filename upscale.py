@@ -197,11 +197,11 @@ DEFAULT_METHOD = "fast"
 # the bytes just as well.
 MODEL_CHECKSUMS = {
     "fast-upscalepy_x2.pb":
-        "sha256:459f4fd2002c83b09e8b0c38d5ed0a72c4466772a9d73ea3cc0488ecb2539a1e",
+        "sha256:390aaa25c0f010fec72a9d0cc2681e83de5f4ec8b80e4582e47fcb1e7c00cd30",
     "fast-upscalepy_x3.pb":
-        "sha256:28c7391a8a26298757f7e0c5c59d6899d7bfeacd7e6a29e28b5c29a2a77b5cbf",
+        "sha256:91bc183dacce2d84dac98696f120e0b1612a2e1333363cb1fd233d2c32692b18",
     "fast-upscalepy_x4.pb":
-        "sha256:28c7391a8a26298757f7e0c5c59d6899d7bfeacd7e6a29e28b5c29a2a77b5cbf",
+        "sha256:96f47a6ba9101d3fe9a528549be265904bbbe43ab5d25ac4baf0ced6f1ce245c",
     "FSRCNN-upscalepy_x2.pb":
         "sha256:1411f565339b9b3440929922ce892adbc85f4f6b0728021bde98ff2f230deccf",
     "FSRCNN-upscalepy_x3.pb":

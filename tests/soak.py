@@ -56,13 +56,13 @@ def main():
         second = subprocess.run(command, env=cli_env(), capture_output=True, text=True,
                                 timeout=600)
         outputs = sorted(p.name for p in out.iterdir())
-        expected = sorted(f"{p.stem}_fsrcnn_x2.mp4" for p in good)
+        expected = sorted(f"{p.stem}_fast_x2.mp4" for p in good)
         problems = []
         if outputs != expected:
             problems.append(f"outputs differ: extra {sorted(set(outputs) - set(expected))}, "
                             f"missing {sorted(set(expected) - set(outputs))}")
         for p in good:
-            o = out / f"{p.stem}_fsrcnn_x2.mp4"
+            o = out / f"{p.stem}_fast_x2.mp4"
             if o.exists() and decoded_frame_count(ffmpeg, o) != decoded_frame_count(ffmpeg, p):
                 problems.append(f"{o.name}: frame count differs from its source")
         hidden = [p.name for d in (folder, out) for p in d.iterdir() if p.name.startswith(".")]

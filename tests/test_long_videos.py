@@ -138,7 +138,7 @@ def test_kill_9_then_a_rerun_gives_the_uninterrupted_output_redoing_at_most_one_
     kept_frames = sum(json.loads(r.read_text())["frames"]
                       for w in work_folders(tmp_path) for r in w.glob("seg-*.json"))
     assert done < 4 or moment == "join"
-    out = tmp_path / "film_fsrcnn_x4.mp4"
+    out = tmp_path / "film_fast_x4.mp4"
     assert not out.exists()
     result = run_cli(src, *SEGMENT_OPTIONS)
     assert result.returncode == 0, result.stderr
@@ -185,7 +185,7 @@ def test_a_changed_source_never_reuses_old_segments(ffmpeg, tmp_path, long_clip)
     assert "resuming" not in result.stderr
     fresh = run_cli(src, *SEGMENT_OPTIONS, "-o", tmp_path / "fresh.mp4")
     assert fresh.returncode == 0, fresh.stderr
-    assert same_output(ffmpeg, tmp_path / "film_fsrcnn_x4.mp4", tmp_path / "fresh.mp4")
+    assert same_output(ffmpeg, tmp_path / "film_fast_x4.mp4", tmp_path / "fresh.mp4")
 
 
 def test_changed_settings_never_reuse_old_segments(ffmpeg, tmp_path, long_clip):
@@ -194,7 +194,7 @@ def test_changed_settings_never_reuse_old_segments(ffmpeg, tmp_path, long_clip):
     assert result.returncode == 0, result.stderr
     assert "the settings changed (crf 18, asked 30) since the interrupted run" in result.stderr
     assert "resuming" not in result.stderr
-    made = upscale.recorded_settings(ffmpeg, tmp_path / "film_fsrcnn_x4.mp4")
+    made = upscale.recorded_settings(ffmpeg, tmp_path / "film_fast_x4.mp4")
     assert "crf=30" in made
 
 
@@ -211,11 +211,11 @@ def test_parts_in_any_order_some_twice_at_once_then_a_plain_run_equal_a_single_r
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err
             assert f"part {parts[0]}/4 done: " in err
-    assert not (tmp_path / "film_fsrcnn_x4.mp4").exists()      # a part never joins
+    assert not (tmp_path / "film_fast_x4.mp4").exists()      # a part never joins
     result = run_cli(src, *SEGMENT_OPTIONS)
     assert result.returncode == 0, result.stderr
     assert "resuming: 4 of 4 segments already done" in result.stderr
-    assert same_output(ffmpeg, tmp_path / "film_fsrcnn_x4.mp4", long_clip[1])
+    assert same_output(ffmpeg, tmp_path / "film_fast_x4.mp4", long_clip[1])
 
 
 def test_more_parts_than_segments_leaves_some_parts_nothing_to_do(ffmpeg, tmp_path):
@@ -259,7 +259,7 @@ def test_the_readmes_gnu_parallel_recipe_works_as_written(ffmpeg, tmp_path, long
     result = run_recipe(recipe, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr.count("/8 done: ") == 8
-    out = tmp_path / "film_fsrcnn_x4.mp4"
+    out = tmp_path / "film_fast_x4.mp4"
     assert video_size(out) == (640, 480)
     assert work_folders(tmp_path) == []
 
@@ -269,7 +269,7 @@ def test_the_readmes_xargs_recipe_works_as_written(ffmpeg, tmp_path, long_clip):
     result = run_recipe(readme_block("### On one machine with xargs"), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr.count("/4 done: ") == 4
-    assert video_size(tmp_path / "film_fsrcnn_x4.mp4") == (640, 480)
+    assert video_size(tmp_path / "film_fast_x4.mp4") == (640, 480)
     assert work_folders(tmp_path) == []
 
 
@@ -347,4 +347,4 @@ def test_processes_that_plan_other_segments_share_the_first_ones_plan(ffmpeg, tm
     result = run_cli(src, "--scale", "4", "--segment", "0.5")
     assert result.returncode == 0, result.stderr
     assert "resuming: 2 of 4 segments already done" in result.stderr
-    assert same_output(ffmpeg, tmp_path / "film_fsrcnn_x4.mp4", long_clip[1])
+    assert same_output(ffmpeg, tmp_path / "film_fast_x4.mp4", long_clip[1])

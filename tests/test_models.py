@@ -158,8 +158,9 @@ def test_pinned_checksums_match_the_shared_model_files(model_dir):
         assert hashlib.sha256((model_dir / name).read_bytes()).hexdigest() == digest
 
 
-@pytest.mark.parametrize("name,scale", [("fsrcnn", 4), ("fsrcnn-opencv", 4), ("espcn", 3),
-                                        ("lapsrn", 2), ("fsrcnn-small", 2)])
+@pytest.mark.parametrize("name,scale", [("fast", 4), ("fast", 3), ("fsrcnn", 4),
+                                        ("fsrcnn-opencv", 4), ("espcn", 3), ("lapsrn", 2),
+                                        ("fsrcnn-small", 2)])
 def test_fast_luma_path_matches_dnn_superres(model_dir, name, scale):
     method = upscale.METHODS[name]
     path = model_file(name, scale)

@@ -1,6 +1,6 @@
-"""Our own FSRCNN weights (models/train.py): shipped in models/, pinned, the default for
---model fsrcnn, read by DnnSuperResImpl like the official files, and sharper than cubic
-on images that no training step saw."""
+"""Our own networks (models/train.py): shipped in models/, pinned, read by DnnSuperResImpl
+like the official files, reproducing the training framework's output, and each sharper than
+the tier below it on images that no training step saw."""
 import shutil
 import sys
 
@@ -15,74 +15,102 @@ sys.path.insert(0, str(ROOT / "models"))
 import srdata  # noqa: E402
 
 SCALES = (2, 3, 4)
-OURS = upscale.METHODS["fsrcnn"]
-REFERENCE = ROOT / "models" / "FSRCNN-upscalepy_reference.npz"
-# The least gain over cv2's cubic each scale must keep on the held-out images below (PSNR,
-# MATLAB luma, border = scale); OpenCV's official weights gain 0.45, -0.27 and -0.24 dB there.
-MARGIN_OVER_CUBIC_DB = {2: 1.0, 3: 0.7, 4: 0.8}     # measured: 1.27, 0.90, 1.12
+OURS = ("fast", "fsrcnn")                      # fastest tier first
+SHIPPED = [(name, scale) for name in OURS for scale in SCALES]
+# The least gain each network must keep over the tier below it (fast over our FSRCNN, our
+# FSRCNN over cv2's cubic) on the held-out images below (PSNR, MATLAB luma, border = scale).
+# OpenCV's official FSRCNN weights gain 0.45, -0.27 and -0.24 dB over cubic there.
+MARGIN_DB = {("fsrcnn", 2): 1.0, ("fsrcnn", 3): 0.7, ("fsrcnn", 4): 0.8,  # 1.27, 0.90, 1.12
+             ("fast", 2): 0.1, ("fast", 3): 0.2, ("fast", 4): 0.15}   # 0.20, 0.38, 0.28
+BELOW = {"fast": "fsrcnn", "fsrcnn": "cubic"}
 HELD_OUT = ("T91/t1.bmp", "T91/t17.bmp", "T91/t25.bmp", "BSD200/100080.png")
 
 
-def shipped(scale):
-    return upscale.DEFAULT_MODEL_DIR / OURS.file_name(scale)
+def shipped(name, scale):
+    return upscale.DEFAULT_MODEL_DIR / upscale.METHODS[name].file_name(scale)
 
 
-@pytest.mark.parametrize("scale", SCALES)
-def test_shipped_file_matches_its_pinned_checksum(scale):
-    path = shipped(scale)
+def reference_file(name):
+    """The training framework's own output on a held-out crop, saved by `train.py export`."""
+    pattern = upscale.METHODS[name].file_pattern
+    return upscale.DEFAULT_MODEL_DIR / pattern.replace("_x{scale}.pb", "_reference.npz")
+
+
+@pytest.mark.parametrize("name,scale", SHIPPED)
+def test_shipped_file_matches_its_pinned_checksum(name, scale):
+    path = shipped(name, scale)
     checksum = upscale.MODEL_CHECKSUMS[path.name]
     assert upscale.file_digest(path, checksum) == checksum
 
 
-@pytest.mark.parametrize("scale", SCALES)
-def test_shipped_file_loads_through_dnn_superres_as_fsrcnn(scale):
+@pytest.mark.parametrize("name,scale", SHIPPED)
+def test_shipped_file_loads_through_dnn_superres_as_fsrcnn_does(name, scale):
     sr = cv2.dnn_superres.DnnSuperResImpl_create()
-    sr.readModel(str(shipped(scale)))
+    sr.readModel(str(shipped(name, scale)))
     sr.setModel("fsrcnn", scale)
     frame = np.random.default_rng(scale).integers(0, 256, (30, 41, 3), dtype=np.uint8)
     out = sr.upsample(frame)
     assert out.shape == (30 * scale, 41 * scale, 3)
     # and the tool's own path gives the same picture
-    assert cv2.PSNR(upscale.NetworkUpscaler(OURS, scale, shipped(scale)).upscale(frame),
+    method = upscale.METHODS[name]
+    assert cv2.PSNR(upscale.NetworkUpscaler(method, scale, shipped(name, scale)).upscale(frame),
                     out) >= 45
 
 
+@pytest.mark.parametrize("name,scale", SHIPPED)
+def test_shipped_file_is_rewritten_into_the_fast_graph(name, scale):
+    method = upscale.METHODS[name]
+    fast = upscale.checked_fast_graph(str(shipped(name, scale)), method.engine)
+    assert fast.graph is not None and fast.block == scale and not fast.tanh
+    ops = {node.op for node in upscale.graph_nodes(fast.graph)}
+    assert "PReLU" in ops and not ops & {"Abs", "Relu", "DepthToSpace"}
+
+
 @pytest.mark.parametrize("scale", SCALES)
-def test_shipped_file_gets_the_same_fast_graph_as_the_official_file(model_dir, scale):
-    ours = upscale.checked_fast_graph(str(shipped(scale)), OURS.engine)
-    official = upscale.checked_fast_graph(str(model_dir / f"FSRCNN_x{scale}.pb"), OURS.engine)
-    assert ours.graph is not None and ours.block == scale and not ours.tanh
+def test_our_fsrcnn_gets_the_same_fast_graph_as_the_official_file(model_dir, scale):
+    method = upscale.METHODS["fsrcnn"]
+    ours = upscale.checked_fast_graph(str(shipped("fsrcnn", scale)), method.engine)
+    official = upscale.checked_fast_graph(str(model_dir / f"FSRCNN_x{scale}.pb"), method.engine)
     upscale.register_superres_layers()
-    layers = [upscale.read_network(f.graph, OURS.engine).getLayerNames()
+    layers = [upscale.read_network(f.graph, method.engine).getLayerNames()
               for f in (ours, official)]
     assert len(layers[0]) == len(layers[1])
 
 
-@pytest.mark.parametrize("scale", SCALES)
-def test_exported_graph_reproduces_the_trained_network(scale):
-    # The training framework's own output on a held-out crop, saved by `train.py export`.
-    with np.load(REFERENCE) as reference:
+@pytest.mark.parametrize("name,scale", SHIPPED)
+def test_exported_graph_reproduces_the_trained_network(name, scale):
+    with np.load(reference_file(name)) as reference:
         low, expected = reference[f"low_x{scale}"], reference[f"out_x{scale}"]
     upscale.register_superres_layers()
-    net = upscale.read_network(shipped(scale))
+    net = upscale.read_network(shipped(name, scale))
     net.setInput(cv2.dnn.blobFromImage(low, 1.0 / 255.0))
     out = net.forward()[0, 0]
     assert out.shape == expected.shape == (low.shape[0] * scale, low.shape[1] * scale)
     assert np.abs(out - expected).max() <= 1e-4
 
 
-@pytest.mark.parametrize("scale", SCALES)
-def test_shipped_weights_beat_cubic_on_held_out_images(scale):
-    assert all(srdata.is_validation(name) for name in HELD_OUT)
-    net = upscale.NetworkUpscaler(OURS, scale, shipped(scale))
-    gains = []
+def held_out_psnr(upscale_fn, scale):
+    """Mean PSNR (MATLAB luma, border = scale) of upscale_fn on the held-out images."""
+    figures = []
     for name in HELD_OUT:
         hr = srdata.modcrop(srdata.read_bgr(name), scale)
-        low = srdata.low_resolution(hr, scale)
-        cubic = cv2.resize(low, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-        gains.append(srdata.psnr_y(hr, net.upscale(low), scale) -
-                     srdata.psnr_y(hr, cubic, scale))
-    assert np.mean(gains) >= MARGIN_OVER_CUBIC_DB[scale], gains
+        figures.append(srdata.psnr_y(hr, upscale_fn(srdata.low_resolution(hr, scale)), scale))
+    return float(np.mean(figures))
+
+
+def tier_psnr(name, scale):
+    if name == "cubic":
+        return held_out_psnr(lambda low: cv2.resize(low, None, fx=scale, fy=scale,
+                                                    interpolation=cv2.INTER_CUBIC), scale)
+    net = upscale.NetworkUpscaler(upscale.METHODS[name], scale, shipped(name, scale))
+    return held_out_psnr(net.upscale, scale)
+
+
+@pytest.mark.parametrize("name,scale", SHIPPED)
+def test_each_network_beats_the_tier_below_it_on_held_out_images(name, scale):
+    assert all(srdata.is_validation(image) for image in HELD_OUT)
+    ours, below = tier_psnr(name, scale), tier_psnr(BELOW[name], scale)
+    assert ours - below >= MARGIN_DB[name, scale], (ours, below)
 
 
 def test_matlab_imresize_keeps_a_flat_image_flat_and_sizes_by_the_scale():
@@ -117,7 +145,7 @@ def test_default_model_needs_no_download_and_no_model_folder(ffmpeg, tmp_path):
     result = run_cli(clip, "--scale", "2", env=env)
     assert result.returncode == 0, result.stderr
     assert "download" not in result.stderr
-    assert video_size(tmp_path / "clip_fsrcnn_x2.mp4") == (128, 96)
+    assert video_size(tmp_path / "clip_fast_x2.mp4") == (128, 96)
 
 
 def test_official_fsrcnn_stays_selectable(ffmpeg, tmp_path):
@@ -138,5 +166,5 @@ def test_script_copied_without_its_models_folder_says_what_to_do(ffmpeg, tmp_pat
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     line = [x for x in result.stderr.splitlines() if "error" in x][0]
-    assert "FSRCNN-upscalepy_x4.pb" in line and "models" in line
-    assert not (tmp_path / "clip_fsrcnn_x4.mp4").exists()
+    assert "fast-upscalepy_x4.pb" in line and "models" in line
+    assert not (tmp_path / "clip_fast_x4.mp4").exists()
