@@ -3567,15 +3567,20 @@ def ssim(truth, test):
     return float(np.mean(cv2.quality.QualitySSIM_compute(test, truth)[0][:3]))
 
 
+def cubic_kernel(x):
+    """Keys' cubic convolution kernel (a = -0.5), as MATLAB's imresize uses it."""
+    ax = np.abs(x)
+    return ((1.5 * ax ** 3 - 2.5 * ax ** 2 + 1) * (ax <= 1) +
+            (-0.5 * ax ** 3 + 2.5 * ax ** 2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
+
+
 def bicubic_taps(scale):
     """The 1-D filter of MATLAB's imresize(x, 1/scale, 'bicubic') (antialiased: the cubic
     kernel stretched by the scale) around one output sample, and the anchor that centres
     it on the sample's block of `scale` input pixels."""
     half = 2 * scale - (0.5 if scale % 2 == 0 else 1)
     offsets = np.arange(-half, half + 1)
-    x = np.abs(offsets / scale)
-    taps = np.where(x <= 1, 1.5 * x ** 3 - 2.5 * x ** 2 + 1,
-                    np.where(x < 2, -0.5 * x ** 3 + 2.5 * x ** 2 - 4 * x + 2, 0.0))
+    taps = cubic_kernel(offsets / scale)
     return (taps / taps.sum()).astype(np.float32), 2 * scale - 1
 
 
@@ -3589,12 +3594,6 @@ def downscale(image, scale):
     first = (scale - 1) // 2          # the output sample's block starts here
     small = blurred[first::scale, first::scale]
     return np.clip(np.rint(small), 0, 255).astype(np.uint8)
-
-
-def cubic_kernel(x):
-    ax = np.abs(x)
-    return ((1.5 * ax ** 3 - 2.5 * ax ** 2 + 1) * (ax <= 1) +
-            (-0.5 * ax ** 3 + 2.5 * ax ** 2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
 
 
 def imresize_axis(image, axis, out_len, scale):
