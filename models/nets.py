@@ -157,6 +157,53 @@ def seeded_weights(family, source, scale):
     return weights
 
 
+def widened_weights(family, source_family, source, scale, seed):
+    """Training weights of `family` that compute exactly what a trained, narrower and
+    shallower plain network of the same scale computes (Net2Net's function-preserving
+    widening), so that hq starts where fast ended. Each layer's folded kernel holds the
+    source's in its first channels; new channels get fresh random inputs and no outputs
+    into the old ones (their outgoing weights start at zero and are trained); the extra
+    middle layers are identities (kernel I, PReLU slope 1). Each target kernel T is written
+    as factors with the 1x1 factor [I; 0], so folded() gives T back, and the remaining kxk
+    columns keep their fresh values for the optimiser to bring in."""
+    small, big = source_family.layers(scale), family.layers(scale)
+    if not (family.plain and source_family.plain and family.expand
+            and source_family.channels <= family.channels and len(small) <= len(big)):
+        raise ValueError(f"{source_family.name} does not fit inside {family.name}")
+    src = folded(source_family, source, scale)
+    fresh = initial_weights(family, scale, seed)
+    start = folded(family, fresh, scale)
+    weights = {}
+    for i, (k, cin, cout, act) in enumerate(big):
+        kernel = np.array(start[f"w{i}"])
+        bias = np.zeros(cout, np.float32)
+        alpha = np.full(cout, 0.25, np.float32)
+        j = len(small) - 1 if i == len(big) - 1 else i if i < len(small) - 1 else None
+        if j is None:                                        # an extra middle layer
+            kernel = np.zeros_like(kernel)
+            kernel[k // 2, k // 2] = np.eye(cin, dtype=np.float32)
+            alpha[:] = 1.0
+        else:
+            ks, ci, co, _ = small[j]
+            if ks != k:
+                raise ValueError(f"layer {i}: kernel {ks} does not fit {k}")
+            kernel[:, :, :ci, :co] = src[f"w{j}"]
+            kernel[:, :, ci:, :co] = 0.0
+            bias[:co] = src[f"b{j}"]
+            if act:
+                alpha[:co] = src[f"alpha{j}"]
+        if act and cin == cout:
+            kernel[k // 2, k // 2] -= np.eye(cin, dtype=np.float32)   # folded() adds it back
+        a = fresh[f"a{i}"].copy()
+        a[..., :cout] = kernel
+        p = np.zeros((family.expand, cout), np.float32)
+        p[:cout, :cout] = np.eye(cout, dtype=np.float32)
+        weights.update({f"a{i}": a, f"p{i}": p, f"b{i}": bias})
+        if act:
+            weights[f"alpha{i}"] = alpha
+    return weights
+
+
 def folded(family, weights, scale, xp=np):
     """{name: value} of the exported network's weights: for the plain families each linear
     block's factors multiplied into one kernel (kxk E, then 1x1 to C), plus an identity at

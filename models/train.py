@@ -187,17 +187,25 @@ def learning_rate(step, steps, peak, warmup=500):
 
 def starting_weights(args, family, report):
     """The weights a new run starts from: another run's (--init; another scale is seeded
-    layer by layer, the same scale goes on as it is), a frozen FSRCNN file's (--init-pb), or
-    fresh ones."""
+    layer by layer, the same scale goes on as it is, a narrower family is widened), a frozen
+    FSRCNN file's (--init-pb), or fresh ones."""
     if args.init:
         source = load_checkpoint(args.init)
         if source is None:
             raise SystemExit(f"--init {args.init}: no checkpoint there")
-        if str(source.get("family", "fsrcnn")) != family.name:
-            raise SystemExit(f"--init {args.init} is a {source['family']} run, "
-                             f"not {family.name}")
-        report(f"x{args.scale} {family.name} from {args.init} (x{int(source['scale'])}, "
-               f"step {int(source['step'])})")
+        held = nets.FAMILIES[str(source.get("family", "fsrcnn"))]
+        report(f"x{args.scale} {family.name} from {args.init} ({held.name} x"
+               f"{int(source['scale'])}, step {int(source['step'])})")
+        if held != family:
+            # A narrower network at the same scale is widened into this one (hq from fast).
+            try:
+                if int(source["scale"]) != args.scale:
+                    raise ValueError("not the same scale")
+                return nets.widened_weights(family, held, weights_of(source), args.scale,
+                                            args.seed)
+            except ValueError as exc:
+                raise SystemExit(f"--init {args.init}: a x{int(source['scale'])} {held.name}"
+                                 f" run cannot start x{args.scale} {family.name} ({exc})")
         if int(source["scale"]) == args.scale:
             return weights_of(source)
         return nets.seeded_weights(family, weights_of(source), args.scale)
@@ -372,8 +380,9 @@ def main():
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--family", choices=sorted(nets.FAMILIES), default="fsrcnn",
                    help="which network (models/nets.py)")
-    t.add_argument("--init", help="start from this run of the same family: another scale "
-                   "seeds every layer but the last, the same scale goes on from its weights")
+    t.add_argument("--init", help="start from this run: of the same family, another scale "
+                   "seeds every layer but the last and the same scale goes on from its "
+                   "weights; a narrower plain family's run at the same scale is widened")
     t.add_argument("--init-pb", help="start from a frozen FSRCNN file (ours or official)")
     t.add_argument("--degradation", choices=("clean", "mix"), default="mix")
     t.add_argument("--threads", type=int, default=os.cpu_count())
