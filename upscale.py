@@ -142,6 +142,11 @@ class Method:
     def is_network(self):
         return self.runs in ("luma", "bgr")
 
+    @property
+    def kind(self):
+        """The class of upscaler that runs this method (UPSCALER_KINDS)."""
+        return UPSCALER_KINDS[self.runs]
+
     def file_name(self, scale):
         return self.file_pattern.format(scale=scale)
 
@@ -798,6 +803,7 @@ def resized(image, size):
 class ResizeUpscaler:
     """The cv2.resize baselines: straight to the size (width, height) if given, else by
     the scale."""
+    whole_files = False         # it upscales frames (see FfmpegScaler)
 
     def __init__(self, method, scale, size=None):
         self.scale, self.size, self.interpolation = scale, size, method.interpolation
@@ -830,6 +836,7 @@ class FittedUpscaler:
     """A network upscaler whose frames are then brought to an exact size (width, height):
     the network runs at a scale that reaches it, and its luma is resized in the same pass,
     before chroma is rebuilt at that size."""
+    whole_files = False
 
     def __init__(self, network, size):
         self.network, self.size = network, tuple(size)
@@ -851,6 +858,31 @@ class FittedUpscaler:
 
     def upscale(self, frame):
         return self.finish(self.infer(self.prepare(frame)))
+
+
+class FfmpegScaler:
+    """ffmpeg's bicubic scaler (--model ffmpeg), the baseline a user could run instead of
+    this tool. It works on whole files, not frames: scale_file() writes a scaled video
+    from a file in that file's own pixel format (a video's YUV, --compare's BGR), and both
+    a run and --compare use it, so --compare measures what --model ffmpeg writes."""
+    whole_files = True
+
+    def __init__(self, method, scale, size):
+        self.size = tuple(size)
+
+    def video_filter(self):
+        """The scale, square pixels, and even sides (repeating the last row or column) as
+        codecs need; out_range=tv makes a full-range source's YUV limited range, as every
+        other method's output is (RGB output ignores it)."""
+        w, h = self.size
+        return (f"scale={w}:{h}:flags=bicubic:out_range=tv,setsar=1,"
+                "pad=ceil(iw/2)*2:ceil(ih/2)*2")
+
+    def scale_file(self, ffmpeg, source, out, encoder_args, container_format):
+        """Write the first video stream of source, scaled, to out."""
+        run_ffmpeg(ffmpeg_args(ffmpeg, "-i", source, "-map", "0:v:0", "-an", "-sn", "-dn",
+                               *KEEP_FRAME_TIMES, "-vf", self.video_filter(), *encoder_args,
+                               "-f", container_format, out), "scaling with ffmpeg")
 
 
 @functools.lru_cache(maxsize=None)
@@ -1402,6 +1434,11 @@ def make_upscaler(method, scale, model_dir=None, quiet=False, tile=None, device=
         return NetworkUpscaler(method, scale, locate_model(method, scale, model_dir, quiet),
                                tile, device)
     return ResizeUpscaler(method, scale)
+
+
+# The one registration point of the kinds of upscaler, by Method.runs.
+UPSCALER_KINDS = {"resize": ResizeUpscaler, "ffmpeg": FfmpegScaler,
+                  "luma": NetworkUpscaler, "bgr": NetworkUpscaler}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2344,11 +2381,12 @@ KEEP_FRAME_TIMES = ("-fps_mode", "passthrough", "-enc_time_base", "1/90000")
 
 
 def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
-                video_offset=0.0, end=0.0, fingerprint=""):
+                video_offset=0.0, end=0.0, fingerprint="", from_bgr=True):
     """The ffmpeg command that makes out_path (a container_of() container) from the
     temporary video, whose first frame belongs at video_offset seconds, and the source;
     with end, every stream stops there (seconds), as the picture of a --frames try does.
-    fingerprint (Settings.fingerprint) is recorded in the output."""
+    fingerprint (Settings.fingerprint) is recorded in the output. from_bgr: the temporary
+    video was made from BGR frames (else it is ffmpeg's scaler's, in the source's YUV)."""
     codec = settings.codec
     args = ffmpeg_args(ffmpeg)
     if video_offset:
@@ -2360,9 +2398,8 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
     else:
         args += ["-c:v", "copy"]
     # A piped encode converted BGR as a re-encode does (the ffmpeg scaler's YUV was not).
-    converted = encode or codec.piped and settings.method.runs != "ffmpeg"
-    vfilter, tags = color_args(info.video[0] if info.video else None, converted,
-                               settings.method.runs != "ffmpeg")
+    converted = encode or codec.piped and from_bgr
+    vfilter, tags = color_args(info.video[0] if info.video else None, converted, from_bgr)
     args += (vfilter if encode else []) + tags
     streams, notes = stream_plan(info, container)
     args += streams
@@ -2381,17 +2418,14 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
     return args + [str(out_path)], notes
 
 
-def ffmpeg_scale_command(ffmpeg, source, temp_video, size, codec, crf=DEFAULT_CRF,
-                         preset=DEFAULT_PRESET):
-    """The ffmpeg baseline: ffmpeg's bicubic scaler writes the temporary video itself, at
-    size (width, height) in square pixels."""
-    vcodec = ["-c:v", "mpeg4", "-q:v", "2", "-tag:v", "mp4v", "-pix_fmt", "yuv420p"] \
-        if codec.temp_fourcc == "mp4v" else ["-c:v", "ffv1", "-pix_fmt", "bgr0"] \
-        if not codec.piped else list(codec.ffmpeg_args) + ["-crf", str(crf), "-preset", preset]
-    return ffmpeg_args(ffmpeg, "-i", source, "-map", "0:v:0", "-an", "-sn", "-dn",
-                       *KEEP_FRAME_TIMES, "-vf",
-                       f"scale={size[0]}:{size[1]}:flags=bicubic:out_range=tv,setsar=1,"
-                       "pad=ceil(iw/2)*2:ceil(ih/2)*2", *vcodec, "-f", "mp4", temp_video)
+def scaled_video_encoder(codec, crf=DEFAULT_CRF, preset=DEFAULT_PRESET):
+    """Encoder options for the temporary video ffmpeg's scaler writes (FfmpegScaler): the
+    final stream for a piped codec, else what the VideoWriter would have written."""
+    if codec.temp_fourcc == "mp4v":
+        return ["-c:v", "mpeg4", "-q:v", "2", "-tag:v", "mp4v", "-pix_fmt", "yuv420p"]
+    if not codec.piped:
+        return ["-c:v", "ffv1", "-pix_fmt", "bgr0"]
+    return list(codec.ffmpeg_args) + ["-crf", str(crf), "-preset", preset]
 
 
 def ffmpeg_encoders(ffmpeg):
@@ -2852,17 +2886,16 @@ def upscale_file(job, settings, ffmpeg, upscalers):
     def new_temp(tag):              # a temporary file that is removed whatever happens
         temps.append(temp_name(out_path, tag))
         return temps[-1]
+    upscaler = upscalers(job.plan)
     try:
-        if settings.method.runs == "ffmpeg":
+        if upscaler.whole_files:
             temp_video = new_temp("video.mp4")
             say(f"{source.name}: scaling with ffmpeg to {job.plan.width}x{job.plan.height}",
                 settings.quiet)
-            run_ffmpeg(ffmpeg_scale_command(ffmpeg, source, temp_video,
-                                            (job.plan.width, job.plan.height),
-                                            settings.codec, settings.crf, settings.preset),
-                       "scaling the video")
+            upscaler.scale_file(ffmpeg, source, temp_video,
+                                scaled_video_encoder(settings.codec, settings.crf,
+                                                     settings.preset), "mp4")
         else:
-            upscaler = upscalers(job.plan)
             encoder = pipe_encoder(ffmpeg, settings, info.video[0]) if settings.codec.piped \
                 else video_writer(settings.codec.temp_fourcc)
             work = WorkFolder(out_path)
@@ -2879,7 +2912,7 @@ def upscale_file(job, settings, ffmpeg, upscalers):
         end = offset + frames.seconds if settings.frames and frames else 0.0
         command, notes = mux_command(ffmpeg, temp_video, source, info, temp_final, settings,
                                      container_of(out_path, settings.format), offset, end,
-                                     settings.fingerprint(job.plan))
+                                     settings.fingerprint(job.plan), not upscaler.whole_files)
         for note in notes:
             say(f"note: {source.name}: {note}", settings.quiet)
         run_ffmpeg(command, "muxing the output")
@@ -3430,7 +3463,7 @@ def measure_benchmark(source, settings, repeats=BENCHMARK_REPEATS):
     check_source(source)
     ffmpeg = find_ffmpeg()
     method = settings.method
-    if method.runs == "ffmpeg":
+    if method.kind.whole_files:
         raise UsageError("--benchmark measures OpenCV methods; pick a model or cv2 baseline")
     quiet = dataclasses.replace(settings, quiet=True, overwrite=True, output=None,
                                 output_dir=None)
@@ -3804,7 +3837,7 @@ class MethodRun:
     ssim: list = field(default_factory=list)
     lossless: LosslessWriter = None
     encoded: LosslessWriter = None
-    ffmpeg_frames: object = None     # iterator over the ffmpeg baseline's frames
+    scaled_frames: object = None     # a whole-file upscaler's frames, read back
 
     def row(self, name, scale, vmaf, encoded):
         frames = self.frames
@@ -3837,19 +3870,18 @@ def prepare_runs(names, scale, size, settings, quiet):
                     settings.device), size)
             except UpscaleError as exc:
                 run.status, run.reason = "skipped", str(exc)
-        elif method.runs == "resize":
-            run.upscaler = ResizeUpscaler(method, 0, size)
+        else:
+            run.upscaler = method.kind(method, 0, size)
         runs.append(run)
     return runs
 
 
-def ffmpeg_upscaled(ffmpeg, low_video, size, out_path):
-    """Run ffmpeg's bicubic scaler over a lossless video of low-resolution frames, to size
-    (width, height); returns (LosslessWriter-like reader of the result, seconds taken)."""
+def whole_file_upscaled(upscaler, ffmpeg, low_video, out_path):
+    """A whole-file upscaler (FfmpegScaler) run over the lossless video of low-resolution
+    frames; returns (a LosslessWriter to read the result back, seconds taken)."""
     start = time.perf_counter()
-    run_ffmpeg(ffmpeg_args(ffmpeg, "-i", low_video, "-vf",
-                           f"scale={size[0]}:{size[1]}:flags=bicubic", "-c:v", "ffv1",
-                           "-pix_fmt", "bgr0", out_path), "scaling with ffmpeg")
+    upscaler.scale_file(ffmpeg, low_video, out_path, ["-c:v", "ffv1", "-pix_fmt", "bgr0"],
+                        "matroska")
     return LosslessWriter(out_path), time.perf_counter() - start
 
 
@@ -3880,11 +3912,11 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
         (round(small.shape[1] * scale), round(small.shape[0] * scale))
     runs = prepare_runs(names, scale, size, settings, settings.quiet)
     for run in runs:
-        if run.status == "ok" and run.method.runs == "ffmpeg":
+        if run.status == "ok" and run.upscaler.whole_files:
             try:
-                result, run.seconds = ffmpeg_upscaled(ffmpeg, low.path, size,
-                                                      tmp / "ffmpeg-scaled.mkv")
-                run.ffmpeg_frames = result.frames()
+                result, run.seconds = whole_file_upscaled(run.upscaler, ffmpeg, low.path,
+                                                          tmp / f"{run.method.name}-whole.mkv")
+                run.scaled_frames = result.frames()
             except UpscaleError as exc:
                 run.status, run.reason = "skipped", str(exc)
     active = [r for r in runs if r.status == "ok"]
@@ -3900,8 +3932,8 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
         frame_tiles = [("truth", high)] if reference else \
             [("input (nearest)", cv2.resize(small, size, interpolation=cv2.INTER_NEAREST))]
         for run in active:
-            if run.ffmpeg_frames is not None:     # scaled from the padded frames: crop
-                big = next(run.ffmpeg_frames)[:size[1], :size[0]]
+            if run.scaled_frames is not None:     # padded to even sides: crop
+                big = next(run.scaled_frames)[:size[1], :size[0]]
             else:
                 start = time.perf_counter()
                 big = run.upscaler.upscale(small)
@@ -4341,7 +4373,7 @@ def settings_from_args(args):
     if args.part and args.frames:
         raise UsageError("--part shares a whole video; a --frames try is one piece, so "
                          "leave one of them out")
-    if (args.part or args.segment) and method.runs == "ffmpeg":
+    if (args.part or args.segment) and method.kind.whole_files:
         raise UsageError(f"--{'part' if args.part else 'segment'} needs a model or cv2 "
                          "baseline; the ffmpeg baseline scales a video in one piece")
     return Settings(method=method, size=args.size or SizeRequest(), codec=CODECS[args.codec],
@@ -4442,7 +4474,7 @@ def upscaler_source(settings):
     def upscalers(plan):
         size = (plan.width, plan.height)
         if not plan.scale:
-            return ResizeUpscaler(settings.method, 0, size)
+            return settings.method.kind(settings.method, 0, size)
         if plan.scale not in loaded:
             loaded[plan.scale] = load_upscaler(settings, plan.scale)
         return FittedUpscaler(loaded[plan.scale], size)

@@ -59,6 +59,15 @@ def run_cli(*args, env=None, cwd=None, timeout=300):
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def recording_ffmpeg(ffmpeg, folder):
+    """A real ffmpeg behind a script that notes each call in folder/calls."""
+    wrapper = folder / "ffmpeg"
+    folder.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{folder / "calls"}"\nexec "{ffmpeg}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 def make_clip(ffmpeg, path, size="64x48", rate="25", seconds=1.0, audio=True,
               vcodec=("-c:v", "libx264", "-pix_fmt", "yuv420p"), acodec=("-c:a", "aac"),
               vfilter=None, extra=()):

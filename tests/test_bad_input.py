@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import (SCRIPT, cli_env, leftovers, make_clip, run_cli, video_size,
-                      wait_until_writing, work_folders)
+from conftest import (SCRIPT, cli_env, leftovers, make_clip, recording_ffmpeg, run_cli,
+                      video_size, wait_until_writing, work_folders)
 
 
 def error_lines(result):
@@ -111,15 +111,6 @@ def test_missing_ffmpeg_is_an_error(ffmpeg, tmp_path):
     result = run_cli(src, env=cli_env(UPSCALE_FFMPEG=str(tmp_path / "no-ffmpeg")))
     assert_one_clear_error(result, 1, "ffmpeg")
     assert leftovers(tmp_path) == [] and not (tmp_path / "clip_fast_x4.mp4").exists()
-
-
-def recording_ffmpeg(ffmpeg, folder):
-    """A real ffmpeg behind a script that notes each call in folder/calls."""
-    wrapper = folder / "ffmpeg"
-    folder.mkdir()
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{folder / "calls"}"\nexec "{ffmpeg}" "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper
 
 
 def test_another_ffmpeg_first_on_path_is_not_the_one_used(ffmpeg, tmp_path):

@@ -5,7 +5,8 @@ import cv2
 import numpy as np
 
 import upscale
-from conftest import ROOT, decoded_frame_count, make_clip, run_cli, video_size
+from conftest import (ROOT, cli_env, decoded_frame_count, make_clip, recording_ffmpeg, run_cli,
+                      video_size)
 
 
 def flat_image(path):
@@ -153,3 +154,25 @@ def test_a_scale_a_network_cannot_reach_is_skipped_with_the_reason(tmp_path):
     _, rows = report_of(tmp_path, image, "--scale", "6", "--methods", "fast,cubic")
     fast = [r for r in rows if r["method"] == "fast"][0]
     assert fast["status"] == "skipped" and "up to x6" in fast["reason"]
+
+
+def scale_filters(calls):
+    """The scale filters of the ffmpeg calls a recording ffmpeg noted."""
+    return [word for line in calls.read_text().splitlines() for word in line.split()
+            if word.startswith("scale=") and "flags=bicubic" in word]
+
+
+def test_compare_runs_the_ffmpeg_baseline_exactly_as_model_ffmpeg_does(ffmpeg, tmp_path):
+    big = make_clip(ffmpeg, tmp_path / "big.mp4", size="64x48", seconds=0.2, audio=False)
+    small = make_clip(ffmpeg, tmp_path / "small.mp4", size="32x24", seconds=0.2, audio=False)
+    recorder = recording_ffmpeg(ffmpeg, tmp_path / "bin")
+    env = cli_env(UPSCALE_FFMPEG=str(recorder))
+    made = run_cli(small, "--model", "ffmpeg", "--scale", "2", env=env)
+    assert made.returncode == 0, made.stderr
+    written = scale_filters(recorder.parent / "calls")
+    (recorder.parent / "calls").unlink()
+    compared = run_cli("--compare", big, "--scale", "2", "--methods", "ffmpeg",
+                       "--output-dir", tmp_path / "out", env=env)
+    assert compared.returncode == 0, compared.stderr
+    # Both make 64x48 from 32x24: one filter, the same words.
+    assert written and scale_filters(recorder.parent / "calls") == written
