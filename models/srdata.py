@@ -1,4 +1,4 @@
-"""Data for training and measuring our FSRCNN weights: the image sets, the held-out split,
+"""Data for training and measuring our networks: the image sets, the held-out split,
 the super-resolution papers' degradation and metric, and the compressed degradation.
 
 Shared by models/train.py (TensorFlow) and models/measure.py (NumPy and OpenCV only).
@@ -12,7 +12,6 @@ The papers' protocol, as Set5/Set14 figures are reported:
 
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -110,11 +109,12 @@ def h264_frames(frames_bgr, crf, ffmpeg=None, options=("-threads", "1")):
     ffmpeg = ffmpeg or find_ffmpeg()
     h, w = frames_bgr[0].shape[:2]
     with tempfile.TemporaryDirectory() as tmp:
-        clip = os.path.join(tmp, "clip.mkv")
-        subprocess.run([ffmpeg, "-v", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
-                        "-s", f"{w}x{h}", "-r", "25", "-i", "-", *options, "-c:v", "libx264",
-                        "-crf", str(crf), "-pix_fmt", "yuv420p", clip],
-                       input=b"".join(f.tobytes() for f in frames_bgr), check=True)
+        raw, clip = os.path.join(tmp, "frames.bgr"), os.path.join(tmp, "clip.mkv")
+        Path(raw).write_bytes(b"".join(f.tobytes() for f in frames_bgr))
+        upscale.run_ffmpeg(upscale.ffmpeg_args(
+            ffmpeg, "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-r", "25",
+            "-i", raw, *options, "-c:v", "libx264", "-crf", crf, "-pix_fmt", "yuv420p", clip),
+            "encoding frames with libx264")
         cap = cv2.VideoCapture(clip)
         out = []
         while True:
