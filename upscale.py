@@ -359,18 +359,38 @@ BYTES_SHOWN = "upscale-bytes-shown"
 codecs.register_error(BYTES_SHOWN, show_bytes)
 
 
-def say(message, quiet=False):
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
+class Console:
+    """Everything the user reads on stderr goes through here: notes and progress lines,
+    which --quiet silences, and warnings and errors, which nothing silences. The process
+    has one, `console`; main() sets quiet from the command line."""
+
+    def __init__(self, quiet=False):
+        self.quiet = quiet
+
+    def say(self, message, always=False):
+        """A note, shown unless quiet (always: shown anyway, as a summary with failures)."""
+        if always or not self.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    def warn(self, message):
+        print(f"upscale: warning: {message}", file=sys.stderr, flush=True)
+
+    def error(self, message):
+        """The one way an error reaches the user: one line on stderr."""
+        print("upscale: error: " + " ".join(str(message).split()), file=sys.stderr,
+              flush=True)
+
+    @contextlib.contextmanager
+    def muted(self):
+        """Notes and progress silenced for a while (a run --benchmark times)."""
+        saved, self.quiet = self.quiet, True
+        try:
+            yield
+        finally:
+            self.quiet = saved
 
 
-def warn(message):
-    print(f"upscale: warning: {message}", file=sys.stderr, flush=True)
-
-
-def error(message):
-    """The one way an error reaches the user: one line on stderr."""
-    print("upscale: error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+console = Console()
 
 
 def os_error_advice(exc):
@@ -730,12 +750,12 @@ def verify_model_file(path, url):
                            f"mismatch); delete it to download it again, or replace it with {url}")
 
 
-def download_model(url, dest, checksum, quiet=False):
+def download_model(url, dest, checksum):
     """Download url to dest atomically: the file appears only when complete and verified."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=".part", dir=dest.parent)
     try:
-        say(f"downloading {dest.name} from {url}", quiet)
+        console.say(f"downloading {dest.name} from {url}")
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             expected = response.headers.get("Content-Length")
             size = 0
@@ -760,7 +780,7 @@ def download_model(url, dest, checksum, quiet=False):
     return dest
 
 
-def locate_model(method, scale, model_dir=None, quiet=False):
+def locate_model(method, scale, model_dir=None):
     """Path of a verified model file, downloading it if no search folder has it."""
     name, url = method.file_name(scale), model_url(method, scale)
     for folder in model_search_dirs(model_dir):
@@ -773,7 +793,7 @@ def locate_model(method, scale, model_dir=None, quiet=False):
                            f"{DEFAULT_MODEL_DIR}; restore it from the project (git checkout "
                            f"-- models/{name}), or use --model {method.official} (downloaded)")
     target_dir = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
-    return download_model(url, target_dir / name, MODEL_CHECKSUMS[name], quiet)
+    return download_model(url, target_dir / name, MODEL_CHECKSUMS[name])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1428,10 +1448,10 @@ class NetworkUpscaler(ResizeUpscaler):
         return max(1, min(self.method.streams, cv2.getNumThreads()))
 
 
-def make_upscaler(method, scale, model_dir=None, quiet=False, tile=None, device="cpu"):
+def make_upscaler(method, scale, model_dir=None, tile=None, device="cpu"):
     """The upscaler of a method at one of its scales (a network's file located first)."""
     if method.is_network:
-        return NetworkUpscaler(method, scale, locate_model(method, scale, model_dir, quiet),
+        return NetworkUpscaler(method, scale, locate_model(method, scale, model_dir),
                                tile, device)
     return ResizeUpscaler(method, scale)
 
@@ -2473,10 +2493,10 @@ class Progress:
     line every PROGRESS_INTERVAL_LOG seconds otherwise. The total is the container's claim,
     used for nothing but this display."""
 
-    def __init__(self, label, total_hint, quiet=False, stream=None, already=0):
+    def __init__(self, label, total_hint, stream=None, already=0):
         self.label, self.total = label, max(0, int(total_hint))
         self.stream = stream or sys.stderr
-        self.quiet = quiet
+        self.quiet = console.quiet
         self.tty = self.stream.isatty()
         self.start = self.last = time.monotonic()
         self.done = self.already = already      # frames an earlier, interrupted run did
@@ -2632,7 +2652,6 @@ class Settings:
     output: Path = None        # -o, one input only
     output_dir: Path = None
     overwrite: bool = False
-    quiet: bool = False
     model_dir: Path = None
     tile: int = None           # None: automatic; 0: never; N: tiles of N input pixels
     device: str = "cpu"
@@ -2867,17 +2886,16 @@ def upscale_file(job, settings, ffmpeg, upscalers):
     upscaler for the job's plan."""
     source, info, out_path = job.source, job.info, job.out_path
     if len(info.video) > 1:
-        say(f"note: {source} has {len(info.video)} video streams; upscaling the first",
-            settings.quiet)
+        console.say(f"note: {source} has {len(info.video)} video streams; upscaling the first")
     if info.video[0].pix_fmt and re.search(r"(10|12|16)(le|be)$", info.video[0].pix_fmt) or \
             info.video[0].color.get("transfer") in ("smpte2084", "arib-std-b67"):
-        warn(f"{source} is {info.video[0].pix_fmt} "
-             f"{info.video[0].color.get('transfer', '')}: output is 8-bit SDR")
+        console.warn(f"{source} is {info.video[0].pix_fmt} "
+                     f"{info.video[0].color.get('transfer', '')}: output is 8-bit SDR")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     stale = remove_stale_temps(out_path.parent)
     if stale:
-        say(f"note: removed {stale} temporary file{'s' * (stale > 1)} that killed runs left "
-            f"in {out_path.parent}", settings.quiet)
+        console.say(f"note: removed {stale} temporary file{'s' * (stale > 1)} that killed "
+                    f"runs left in {out_path.parent}")
     # Both OpenCV's frames and ffmpeg's scaled copy start at 0 in the temporary file.
     packets = first_packet_times(ffmpeg, source, info.video[0].index)
     offset = video_start(packets)
@@ -2890,8 +2908,7 @@ def upscale_file(job, settings, ffmpeg, upscalers):
     try:
         if upscaler.whole_files:
             temp_video = new_temp("video.mp4")
-            say(f"{source.name}: scaling with ffmpeg to {job.plan.width}x{job.plan.height}",
-                settings.quiet)
+            console.say(f"{source.name}: scaling with ffmpeg to {job.plan.width}x{job.plan.height}")
             upscaler.scale_file(ffmpeg, source, temp_video,
                                 scaled_video_encoder(settings.codec, settings.crf,
                                                      settings.preset), "mp4")
@@ -2906,15 +2923,16 @@ def upscale_file(job, settings, ffmpeg, upscalers):
             temp_video = work.joined
             if frames.width % 2 or frames.height % 2:
                 w, h = even_size(frames.width, frames.height)
-                warn(f"{source.name}: {frames.width}x{frames.height} is odd-sized; padded to "
-                     f"{w}x{h} by repeating the last column/row (codecs need even sizes)")
+                console.warn(f"{source.name}: {frames.width}x{frames.height} is odd-sized; "
+                             f"padded to {w}x{h} by repeating the last column/row (codecs "
+                             "need even sizes)")
         temp_final = new_temp("part")
         end = offset + frames.seconds if settings.frames and frames else 0.0
         command, notes = mux_command(ffmpeg, temp_video, source, info, temp_final, settings,
                                      container_of(out_path, settings.format), offset, end,
                                      settings.fingerprint(job.plan), not upscaler.whole_files)
         for note in notes:
-            say(f"note: {source.name}: {note}", settings.quiet)
+            console.say(f"note: {source.name}: {note}")
         run_ffmpeg(command, "muxing the output")
         os.chmod(temp_final, 0o666 & ~current_umask())
         publish(temp_final, out_path, settings.overwrite)
@@ -2938,8 +2956,8 @@ def keep_finished_segments(work, source, settings):
     so; a folder with none is removed (unless --part processes may share it)."""
     done = work.count_done() if work.path.is_dir() else 0
     if done:
-        say(f"note: {source.name}: {done} finished segment{'s' * (done > 1)} kept in "
-            f"{work.path}; run the same command again to go on from there", settings.quiet)
+        console.say(f"note: {source.name}: {done} finished segment{'s' * (done > 1)} kept in "
+                    f"{work.path}; run the same command again to go on from there")
     elif not settings.part:
         work.remove()
 
@@ -2964,9 +2982,9 @@ def check_workload(source, video, settings, plan):
                            f"{MAX_OUTPUT_PIXELS / 1e6:.0f} MP. Use a smaller --scale, or "
                            "downscale the source first")
     if per_frame * frames > SLOW_RUN_SECONDS:
-        say(f"note: {source.name}: {video.width}x{video.height} -> {w}x{h} with "
-            f"{settings.method.name} will take {estimate} (~{per_frame:.1f} s a frame "
-            "on a 2-core machine)", settings.quiet)
+        console.say(f"note: {source.name}: {video.width}x{video.height} -> {w}x{h} with "
+                    f"{settings.method.name} will take {estimate} (~{per_frame:.1f} s a frame "
+                    "on a 2-core machine)")
 
 
 def believable_rate(nominal, measured):
@@ -3024,7 +3042,7 @@ def upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset, measur
     joined)."""
     source, info, orientation, plan = job.source, job.info, job.orientation, job.plan
     if orientation != "as decoded":
-        say(f"note: {source.name}: display matrix applied: {orientation}", settings.quiet)
+        console.say(f"note: {source.name}: display matrix applied: {orientation}")
     duration_s = video_length(info, offset)
     # An MP4's (or QuickTime's) frame count is its sample table's: exact.
     video, first_ms = source_video(source, settings, duration_s,
@@ -3032,24 +3050,23 @@ def upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset, measur
     check_workload(source, video, settings, plan)
     frames_hint = f", about {video.frame_count_hint} frames" \
         if video.frame_count_hint > 0 else ""
-    say(f"{source.name}: {video.width}x{video.height} -> {plan.width}x{plan.height} with "
-        f"{how_line(settings.method, plan)}{frames_hint}", settings.quiet)
+    console.say(f"{source.name}: {video.width}x{video.height} -> {plan.width}x{plan.height} with "
+                f"{how_line(settings.method, plan)}{frames_hint}")
     segments = segments_between([]) if settings.frames else \
         plan_segments(first_ms, duration_s, segment_length(settings, video, plan))
     if len(segments) > 1 and info.format in ONE_PIECE_FORMATS:
-        say(f"note: {source.name}: {info.format} timestamps may restart mid-file, so it is "
-            "upscaled in one piece and an interruption loses the work; to make it resumable, "
-            f"remux it first: ffmpeg -i {shlex.quote(source.name)} -c copy "
-            f"{shlex.quote(source.stem + '.mkv')}",
-            settings.quiet)
+        console.say(f"note: {source.name}: {info.format} timestamps may restart mid-file, so "
+                    "it is upscaled in one piece and an interruption loses the work; to make "
+                    f"it resumable, remux it first: ffmpeg -i {shlex.quote(source.name)} -c "
+                    f"copy {shlex.quote(source.stem + '.mkv')}")
         segments = segments_between([])
     try:
         records, fresh = work_through(job, work, segments, settings, upscaler, encoder,
                                       video)
     except UnorderedTimes:
-        say(f"note: {source.name}: its frame times go backwards, so it cannot be cut into "
-            "segments by time; working through it in one piece (an interruption loses it "
-            "all)", settings.quiet)
+        console.say(f"note: {source.name}: its frame times go backwards, so it cannot be cut into "
+                    "segments by time; working through it in one piece (an interruption loses it "
+                    "all)")
         segments = segments_between([])
         work.remove()                   # (what was done was cut by the wrong times)
         records, fresh = work_through(job, work, segments, settings, upscaler, encoder,
@@ -3078,21 +3095,21 @@ def upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset, measur
         for k in records:
             work.video(k).unlink(missing_ok=True)
     if result.repeated:
-        say(f"note: {source.name}: {result.repeated} of {result.count} frames repeat the frame "
-            "before them exactly; each such picture was upscaled once", settings.quiet)
+        console.say(f"note: {source.name}: {result.repeated} of {result.count} frames repeat "
+                    "the frame before them exactly; each such picture was upscaled once")
     if result.skipped:
-        warn(f"{source.name}: {result.skipped} corrupted frame(s) could not be decoded and "
-             f"were skipped; the {result.count} others keep their times, so sound stays "
-             "in sync")
+        console.warn(f"{source.name}: {result.skipped} corrupted frame(s) could not be decoded and "
+                     f"were skipped; the {result.count} others keep their times, so sound stays "
+                     "in sync")
     decoded_s = (times[-1] - times[0] + last_interval(times, video.nominal_interval_ms)) / 1000.0
     # An MP4's frame count is exact (its sample table's); Matroska's is only estimated
     # from the file's duration, so there the length decides.
     all_claimed = result.count + result.skipped >= video.frame_count_hint > 0
     if duration_s and not all_claimed and not settings.frames and \
             decoded_s < duration_s - max(0.5, 0.05 * duration_s):
-        warn(f"{source.name}: decoding stopped at frame {result.count} ({decoded_s:.1f} s of "
-             f"{duration_s:.1f} s); the file looks truncated or damaged. Kept the "
-             f"{result.count} frames that decoded")
+        console.warn(f"{source.name}: decoding stopped at frame {result.count} "
+                     f"({decoded_s:.1f} s of {duration_s:.1f} s); the file looks truncated or "
+                     f"damaged. Kept the {result.count} frames that decoded")
     result.seconds = decoded_s
     return result
 
@@ -3105,23 +3122,22 @@ def work_through(job, work, segments, settings, upscaler, encoder, video):
                             [s.start_ms for s in segments[1:]])
     segments = segments_between(edges)
     if why:
-        say(f"note: {source.name}: {why} since the interrupted run; its finished segments "
-            "were not used", settings.quiet)
+        console.say(f"note: {source.name}: {why} since the interrupted run; its finished segments "
+                    "were not used")
     share = part_share(len(segments), settings.part) if settings.part else \
         range(len(segments))
     if not share:
-        say(f"note: {source.name} has {len(segments)} segment{'s' * (len(segments) > 1)}; "
-            f"none falls to part {settings.part} (use fewer parts, or a shorter --segment)",
-            settings.quiet)
+        console.say(f"note: {source.name} has {len(segments)} segment{'s' * (len(segments) > 1)}; "
+                    f"none falls to part {settings.part} (use fewer parts, or a shorter --segment)")
     records = {k: work.finished(k) for k in share}
     finished = [r for r in records.values() if r]
     already = sum(r["frames"] for r in finished)
     if finished:
-        say(f"{source.name}: resuming: {len(finished)} of {len(share)} segments already done "
-            f"({already} frames)", settings.quiet)
+        console.say(f"{source.name}: resuming: {len(finished)} of {len(share)} segments "
+                    f"already done ({already} frames)")
     label = f"{source.name} (part {settings.part})" if settings.part else source.name
     hint = video.frame_count_hint * len(share) // len(segments)
-    progress = Progress(label, hint, settings.quiet, already=already)
+    progress = Progress(label, hint, already=already)
     fps = video.fps if 0 < video.fps < 1000 else 30.0
     fresh = 0
     try:
@@ -3318,11 +3334,10 @@ def upscale_picture(job, settings, upscalers):
     """Upscale one prepared picture Job; the output appears complete or not at all."""
     picture, out_path = job.picture, job.out_path
     for note in picture.notes:
-        warn(f"{job.source.name}: {note}")
+        console.warn(f"{job.source.name}: {note}")
     upscaler = upscalers(job.plan)
-    say(f"{job.source.name}: {picture.bgr.shape[1]}x{picture.bgr.shape[0]} -> "
-        f"{job.plan.width}x{job.plan.height} with {how_line(settings.method, job.plan)}",
-        settings.quiet)
+    console.say(f"{job.source.name}: {picture.bgr.shape[1]}x{picture.bgr.shape[0]} -> "
+                f"{job.plan.width}x{job.plan.height} with {how_line(settings.method, job.plan)}")
     image = upscaled_picture(picture, upscaler, (job.plan.width, job.plan.height))
     extension = out_path.suffix.lower().replace(".jpeg", ".jpg")
     data = encoded_picture(image, extension, settings.fingerprint(job.plan, picture=True))
@@ -3465,13 +3480,12 @@ def measure_benchmark(source, settings, repeats=BENCHMARK_REPEATS):
     method = settings.method
     if method.kind.whole_files:
         raise UsageError("--benchmark measures OpenCV methods; pick a model or cv2 baseline")
-    quiet = dataclasses.replace(settings, quiet=True, overwrite=True, output=None,
-                                output_dir=None)
-    job = prepare_job(source, quiet, ffmpeg)
+    inner = dataclasses.replace(settings, overwrite=True, output=None, output_dir=None)
+    with console.muted():
+        job = prepare_job(source, inner, ffmpeg)
     info, plan, scale = job.info, job.plan, job.plan.scale
-    model_path = locate_model(method, scale, settings.model_dir, settings.quiet) \
-        if method.is_network else None
-    upscalers = upscaler_source(quiet)
+    model_path = locate_model(method, scale, settings.model_dir) if method.is_network else None
+    upscalers = upscaler_source(inner)
     upscaler = upscalers(plan)
 
     cap = open_capture(source)
@@ -3513,8 +3527,10 @@ def measure_benchmark(source, settings, repeats=BENCHMARK_REPEATS):
         for i in range(repeats):      # alternate so drift in machine load hits both alike
             plain.append(timed(plain_loop, source, tmp / f"plain{i}.mp4", method, plan,
                                model_path, ffmpeg, info)[0])
-            ours.append(timed(upscale_file, dataclasses.replace(job, out_path=tmp / f"ours{i}.mp4"),
-                              quiet, ffmpeg, upscalers)[0])
+            with console.muted():
+                ours.append(timed(upscale_file,
+                                  dataclasses.replace(job, out_path=tmp / f"ours{i}.mp4"),
+                                  inner, ffmpeg, upscalers)[0])
     streams = inference_streams(upscaler)
     stages = [("decode (VideoCapture)", t_decode)]
     if t_official is not None:
@@ -3785,7 +3801,7 @@ def vmaf_score(ffmpeg, test_video, truth_video):
             "[0:v]format=yuv420p[d];[1:v]format=yuv420p[r];[d][r]libvmaf", "-f", "null", "-",
             level="info"), "measuring VMAF")
     except UpscaleError as exc:            # a measurement lost, not the comparison
-        warn(f"VMAF not measured: {exc}")
+        console.warn(f"VMAF not measured: {exc}")
         return None
     match = re.search(r"VMAF score: ([\d.]+)", report)
     return float(match.group(1)) if match else None
@@ -3850,7 +3866,7 @@ class MethodRun:
         return {key: values[key] for key in REPORT_KEYS}
 
 
-def prepare_runs(names, scale, size, settings, quiet):
+def prepare_runs(names, scale, size, settings):
     """A MethodRun per method name, each making frames of size (width, height) as a run of
     the tool would: a network at its smallest scale that reaches `scale`, then brought to
     the size; a baseline straight to it. A method that cannot run is kept, marked skipped
@@ -3866,7 +3882,7 @@ def prepare_runs(names, scale, size, settings, quiet):
         elif method.is_network:
             try:
                 run.upscaler = FittedUpscaler(make_upscaler(
-                    method, min(reaching), settings.model_dir, quiet, settings.tile,
+                    method, min(reaching), settings.model_dir, settings.tile,
                     settings.device), size)
             except UpscaleError as exc:
                 run.status, run.reason = "skipped", str(exc)
@@ -3910,7 +3926,7 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
     # What each method must make: the truth's size, or the input's times the scale.
     size = (high.shape[1], high.shape[0]) if reference else \
         (round(small.shape[1] * scale), round(small.shape[0] * scale))
-    runs = prepare_runs(names, scale, size, settings, settings.quiet)
+    runs = prepare_runs(names, scale, size, settings)
     for run in runs:
         if run.status == "ok" and run.upscaler.whole_files:
             try:
@@ -3924,7 +3940,7 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
         run.lossless = LosslessWriter(tmp / f"{run.method.name}.mkv")
         run.encoded = LosslessWriter(tmp / f"{run.method.name}.mp4", "mp4v")
     grid = LosslessWriter(tmp / "grid.mkv") if grid_video else None
-    progress = Progress(f"{label}: comparing {len(active)} methods", count, settings.quiet)
+    progress = Progress(f"{label}: comparing {len(active)} methods", count)
     truth_frames = truth.frames() if truth else None
     chosen, tiles = count // 2, None
     for i, small in enumerate(low.frames()):
@@ -4024,8 +4040,8 @@ def compare(paths, settings, names, reference=True, max_frames=0, report=None,
     inputs = compare_inputs(paths)
     vmaf_ok = reference and has_libvmaf(ffmpeg)
     if reference and not vmaf_ok:
-        warn(f"{ffmpeg} has no libvmaf filter, so VMAF is not measured (its column stays "
-             "empty); the ffmpeg of imageio-ffmpeg has it (unset UPSCALE_FFMPEG)")
+        console.warn(f"{ffmpeg} has no libvmaf filter, so VMAF is not measured (its column stays "
+                     "empty); the ffmpeg of imageio-ffmpeg has it (unset UPSCALE_FFMPEG)")
     rows, failures = [], []
     for path, kind in inputs:
         video, picture = compare_output_paths(path, settings, kind, len(inputs) > 1)
@@ -4050,10 +4066,10 @@ def compare(paths, settings, names, reference=True, max_frames=0, report=None,
                   + ("measured against the original" if reference else "no reference"),
                   file=out)
             format_table(found, out)
-            say(f"grid: {video}" if video else f"picture: {picture}", settings.quiet)
+            console.say(f"grid: {video}" if video else f"picture: {picture}")
             rows += found
         except Exception as exc:
-            error(describe(exc, path))
+            console.error(describe(exc, path))
             failures.append(str(path))
     if len(inputs) > 1 and rows:
         print(f"\nmean over {len(inputs) - len(failures)} inputs:", file=out)
@@ -4112,7 +4128,7 @@ exit status: 0 all done (or already done), 1 some input failed, 2 usage error,
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):
-        error(f"{message} (see --help)")
+        console.error(f"{message} (see --help)")
         sys.exit(EXIT_USAGE)
 
 
@@ -4340,7 +4356,7 @@ def settings_from_args(args):
                              "each method brings it back: give --scale above 1 (2, 1.5, 4)")
         return Settings(method=method, size=size, codec=CODECS["mp4v"],
                         output=output, output_dir=args.output_dir,
-                        overwrite=args.overwrite, quiet=args.quiet, model_dir=args.model_dir,
+                        overwrite=args.overwrite, model_dir=args.model_dir,
                         tile=args.tile, device=args.device)
     if args.output and len(args.inputs) > 1:
         raise UsageError("-o/--output takes one input; use --output-dir for several")
@@ -4379,7 +4395,7 @@ def settings_from_args(args):
     return Settings(method=method, size=args.size or SizeRequest(), codec=CODECS[args.codec],
                     crf=crf,
                     preset=args.preset or DEFAULT_PRESET, format=fmt, output=output,
-                    output_dir=args.output_dir, overwrite=args.overwrite, quiet=args.quiet,
+                    output_dir=args.output_dir, overwrite=args.overwrite,
                     model_dir=args.model_dir, tile=args.tile, device=args.device,
                     jobs=args.jobs, frames=args.frames, part=args.part or (),
                     segment=args.segment)
@@ -4457,11 +4473,11 @@ def load_upscaler(settings, scale):
     """The method's upscaler at one of its scales; ModelUnavailable if it cannot be had."""
     try:
         upscaler = make_upscaler(settings.method, scale, settings.model_dir,
-                                 settings.quiet, settings.tile, settings.device)
+                                 settings.tile, settings.device)
     except UpscaleError as exc:
         raise ModelUnavailable(str(exc)) from None
     if settings.device == "auto":
-        say(f"note: running the network on the {upscaler.device}", settings.quiet)
+        console.say(f"note: running the network on the {upscaler.device}")
     return upscaler
 
 
@@ -4515,9 +4531,9 @@ def run_jobs(settings, inputs):
     if settings.method.is_network:      # fetch the models once, not in N processes at once
         try:
             for scale in scales_needed(settings.method, settings.size):
-                locate_model(settings.method, scale, settings.model_dir, settings.quiet)
+                locate_model(settings.method, scale, settings.model_dir)
         except UpscaleError as exc:
-            error(exc)
+            console.error(exc)
             return EXIT_FAILED
     env = dict(os.environ, UPSCALE_THREADS=str(max(1, usable_cores() // settings.jobs)))
     if sys.stderr.isatty():     # a person watches: each job's progress line every 2 s
@@ -4577,8 +4593,8 @@ def run_jobs(settings, inputs):
     pool.shutdown()
     results = [f.result() for f in futures]
     failed = [str(s) for s, r in zip(inputs, results) if r == "failed"]
-    say(summary(results.count("done"), results.count("skipped"), failed),
-        settings.quiet and not failed)
+    console.say(summary(results.count("done"), results.count("skipped"), failed),
+                always=bool(failed))
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -4588,7 +4604,7 @@ def run(settings, inputs):
         ffmpeg = find_ffmpeg()
         check_ffmpeg_has(ffmpeg, settings.codec)
     except UpscaleError as exc:
-        error(exc)
+        console.error(exc)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
     if settings.jobs > 1 and len(inputs) > 1:
         return run_jobs(settings, inputs)
@@ -4603,8 +4619,8 @@ def run(settings, inputs):
             check_source(source)
             if OUTPUT_NAME_RE.search(Path(source).stem) and settings.output is None:
                 # A shell loop over *.mp4 run twice would otherwise upscale its own outputs.
-                say(f"skip: {source} is named as an upscale.py output; to upscale it again, "
-                    "name the result with -o", settings.quiet)
+                console.say(f"skip: {source} is named as an upscale.py output; to upscale it "
+                            "again, name the result with -o")
                 skipped += 1
                 continue
             picture = is_picture(source)
@@ -4634,25 +4650,24 @@ def run(settings, inputs):
                     raise UpscaleError(f"{out_path} exists but was made {how}; use "
                                        "--overwrite to replace it, or -o to name another "
                                        "output")
-                say(f"skip: {out_path} exists, made with the same settings (use --overwrite "
-                    "to make it again)", settings.quiet)
+                console.say(f"skip: {out_path} exists, made with the same settings (use "
+                            "--overwrite to make it again)")
                 skipped += 1
                 continue
             started = time.monotonic()
             frames = upscale_picture(job, settings, upscalers) if picture else \
                 upscale_file(job, settings, ffmpeg, upscalers)
-            say(done_line(source, out_path, settings, frames, time.monotonic() - started),
-                settings.quiet)
+            console.say(done_line(source, out_path, settings, frames, time.monotonic() - started))
             done += 1
         except ModelUnavailable as exc:
             # The same for every input: say it once rather than once per file.
-            error(exc)
+            console.error(exc)
             return EXIT_FAILED
         except Exception as exc:        # the file's one line; the batch goes on
-            error(describe(exc, source))
+            console.error(describe(exc, source))
             failures.append(str(source))
     if len(inputs) > 1:
-        say(summary(done, skipped, failures), settings.quiet and not failures)
+        console.say(summary(done, skipped, failures), always=bool(failures))
     record_outcome(done, skipped, failures)
     return EXIT_FAILED if failures else EXIT_OK
 
@@ -4673,11 +4688,12 @@ def main(argv=None):
     sys.stderr.reconfigure(errors=BYTES_SHOWN)
     parser = build_parser()
     args = parser.parse_args(argv)
+    console.quiet = args.quiet
     try:
         settings = dataclasses.replace(settings_from_args(args),
                                        argv=forwarded_options(parser, args))
     except UsageError as exc:
-        error(exc)
+        console.error(exc)
         return EXIT_USAGE
     for signum in STOP_SIGNALS:
         signal.signal(signum, handle_stop)
@@ -4693,16 +4709,16 @@ def main(argv=None):
                            report=args.report)
         return run(settings, expand_inputs(args.inputs))
     except Exception as exc:
-        error(describe(exc, (args.inputs or [""])[0]))
+        console.error(describe(exc, (args.inputs or [""])[0]))
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
     except KeyboardInterrupt:
         # (a new line first ends the progress line a terminal shows)
-        print("\n" * sys.stderr.isatty() + "upscale: interrupted; unfinished output removed",
-              file=sys.stderr)
+        console.say("\n" * sys.stderr.isatty() + "upscale: interrupted; unfinished output "
+                    "removed", always=True)
         return EXIT_SIGINT
     except Terminated as exc:
         name = signal.Signals(exc.signum).name
-        print(f"upscale: terminated by {name}; unfinished output removed", file=sys.stderr)
+        console.say(f"upscale: terminated by {name}; unfinished output removed", always=True)
         return 128 + exc.signum
 
 

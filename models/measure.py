@@ -47,7 +47,7 @@ def networks(scale, methods, candidates):
         method = upscale.METHODS[name]
         if scale in method.scales:
             nets[name] = upscale.NetworkUpscaler(
-                method, scale, upscale.locate_model(method, scale, quiet=True))
+                method, scale, upscale.locate_model(method, scale))
     for label, (name, pattern) in candidates.items():
         path = Path(pattern.format(scale=scale)).expanduser()
         if path.is_file():

@@ -38,7 +38,7 @@ def model_dir():
 def model_file(name, scale):
     """The verified model file a method uses at a scale: the shipped one, or the official
     one from the model folder (a missing one fails)."""
-    return upscale.locate_model(upscale.METHODS[name], scale, MODEL_DIR, quiet=True)
+    return upscale.locate_model(upscale.METHODS[name], scale, MODEL_DIR)
 
 
 def cli_env(**extra):

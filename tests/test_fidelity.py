@@ -410,7 +410,7 @@ def test_frames_repeating_the_one_before_are_upscaled_once_and_written_each_time
     result = run_cli(src, "--scale", "2")
     assert result.returncode == 0, result.stderr
     assert f"{repeats} of 50 frames repeat the frame before them" in result.stderr
-    upscaler = upscale.make_upscaler(upscale.METHODS["fast"], 2, model_dir, quiet=True)
+    upscaler = upscale.make_upscaler(upscale.METHODS["fast"], 2, model_dir)
     source = cv2.VideoCapture(str(src))
     output = cv2.VideoCapture(str(tmp_path / "held_fast_x2.mp4"))
     for i in range(50):

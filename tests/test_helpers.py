@@ -78,7 +78,7 @@ def fingerprint(settings, width=64, height=48):
 def test_fingerprint_holds_what_decides_the_output_and_nothing_else():
     plain = fingerprint(settings())
     assert plain.startswith("model=fsrcnn scale=4 codec=mp4v weights=")
-    assert fingerprint(settings(tile=64, device="auto", jobs=2, quiet=True)) == plain
+    assert fingerprint(settings(tile=64, device="auto", jobs=2)) == plain
     h264 = fingerprint(settings(codec=upscale.CODECS["h264"], crf=20, preset="slow"))
     assert "crf=20 preset=slow" in h264
     assert "weights" not in fingerprint(settings(method=upscale.METHODS["cubic"]))
