@@ -80,6 +80,7 @@ import numpy as np  # noqa: E402
 
 __version__ = "1.0.0"
 
+
 # ---------------------------------------------------------------------------------------------
 # Constants and tables
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +328,8 @@ DISK_RESERVE_BYTES = 16 << 20
 
 
 # ---------------------------------------------------------------------------------------------
-# Errors and messages
+# Errors and console output: the tool's one error path (UpscaleError, describe) and the
+#   one console every line the user reads goes through
 # ---------------------------------------------------------------------------------------------
 
 class UpscaleError(Exception):
@@ -427,7 +429,292 @@ def describe(exc, source=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# ffmpeg: finding it and reading what a file holds
+# Settings, sizes and output names: what a run was asked, and what each file's output becomes
+# ---------------------------------------------------------------------------------------------
+
+# Without a size asked for, the output stays within 4K UHD (either way round).
+FIT_WITHIN = (3840, 2160)
+# --scale, as a number or as a height ("1080p"); --height and --width bounds.
+MAX_SCALE = 8.0
+MIN_SIDE, MAX_SIDE = 16, 7680
+
+
+@dataclass(frozen=True)
+class SizeRequest:
+    """The output size asked for: a scale (any number from 1 to 8), a height or a width (the
+    other side follows the source's display aspect ratio), or "fit" (nothing asked: the
+    largest scale the model has whose output stays within 4K)."""
+    kind: str = "fit"          # "scale", "height", "width" or "fit"
+    value: float = 0.0
+    why: str = ""              # for a resolved fit: why this scale ("to stay within 4K")
+
+    def options(self):
+        """The command-line options that ask for it (for the child processes of --jobs)."""
+        return {"scale": ["--scale", f"{self.value:g}"], "height": ["--height", f"{self.value:g}"],
+                "width": ["--width", f"{self.value:g}"], "fit": []}[self.kind]
+
+    @property
+    def label(self):
+        """How output names and settings say it: x2, x1.5, 1080p, w1280."""
+        return {"scale": f"x{self.value:g}", "height": f"{self.value:g}p",
+                "width": f"w{self.value:g}", "fit": ""}[self.kind]
+
+
+def fit_scale(method, width, height, bound=FIT_WITHIN):
+    """SizeRequest("scale", s) for the largest scale of the method's (at most 4) whose output
+    stays within bound either way round, saying so when the bound chose it; UpscaleError
+    when even the smallest does not fit."""
+    long_side, short_side = max(width, height), min(width, height)
+    fitting = [s for s in method.scales if s <= 4 and long_side * s <= max(bound) and
+               short_side * s <= min(bound)]
+    if not fitting:
+        raise UpscaleError(f"is already {width}x{height}: even x{min(method.scales)} would "
+                           f"go beyond {bound[0]}x{bound[1]}; say the size wanted, e.g. "
+                           "--height 2160 or --scale 1.5")
+    largest = max(s for s in method.scales if s <= 4)
+    return SizeRequest("scale", max(fitting),
+                       "to stay within 4K" if max(fitting) < largest else "")
+
+
+def codec_side(length, exact=False):
+    """A side of the output: as given when exact (a side asked for, or a source's side times
+    a whole scale; an odd one is padded when written), else the nearest even number, as
+    4:2:0 codecs need."""
+    if exact and abs(length - round(length)) < 1e-6:
+        return max(2, int(round(length)))
+    return max(2, 2 * round(length / 2))
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """How one source's frames become the output's: the network's scale, then the size."""
+    width: int                 # the output frame
+    height: int
+    scale: int                 # the model's scale the network runs at; 0: a baseline
+    label: str                 # in the output's name: x2, x1.5, 1080p, w1280
+    why: str = ""              # a fit's reason, for the start line
+
+
+def plan_frames(request, method, width, height, sar=1.0):
+    """The FramePlan for frames of width x height (as shown: rotation applied) whose pixels
+    are sar times as wide as high. The output has square pixels at the display aspect
+    ratio. A network runs at the smallest scale it has that reaches the size (its largest
+    when none does)."""
+    shown_w = width * sar
+    if request.kind == "fit":
+        request = fit_scale(method, shown_w, height)
+    if request.kind == "scale":
+        whole = request.value == int(request.value)
+        out_w = codec_side(shown_w * request.value, whole and sar == 1.0)
+        out_h = codec_side(height * request.value, whole)
+    elif request.kind == "height":
+        out_w, out_h = codec_side(request.value * shown_w / height), int(request.value)
+    else:
+        out_w, out_h = int(request.value), codec_side(request.value * height / shown_w)
+    scale, why = 0, request.why
+    if method.is_network:
+        reaching = [s for s in method.scales if width * s >= out_w and height * s >= out_h]
+        scale = min(reaching, default=max(method.scales))
+        if not reaching:
+            why = "its largest scale, then cubic to the size"
+    return FramePlan(out_w, out_h, scale, request.label, why)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run was asked to do, checked and resolved once."""
+    method: Method
+    size: SizeRequest
+    codec: Codec
+    crf: int = DEFAULT_CRF
+    preset: str = DEFAULT_PRESET
+    format: str = ""           # "mp4", "mkv" or "" (from the output's extension)
+    output: Path = None        # -o, one input only
+    output_dir: Path = None
+    overwrite: bool = False
+    model_dir: Path = None
+    tile: int = None           # None: automatic; 0: never; N: tiles of N input pixels
+    device: str = "cpu"
+    jobs: int = 1
+    argv: tuple = ()           # the options as given, for the child processes of --jobs
+    frames: int = 0            # only the first N frames (a quick try); 0: all
+    part: tuple = ()           # (K, N): only the K-th of N shares of the segments
+    segment: float = 0.0       # seconds of video in a resumable segment; 0: automatic
+
+    def fingerprint(self, plan, picture=False):
+        """What decides the output's content, as `key=value ...`: recorded in the output so
+        that a rerun skips only a file made the same way (a picture's has no codec)."""
+        size = {"x": "scale", "w": "width"}.get(plan.label[0], "height")
+        parts = [f"model={self.method.name}", f"{size}={plan.label.strip('xwp')}"]
+        if not picture:
+            parts.append(f"codec={self.codec.name}")
+        if self.codec.tuned and not picture:
+            parts += [f"crf={self.crf}", f"preset={self.preset}"]
+        if self.frames:
+            parts.append(f"frames={self.frames}")
+        checksum = MODEL_CHECKSUMS.get(self.method.file_name(plan.scale), "")
+        if checksum:                  # the weights too: a new version may ship new ones
+            parts.append(f"weights={checksum.split(':')[1][:12]}")
+        return " ".join(parts)
+
+
+SETTINGS_TAG = "upscale_settings"
+
+
+def recorded_settings(ffmpeg, path):
+    """The settings an earlier run recorded in path (Settings.fingerprint()); None when it
+    records none (made by something else) or cannot be read."""
+    try:
+        return probe(ffmpeg, path).tags.get(SETTINGS_TAG)
+    except UpscaleError:
+        return None
+
+
+def settings_differences(made, wanted):
+    """`key: made, asked wanted` for each setting that differs."""
+    a, b = (dict(p.split("=", 1) for p in text.split() if "=" in p) for text in (made, wanted))
+    return [f"{k} {a.get(k, '-')}, asked {b.get(k, '-')}" for k in dict.fromkeys([*b, *a])
+            if a.get(k) != b.get(k)]
+
+
+def containers_for(codec):
+    """The containers that can hold a codec, the default first."""
+    return [c for c in CONTAINERS.values() if not c.codecs or codec.name in c.codecs]
+
+
+def default_extension(settings):
+    container = CONTAINERS.get(settings.format) or containers_for(settings.codec)[0]
+    return container.extensions[0]
+
+
+def output_path_for(source, settings, label):
+    """Where the result of source goes: -o, or <stem>_<model>_<label><ext> beside the
+    source or in --output-dir, the label saying the size asked (x2, x1.5, 1080p, w1280).
+    Names sort with their source in a folder listing."""
+    if settings.output:
+        return Path(settings.output)
+    folder = Path(settings.output_dir) if settings.output_dir else Path(source).parent
+    name = f"{Path(source).stem}_{settings.method.name}_{label}"
+    if is_picture(source):
+        return folder / (name + picture_extension(source))
+    if settings.frames:               # a quick try never takes the whole result's name
+        name += f"_first{settings.frames}"
+    return folder / (name + default_extension(settings))
+
+
+# ---------------------------------------------------------------------------------------------
+# Files on disk: the source checked, temporary files hidden beside the output and named with
+#   their owner (process and host), so a later run can tell those of a run that was killed
+#   (kill -9, the OOM killer, a power cut) from those of a run still working and remove only
+#   the former; the finished file published under its name in one step
+# ---------------------------------------------------------------------------------------------
+
+def check_source(path):
+    p = Path(path)
+    if not p.exists():
+        raise UpscaleError(f"{path}: no such file; check the path")
+    if p.is_dir():
+        raise UpscaleError(f"{path}: is a folder with no videos or pictures directly "
+                           "inside; give files, or the folder that holds them")
+    if not p.is_file():
+        raise UpscaleError(f"{path}: is not a regular file (a named pipe or device); the "
+                           "tool needs to seek in its input, so save the video to a file")
+    if not os.access(p, os.R_OK):
+        raise UpscaleError(f"{path}: permission denied; check the file's permissions")
+    if p.stat().st_size == 0:
+        raise UpscaleError(f"{path}: empty file (0 bytes), not a video; copy or export it "
+                           "again")
+
+
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+TEMP_RE = re.compile(r"^\..*\.upscale-(\d+)@([A-Za-z0-9-]+)\.[^/]*$")
+TEMP_STEM_CHARS = 40       # of the output's name, so a temporary name is never too long
+
+
+def temp_prefix(final):
+    return f".{Path(final).stem[:TEMP_STEM_CHARS]}.upscale-{os.getpid()}@{HOST}."
+
+
+def temp_name(final, tag):
+    """A new empty hidden file beside `final`, ending in `.tag`."""
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(final), suffix=f".{tag}",
+                                dir=Path(final).parent)
+    os.close(fd)
+    return Path(name)
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:         # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(folder):
+    """Remove the temporary files and folders that runs on this host left in folder when
+    they died without cleaning up; never those of a live run. Returns how many."""
+    removed = 0
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.endswith(WORK_SUFFIX) and entry.is_dir():
+            removed += remove_stale_temps(entry)      # kept for a rerun, but not its temps
+            continue
+        match = TEMP_RE.match(entry.name)
+        if not match or match[2] != HOST or process_alive(int(match[1])):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def publish(temp, final, overwrite):
+    """Move the finished temporary file to its final name in one step. Without overwrite a
+    hard link refuses an existing name, so two runs racing for one output never mix."""
+    if overwrite:
+        os.replace(temp, final)
+        return
+    try:
+        os.link(temp, final)
+    except FileExistsError:
+        raise UpscaleError(f"{final} appeared while this run was working (another run?); "
+                           "kept that one, use --overwrite to replace it") from None
+    except OSError:                 # filesystems without hard links
+        if os.path.exists(final):
+            raise UpscaleError(f"{final} already exists; use --overwrite to replace it") \
+                from None
+        os.replace(temp, final)
+        return
+    os.unlink(temp)
+
+
+# ---------------------------------------------------------------------------------------------
+# ffmpeg: finding it, the one place that starts it (tied to the tool's life, its exit
+#   checked), and reading what a file holds from its report
 # ---------------------------------------------------------------------------------------------
 
 def find_ffmpeg():
@@ -451,6 +738,88 @@ def find_ffmpeg():
         return on_path
     raise UpscaleError("ffmpeg not found; install it (pip install imageio-ffmpeg, or your "
                        "system's ffmpeg package), or name one with UPSCALE_FFMPEG")
+
+
+def ffmpeg_args(ffmpeg, *args, level="error"):
+    """Every ffmpeg command line: the binary, the options every call wants (no keyboard
+    interaction, no banner, only `level` messages, outputs overwritten: they are always
+    this run's own temporary files), then args."""
+    return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", level, "-y", *map(str, args)]
+
+
+def die_with_parent(signum=getattr(signal, "SIGKILL", 9)):
+    """A preexec_fn: the child gets signum when this process dies, however it dies, so no
+    ffmpeg or job outlives the tool (Linux; elsewhere a no-op)."""
+    prctl = getattr(LIBC, "prctl", None)
+    if prctl is not None:
+        prctl(1, int(signum))       # PR_SET_PDEATHSIG
+
+
+try:                                # loaded here: a preexec_fn must not import
+    LIBC = ctypes.CDLL(None) if os.name == "posix" else None
+except OSError:
+    LIBC = None
+# Windows runs no preexec_fn at all.
+CHILD_SETUP = die_with_parent if os.name == "posix" else None
+
+
+def start_ffmpeg(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.PIPE, tied=True):
+    """The one place an ffmpeg process starts. tied: it dies with this tool (die_with_parent).
+    The piped encoder is not tied, since a worker thread starts it and the kernel's signal
+    follows the thread that started a child; if the tool dies, its input pipe closes and
+    ffmpeg, at the end of its input, finishes by itself."""
+    return subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=stderr,
+                            preexec_fn=CHILD_SETUP if tied else None)
+
+
+def failure_detail(returncode, stderr_text):
+    """Why an ffmpeg process failed, in a few words: its last line, or the signal."""
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        return f"killed by {name}" + (" (file size limit reached)" if name == "SIGXFSZ" else "")
+    lines = stderr_text.strip().splitlines()
+    return lines[-1] if lines else f"exit status {returncode}"
+
+
+def ffmpeg_output(command, what, check=True):
+    """(stdout bytes, stderr text) of an ffmpeg command run to its end; an interrupt kills
+    it. With check, a failure is the tool's one error line: "ffmpeg failed while <what>"."""
+    proc = start_ffmpeg(command, stdout=subprocess.PIPE)
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    err = err.decode(errors="replace")
+    if check and proc.returncode != 0:
+        raise UpscaleError(f"ffmpeg failed while {what}: {failure_detail(proc.returncode, err)}")
+    return out, err
+
+
+def run_ffmpeg(command, what):
+    """Run an ffmpeg command for its files; UpscaleError if it fails."""
+    ffmpeg_output(command, what)
+
+
+def ffmpeg_encoders(ffmpeg):
+    """Names of the video encoders an ffmpeg binary has."""
+    out, _ = ffmpeg_output(ffmpeg_args(ffmpeg, "-encoders"), "listing its encoders")
+    listing = out.decode(errors="replace")
+    return {parts[1] for parts in map(str.split, listing.splitlines())
+            if len(parts) > 1 and parts[0].startswith("V")}
+
+
+def check_ffmpeg_has(ffmpeg, codec):
+    """UsageError before any work when ffmpeg lacks the encoder --codec needs."""
+    if "-c:v" not in codec.ffmpeg_args:
+        return
+    encoder = codec.ffmpeg_args[codec.ffmpeg_args.index("-c:v") + 1]
+    if encoder not in ffmpeg_encoders(ffmpeg):
+        raise UsageError(f"--codec {codec.name} needs ffmpeg's {encoder} encoder, which "
+                         f"{ffmpeg} lacks; use the ffmpeg of imageio-ffmpeg (unset "
+                         "UPSCALE_FFMPEG) or another --codec")
 
 
 @dataclass
@@ -588,69 +957,6 @@ def parse_probe(text):
                 stream.width, stream.height, stream.sar = parse_video_size(rest)
             streams.append(stream)
     return Probe(streams, duration, fmt, matrix, tags)
-
-
-def ffmpeg_args(ffmpeg, *args, level="error"):
-    """Every ffmpeg command line: the binary, the options every call wants (no keyboard
-    interaction, no banner, only `level` messages, outputs overwritten: they are always
-    this run's own temporary files), then args."""
-    return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", level, "-y", *map(str, args)]
-
-
-def die_with_parent(signum=getattr(signal, "SIGKILL", 9)):
-    """A preexec_fn: the child gets signum when this process dies, however it dies, so no
-    ffmpeg or job outlives the tool (Linux; elsewhere a no-op)."""
-    prctl = getattr(LIBC, "prctl", None)
-    if prctl is not None:
-        prctl(1, int(signum))       # PR_SET_PDEATHSIG
-
-
-try:                                # loaded here: a preexec_fn must not import
-    LIBC = ctypes.CDLL(None) if os.name == "posix" else None
-except OSError:
-    LIBC = None
-# Windows runs no preexec_fn at all.
-CHILD_SETUP = die_with_parent if os.name == "posix" else None
-
-
-def start_ffmpeg(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.PIPE, tied=True):
-    """The one place an ffmpeg process starts. tied: it dies with this tool (die_with_parent).
-    The piped encoder is not tied, since a worker thread starts it and the kernel's signal
-    follows the thread that started a child; if the tool dies, its input pipe closes and
-    ffmpeg, at the end of its input, finishes by itself."""
-    return subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=stderr,
-                            preexec_fn=CHILD_SETUP if tied else None)
-
-
-def failure_detail(returncode, stderr_text):
-    """Why an ffmpeg process failed, in a few words: its last line, or the signal."""
-    if returncode < 0:
-        name = signal.Signals(-returncode).name
-        return f"killed by {name}" + (" (file size limit reached)" if name == "SIGXFSZ" else "")
-    lines = stderr_text.strip().splitlines()
-    return lines[-1] if lines else f"exit status {returncode}"
-
-
-def ffmpeg_output(command, what, check=True):
-    """(stdout bytes, stderr text) of an ffmpeg command run to its end; an interrupt kills
-    it. With check, a failure is the tool's one error line: "ffmpeg failed while <what>"."""
-    proc = start_ffmpeg(command, stdout=subprocess.PIPE)
-    try:
-        out, err = proc.communicate()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    err = err.decode(errors="replace")
-    if check and proc.returncode != 0:
-        raise UpscaleError(f"ffmpeg failed while {what}: {failure_detail(proc.returncode, err)}")
-    return out, err
-
-
-def run_ffmpeg(command, what):
-    """Run an ffmpeg command for its files; UpscaleError if it fails."""
-    ffmpeg_output(command, what)
 
 
 def probe(ffmpeg, path):
@@ -797,9 +1103,11 @@ def locate_model(method, scale, model_dir=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Upscalers: each splits its work in three so reading, inference and writing can overlap
-#   prepare(frame) runs in the reader thread; infer(x) and finish(y) in a worker, which
-#   also encodes. Each is a pure function of its argument.
+# Upscalers, one class per kind (UPSCALER_KINDS): cv2.resize, a network (tiled, on a
+#   device), a network's output fitted to a size, and ffmpeg's scaler, which works on whole
+#   files. A frame upscaler splits its work in three so reading, inference and writing can
+#   overlap: prepare(frame) runs in the reader thread; infer(x) and finish(y) in a worker,
+#   which also encodes. Each is a pure function of its argument.
 # ---------------------------------------------------------------------------------------------
 
 def silence_opencv():
@@ -921,342 +1229,6 @@ def read_network(model, engine="classic"):
         return cv2.dnn.readNetFromTensorflow(source)
     return cv2.dnn.readNetFromTensorflow(source, None if isinstance(model, bytes) else "",
                                          chosen)
-
-
-# ---------------------------------------------------------------------------------------------
-# Faster graphs: the official luma graphs rewritten into the same function
-#   FSRCNN's graphs spell PReLU as relu(x) + alpha * (x - |x|) * 0.5 and add each bias with
-#   a plain Add: OpenCV runs those as seven passes over a 56-channel feature map where one
-#   fused activation does (LapSRN's leaky ReLU likewise). FSRCNN and ESPCN end in
-#   DepthToSpace, a slow custom layer at the output size; done on the 8-bit result instead
-#   it costs a tenth. Same weights, same arithmetic: the rewritten graph's output is checked
-#   against the original's before it is used.
-# ---------------------------------------------------------------------------------------------
-
-def protobuf_fields(data):
-    """[(field number, wire type, value)] of one protobuf message: ints for varints, raw
-    bytes for everything else. Enough to edit a TensorFlow GraphDef without TensorFlow."""
-    fields, pos = [], 0
-
-    def varint():
-        nonlocal pos
-        value = shift = 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
-
-    while pos < len(data):
-        key = varint()
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value = varint()
-        elif wire == 2:
-            size = varint()
-            value, pos = data[pos:pos + size], pos + size
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, pos = data[pos:pos + size], pos + size
-        else:
-            raise ValueError(f"protobuf wire type {wire} is not supported")
-        fields.append((number, wire, value))
-    return fields
-
-
-def protobuf_varint(value):
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def protobuf_message(fields):
-    out = bytearray()
-    for number, wire, value in fields:
-        out += protobuf_varint(number << 3 | wire)
-        if wire == 0:
-            out += protobuf_varint(value)
-        elif wire == 2:
-            out += protobuf_varint(len(value)) + value
-        else:
-            out += value
-    return bytes(out)
-
-
-# Field numbers in TensorFlow's graph.proto, node_def.proto, attr_value.proto, tensor.proto.
-GRAPH_NODE = 1
-NODE_NAME, NODE_OP, NODE_INPUT, NODE_ATTR = 1, 2, 3, 5
-ATTR_INT, ATTR_FLOAT, ATTR_TYPE, ATTR_TENSOR = 3, 4, 6, 8
-TENSOR_DTYPE, TENSOR_SHAPE, TENSOR_CONTENT, TENSOR_FLOATS = 1, 2, 4, 5
-SHAPE_DIM, DIM_SIZE = 2, 1
-DT_FLOAT = 1
-
-
-@dataclass
-class GraphNode:
-    name: str
-    op: str
-    inputs: list
-    attrs: list                # (1, 2, map entry bytes) fields, kept as they are
-
-    def message(self):
-        return protobuf_message([(NODE_NAME, 2, self.name.encode()),
-                                 (NODE_OP, 2, self.op.encode())]
-                                + [(NODE_INPUT, 2, i.encode()) for i in self.inputs]
-                                + [(NODE_ATTR, 2, a) for a in self.attrs])
-
-
-def graph_nodes(graph):
-    """The nodes of a GraphDef, in order; None if one holds more than a name, op, inputs
-    and attributes."""
-    nodes = []
-    for number, _, value in protobuf_fields(graph):
-        if number != GRAPH_NODE:
-            continue
-        fields = protobuf_fields(value)
-        if any(f not in (NODE_NAME, NODE_OP, NODE_INPUT, NODE_ATTR) for f, _, _ in fields):
-            return None          # a device placement or debug info: not ours to rewrite
-        values = {k: [v for f, _, v in fields if f == k]
-                  for k in (NODE_NAME, NODE_OP, NODE_INPUT, NODE_ATTR)}
-        nodes.append(GraphNode(values[NODE_NAME][0].decode(), values[NODE_OP][0].decode(),
-                               [i.decode() for i in values[NODE_INPUT]], values[NODE_ATTR]))
-    return nodes
-
-
-def node_attr(node, key):
-    """The fields of a node's attribute `key` (an AttrValue message), or []."""
-    for entry in node.attrs:
-        name, value = (v for _, _, v in protobuf_fields(entry))
-        if name == key.encode():
-            return protobuf_fields(value)
-    return []
-
-
-def const_floats(node):
-    """The float tensor of a Const node, in its shape; None for anything else."""
-    if node is None or node.op != "Const":
-        return None
-    for number, _, tensor in node_attr(node, "value"):
-        if number != ATTR_TENSOR:
-            continue
-        parts = protobuf_fields(tensor)
-        if (TENSOR_DTYPE, 0, DT_FLOAT) not in parts:
-            return None
-        shape = [protobuf_fields(d)[0][2] if d else 1 for f, _, s in parts
-                 if f == TENSOR_SHAPE for n, _, d in protobuf_fields(s) if n == SHAPE_DIM]
-        raw = b"".join(v for f, _, v in parts if f in (TENSOR_CONTENT, TENSOR_FLOATS))
-        values = np.frombuffer(raw, "<f4")
-        if values.size == 1:             # one value stands for the whole tensor
-            return np.full(shape, values[0], np.float32)
-        return values.reshape(shape) if values.size == math.prod(shape) else None
-    return None
-
-
-def is_scalar(values, wanted=None):
-    """Whether a Const's values are one number (equal to wanted, if given)."""
-    return values is not None and values.size == 1 and wanted in (None, float(values.flat[0]))
-
-
-def float_const(name, values):
-    """A Const node holding a 1-D float32 tensor."""
-    values = np.asarray(values, "<f4")
-    shape = protobuf_message([(SHAPE_DIM, 2, protobuf_message([(DIM_SIZE, 0, values.size)]))])
-    tensor = protobuf_message([(TENSOR_DTYPE, 0, DT_FLOAT), (TENSOR_SHAPE, 2, shape),
-                               (TENSOR_CONTENT, 2, values.tobytes())])
-    attrs = [protobuf_message([(1, 2, b"dtype"), (2, 2, protobuf_message(
-                 [(ATTR_TYPE, 0, DT_FLOAT)]))]),
-             protobuf_message([(1, 2, b"value"), (2, 2, protobuf_message(
-                 [(ATTR_TENSOR, 2, tensor)]))])]
-    return GraphNode(name, "Const", [], attrs)
-
-
-def fuse_prelu(nodes):
-    """Each relu(x) + alpha * (x - |x|) * 0.5 becomes one PReLU(x, alpha) node."""
-    by_name = {n.name: n for n in nodes}
-
-    def pick(names, op):       # (the input that is an `op` node, the other one)
-        a, b = (by_name.get(n) for n in names)
-        return (a, b) if a and a.op == op else (b, a)
-
-    dropped, fused = set(), {}
-    for node in nodes:
-        if node.op not in ("Add", "AddV2") or len(node.inputs) != 2:
-            continue
-        relu, half = pick(node.inputs, "Relu")
-        if not relu or relu.op != "Relu" or not half or half.op != "Mul":
-            continue
-        scaled, y = pick(half.inputs, "Mul")
-        if not scaled or scaled.op != "Mul" or not is_scalar(const_floats(y), 0.5):
-            continue
-        alpha, sub = pick(scaled.inputs, "Const")
-        x = relu.inputs[0]
-        absolute = by_name.get(sub.inputs[1]) if sub and len(sub.inputs) == 2 else None
-        if not alpha or alpha.op != "Const" or sub.op != "Sub" or sub.inputs[0] != x or \
-                not absolute or absolute.op != "Abs" or absolute.inputs != [x]:
-            continue
-        dropped |= {relu.name, half.name, scaled.name, sub.name, absolute.name}
-        fused[node.name] = GraphNode(node.name, "PReLU", [x, alpha.name], [])
-    return [fused.get(n.name, n) for n in nodes if n.name not in dropped]
-
-
-def fuse_leaky_relu(nodes):
-    """Each relu(x) - c1 * relu(c2 * x) with c2 < 0 (LapSRN's leaky ReLU) becomes one
-    LeakyRelu(x) node of slope -c1 * c2."""
-    by_name = {n.name: n for n in nodes}
-
-    def scalar_times(node, op=None):
-        """(c, other node) when node is Mul(c, other) with c a one-value Const."""
-        if getattr(node, "op", "") != "Mul" or len(node.inputs) != 2:
-            return None, None
-        for const, other in (node.inputs, node.inputs[::-1]):
-            value = const_floats(by_name.get(const))
-            if is_scalar(value) and other in by_name and op in (None, by_name[other].op):
-                return float(value.flat[0]), by_name[other]
-        return None, None
-
-    dropped, fused = set(), {}
-    for node in nodes:
-        positive, scaled = (by_name.get(n) for n in node.inputs) if len(node.inputs) == 2 \
-            else (None, None)
-        if node.op != "Sub" or getattr(positive, "op", "") != "Relu":
-            continue
-        x = positive.inputs[0]
-        c1, negative = scalar_times(scaled, "Relu")
-        c2, flipped_x = scalar_times(by_name.get(negative.inputs[0]) if negative else None)
-        if c1 is None or c2 is None or c2 >= 0 or flipped_x.name != x:
-            continue
-        slope = protobuf_message([(1, 2, b"alpha"), (2, 2, protobuf_message(
-            [(ATTR_FLOAT, 5, struct.pack("<f", -c1 * c2))]))])
-        dropped |= {positive.name, scaled.name, negative.name, negative.inputs[0]}
-        fused[node.name] = GraphNode(node.name, "LeakyRelu", [x], [slope])
-    return [fused.get(n.name, n) for n in nodes if n.name not in dropped]
-
-
-def fuse_bias(nodes):
-    """Add(Conv2D, one value per output channel) becomes BiasAdd, which OpenCV folds into
-    the convolution."""
-    by_name = {n.name: n for n in nodes}
-    for node in nodes:
-        conv = by_name.get(node.inputs[0]) if len(node.inputs) == 2 else None
-        if node.op not in ("Add", "AddV2") or not conv or conv.op != "Conv2D":
-            continue
-        bias = const_floats(by_name.get(node.inputs[1]))
-        weights = const_floats(by_name.get(conv.inputs[1]))
-        if bias is not None and weights is not None and weights.ndim == 4 and \
-                bias.shape == weights.shape[3:]:           # filters are HWIO
-            node.op = "BiasAdd"
-    return nodes
-
-
-@dataclass(frozen=True)
-class FastGraph:
-    """A rewritten graph and what its caller still has to do to its output."""
-    graph: bytes = None        # None: no rewrite, use the original file
-    block: int = 1             # > 1: output is block**2 planes for depth_to_space()
-    tanh: bool = False         # output still needs tanh (OpenCV fuses it slowly into a conv)
-
-
-def cut_depth_to_space(nodes):
-    """(nodes, block, tanh): the graph ending before its final DepthToSpace. A one-value
-    bias that followed it moves in front of it (tiled to every plane); a final tanh is left
-    to the caller, who also rearranges the planes. (nodes, 1, False) when the graph does not
-    end that way."""
-    by_name = {n.name: n for n in nodes}
-    consumers = {}
-    for n in nodes:
-        for i in n.inputs:
-            consumers.setdefault(i, []).append(n)
-    shuffles = [n for n in nodes if n.op == "DepthToSpace"]
-    unchanged = nodes, 1, False
-    if len(shuffles) != 1:
-        return unchanged
-    shuffle = shuffles[0]
-    block = next((v for f, _, v in node_attr(shuffle, "block_size") if f == ATTR_INT), None)
-    tail, last = [], shuffle
-    while len(consumers.get(last.name, [])) == 1 and \
-            consumers[last.name][0].op in ("BiasAdd", "Tanh"):
-        last = consumers[last.name][0]
-        tail.append(last)
-    ends = consumers.get(last.name, [])
-    if not isinstance(block, int) or len(ends) != 1 or ends[0].op != "Transpose" or \
-            consumers.get(ends[0].name):
-        return unchanged
-    tanh = bool(tail) and tail[-1].op == "Tanh"
-    biases = tail[:-1] if tanh else tail
-    values = [const_floats(by_name.get(b.inputs[-1])) for b in biases]
-    if any(b.op != "BiasAdd" or v is None or v.size != 1 for b, v in zip(biases, values)):
-        return unchanged
-    replaced, previous = {}, shuffle.inputs[0]
-    for node, bias in zip(biases, values):
-        replaced[node.inputs[1]] = float_const(node.inputs[1], np.repeat(bias, block ** 2))
-        replaced[node.name] = GraphNode(node.name, node.op, [previous, node.inputs[1]],
-                                        node.attrs)
-        previous = node.name
-    dropped = {shuffle.name, ends[0].name} | ({tail[-1].name} if tanh else set())
-    return [replaced.get(n.name, n) for n in nodes if n.name not in dropped], block, tanh
-
-
-def fast_graph(graph):
-    """A FastGraph computing what the GraphDef bytes `graph` compute, in fewer passes."""
-    nodes = graph_nodes(graph)
-    if not nodes:
-        return FastGraph()
-    nodes, block, tanh = cut_depth_to_space(fuse_bias(fuse_leaky_relu(fuse_prelu(nodes))))
-    others = [f for f in protobuf_fields(graph) if f[0] != GRAPH_NODE]    # versions, library
-    return FastGraph(protobuf_message([(GRAPH_NODE, 2, n.message()) for n in nodes] + others),
-                     block, tanh)
-
-
-def fast_planes(fast, out):
-    """The (planes, h, w) values of a FastGraph network's output for one image."""
-    return np.tanh(out[0]) if fast.tanh else out[0]
-
-
-def fast_picture(fast, planes):
-    """The (h, w) picture those planes make."""
-    return depth_to_space(planes, fast.block) if fast.block > 1 else planes[0]
-
-
-@functools.lru_cache(maxsize=None)
-def checked_fast_graph(model_path, engine="classic"):
-    """The FastGraph of a model file when, on this OpenCV and engine, it computes what the
-    original does (checked on a test image); FastGraph() when not: use the original."""
-    graph = Path(model_path).read_bytes()
-    try:
-        fast = fast_graph(graph)
-    except (ValueError, IndexError):          # not a protobuf this parser understands
-        return FastGraph()
-    if fast.graph is None:
-        return fast
-    probe = np.random.default_rng(0).random((1, 1, 37, 53), np.float32)
-    outputs = []
-    register_superres_layers()
-    try:
-        for net in (read_network(graph), read_network(fast.graph, engine)):
-            net.setInput(probe)
-            outputs.append(net.forward())
-    except cv2.error:
-        return FastGraph()
-    original, rewritten = outputs[0], fast_picture(fast, fast_planes(fast, outputs[1]))
-    if original.shape[:2] != (1, 1) or original.shape[2:] != rewritten.shape or \
-            np.abs(original[0, 0] - rewritten).max() > 1e-5:
-        return FastGraph()
-    return fast
-
-
-def depth_to_space(planes, block):
-    """The (block*h, block*w) image whose block x block cells are planes' block**2 values,
-    in TensorFlow's DepthToSpace order (row of the cell major)."""
-    count, h, w = planes.shape
-    out = np.empty((h, block, w * block), planes.dtype)
-    for dy in range(block):
-        out[:, dy, :] = cv2.merge(list(planes[dy * block:(dy + 1) * block])).reshape(h, -1)
-    return out.reshape(h * block, w * block)
 
 
 # Memory the network's feature maps may take for one forward pass before frames are split
@@ -2448,390 +2420,6 @@ def scaled_video_encoder(codec, crf=DEFAULT_CRF, preset=DEFAULT_PRESET):
     return list(codec.ffmpeg_args) + ["-crf", str(crf), "-preset", preset]
 
 
-def ffmpeg_encoders(ffmpeg):
-    """Names of the video encoders an ffmpeg binary has."""
-    out, _ = ffmpeg_output(ffmpeg_args(ffmpeg, "-encoders"), "listing its encoders")
-    listing = out.decode(errors="replace")
-    return {parts[1] for parts in map(str.split, listing.splitlines())
-            if len(parts) > 1 and parts[0].startswith("V")}
-
-
-def check_ffmpeg_has(ffmpeg, codec):
-    """UsageError before any work when ffmpeg lacks the encoder --codec needs."""
-    if "-c:v" not in codec.ffmpeg_args:
-        return
-    encoder = codec.ffmpeg_args[codec.ffmpeg_args.index("-c:v") + 1]
-    if encoder not in ffmpeg_encoders(ffmpeg):
-        raise UsageError(f"--codec {codec.name} needs ffmpeg's {encoder} encoder, which "
-                         f"{ffmpeg} lacks; use the ffmpeg of imageio-ffmpeg (unset "
-                         "UPSCALE_FFMPEG) or another --codec")
-
-
-# ---------------------------------------------------------------------------------------------
-# Progress
-# ---------------------------------------------------------------------------------------------
-
-def shorten(text, width):
-    """text, cut in the middle with "..." to at most width characters."""
-    if len(text) <= width:
-        return text
-    if width <= 3:
-        return text[:width]
-    head = (width - 3) // 2           # the end (an extension, a take number) keeps the extra
-    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
-
-
-def format_eta(seconds):
-    seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-class Progress:
-    """Frames done / total, fps and ETA on stderr: one redrawn line on a terminal, a plain
-    line every PROGRESS_INTERVAL_LOG seconds otherwise. The total is the container's claim,
-    used for nothing but this display."""
-
-    def __init__(self, label, total_hint, stream=None, already=0):
-        self.label, self.total = label, max(0, int(total_hint))
-        self.stream = stream or sys.stderr
-        self.quiet = console.quiet
-        self.tty = self.stream.isatty()
-        self.start = self.last = time.monotonic()
-        self.done = self.already = already      # frames an earlier, interrupted run did
-
-    def line(self, now, width=0):
-        """The progress line; with width, at most width - 1 characters (a terminal wraps a
-        line that fills its last column): the label gives way first, the figures last."""
-        elapsed = max(now - self.start, 1e-6)
-        fps = (self.done - self.already) / elapsed
-        if self.total and self.done <= self.total:
-            pct = 100.0 * self.done / self.total
-            eta = format_eta((self.total - self.done) / fps if fps > 0 else 0)
-            figures = [f"{self.done}/{self.total} frames ({pct:.0f}%), {fps:.1f} fps, ETA {eta}",
-                       f"{self.done}/{self.total} {pct:.0f}% {fps:.0f}fps ETA {eta}"]
-        else:
-            figures = [f"{self.done} frames, {fps:.1f} fps", f"{self.done} {fps:.0f}fps"]
-        if not width:
-            return f"{self.label}: {figures[0]}"
-        room = width - 1
-        for text in figures:
-            label_room = room - len(text) - 2
-            if label_room >= min(len(self.label), 12):
-                return f"{shorten(self.label, label_room)}: {text}"
-        return figures[-1][:room]
-
-    def width(self):
-        return shutil.get_terminal_size().columns if self.tty else 0
-
-    def update(self, done):
-        self.done = done
-        if self.quiet:
-            return
-        now = time.monotonic()
-        interval = PROGRESS_INTERVAL_TTY if self.tty else \
-            float(os.environ.get("UPSCALE_JOB_PROGRESS") or PROGRESS_INTERVAL_LOG)
-        if now - self.last >= interval:
-            self.last = now
-            if self.tty:
-                self.stream.write("\r\x1b[K" + self.line(now, self.width()))
-            else:
-                self.stream.write(self.line(now) + "\n")
-            self.stream.flush()
-
-    def close(self):
-        if self.quiet:
-            return
-        if self.tty:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-
-
-# ---------------------------------------------------------------------------------------------
-# Settings, sizes and output names: what a run was asked, and what each file's output becomes
-# ---------------------------------------------------------------------------------------------
-
-# Without a size asked for, the output stays within 4K UHD (either way round).
-FIT_WITHIN = (3840, 2160)
-# --scale, as a number or as a height ("1080p"); --height and --width bounds.
-MAX_SCALE = 8.0
-MIN_SIDE, MAX_SIDE = 16, 7680
-
-
-@dataclass(frozen=True)
-class SizeRequest:
-    """The output size asked for: a scale (any number from 1 to 8), a height or a width (the
-    other side follows the source's display aspect ratio), or "fit" (nothing asked: the
-    largest scale the model has whose output stays within 4K)."""
-    kind: str = "fit"          # "scale", "height", "width" or "fit"
-    value: float = 0.0
-    why: str = ""              # for a resolved fit: why this scale ("to stay within 4K")
-
-    def options(self):
-        """The command-line options that ask for it (for the child processes of --jobs)."""
-        return {"scale": ["--scale", f"{self.value:g}"], "height": ["--height", f"{self.value:g}"],
-                "width": ["--width", f"{self.value:g}"], "fit": []}[self.kind]
-
-    @property
-    def label(self):
-        """How output names and settings say it: x2, x1.5, 1080p, w1280."""
-        return {"scale": f"x{self.value:g}", "height": f"{self.value:g}p",
-                "width": f"w{self.value:g}", "fit": ""}[self.kind]
-
-
-def fit_scale(method, width, height, bound=FIT_WITHIN):
-    """SizeRequest("scale", s) for the largest scale of the method's (at most 4) whose output
-    stays within bound either way round, saying so when the bound chose it; UpscaleError
-    when even the smallest does not fit."""
-    long_side, short_side = max(width, height), min(width, height)
-    fitting = [s for s in method.scales if s <= 4 and long_side * s <= max(bound) and
-               short_side * s <= min(bound)]
-    if not fitting:
-        raise UpscaleError(f"is already {width}x{height}: even x{min(method.scales)} would "
-                           f"go beyond {bound[0]}x{bound[1]}; say the size wanted, e.g. "
-                           "--height 2160 or --scale 1.5")
-    largest = max(s for s in method.scales if s <= 4)
-    return SizeRequest("scale", max(fitting),
-                       "to stay within 4K" if max(fitting) < largest else "")
-
-
-def codec_side(length, exact=False):
-    """A side of the output: as given when exact (a side asked for, or a source's side times
-    a whole scale; an odd one is padded when written), else the nearest even number, as
-    4:2:0 codecs need."""
-    if exact and abs(length - round(length)) < 1e-6:
-        return max(2, int(round(length)))
-    return max(2, 2 * round(length / 2))
-
-
-@dataclass(frozen=True)
-class FramePlan:
-    """How one source's frames become the output's: the network's scale, then the size."""
-    width: int                 # the output frame
-    height: int
-    scale: int                 # the model's scale the network runs at; 0: a baseline
-    label: str                 # in the output's name: x2, x1.5, 1080p, w1280
-    why: str = ""              # a fit's reason, for the start line
-
-
-def plan_frames(request, method, width, height, sar=1.0):
-    """The FramePlan for frames of width x height (as shown: rotation applied) whose pixels
-    are sar times as wide as high. The output has square pixels at the display aspect
-    ratio. A network runs at the smallest scale it has that reaches the size (its largest
-    when none does)."""
-    shown_w = width * sar
-    if request.kind == "fit":
-        request = fit_scale(method, shown_w, height)
-    if request.kind == "scale":
-        whole = request.value == int(request.value)
-        out_w = codec_side(shown_w * request.value, whole and sar == 1.0)
-        out_h = codec_side(height * request.value, whole)
-    elif request.kind == "height":
-        out_w, out_h = codec_side(request.value * shown_w / height), int(request.value)
-    else:
-        out_w, out_h = int(request.value), codec_side(request.value * height / shown_w)
-    scale, why = 0, request.why
-    if method.is_network:
-        reaching = [s for s in method.scales if width * s >= out_w and height * s >= out_h]
-        scale = min(reaching, default=max(method.scales))
-        if not reaching:
-            why = "its largest scale, then cubic to the size"
-    return FramePlan(out_w, out_h, scale, request.label, why)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything a run was asked to do, checked and resolved once."""
-    method: Method
-    size: SizeRequest
-    codec: Codec
-    crf: int = DEFAULT_CRF
-    preset: str = DEFAULT_PRESET
-    format: str = ""           # "mp4", "mkv" or "" (from the output's extension)
-    output: Path = None        # -o, one input only
-    output_dir: Path = None
-    overwrite: bool = False
-    model_dir: Path = None
-    tile: int = None           # None: automatic; 0: never; N: tiles of N input pixels
-    device: str = "cpu"
-    jobs: int = 1
-    argv: tuple = ()           # the options as given, for the child processes of --jobs
-    frames: int = 0            # only the first N frames (a quick try); 0: all
-    part: tuple = ()           # (K, N): only the K-th of N shares of the segments
-    segment: float = 0.0       # seconds of video in a resumable segment; 0: automatic
-
-    def fingerprint(self, plan, picture=False):
-        """What decides the output's content, as `key=value ...`: recorded in the output so
-        that a rerun skips only a file made the same way (a picture's has no codec)."""
-        size = {"x": "scale", "w": "width"}.get(plan.label[0], "height")
-        parts = [f"model={self.method.name}", f"{size}={plan.label.strip('xwp')}"]
-        if not picture:
-            parts.append(f"codec={self.codec.name}")
-        if self.codec.tuned and not picture:
-            parts += [f"crf={self.crf}", f"preset={self.preset}"]
-        if self.frames:
-            parts.append(f"frames={self.frames}")
-        checksum = MODEL_CHECKSUMS.get(self.method.file_name(plan.scale), "")
-        if checksum:                  # the weights too: a new version may ship new ones
-            parts.append(f"weights={checksum.split(':')[1][:12]}")
-        return " ".join(parts)
-
-
-SETTINGS_TAG = "upscale_settings"
-
-
-def recorded_settings(ffmpeg, path):
-    """The settings an earlier run recorded in path (Settings.fingerprint()); None when it
-    records none (made by something else) or cannot be read."""
-    try:
-        return probe(ffmpeg, path).tags.get(SETTINGS_TAG)
-    except UpscaleError:
-        return None
-
-
-def settings_differences(made, wanted):
-    """`key: made, asked wanted` for each setting that differs."""
-    a, b = (dict(p.split("=", 1) for p in text.split() if "=" in p) for text in (made, wanted))
-    return [f"{k} {a.get(k, '-')}, asked {b.get(k, '-')}" for k in dict.fromkeys([*b, *a])
-            if a.get(k) != b.get(k)]
-
-
-def containers_for(codec):
-    """The containers that can hold a codec, the default first."""
-    return [c for c in CONTAINERS.values() if not c.codecs or codec.name in c.codecs]
-
-
-def default_extension(settings):
-    container = CONTAINERS.get(settings.format) or containers_for(settings.codec)[0]
-    return container.extensions[0]
-
-
-def output_path_for(source, settings, label):
-    """Where the result of source goes: -o, or <stem>_<model>_<label><ext> beside the
-    source or in --output-dir, the label saying the size asked (x2, x1.5, 1080p, w1280).
-    Names sort with their source in a folder listing."""
-    if settings.output:
-        return Path(settings.output)
-    folder = Path(settings.output_dir) if settings.output_dir else Path(source).parent
-    name = f"{Path(source).stem}_{settings.method.name}_{label}"
-    if is_picture(source):
-        return folder / (name + picture_extension(source))
-    if settings.frames:               # a quick try never takes the whole result's name
-        name += f"_first{settings.frames}"
-    return folder / (name + default_extension(settings))
-
-
-def same_file(a, b):
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def publish(temp, final, overwrite):
-    """Move the finished temporary file to its final name in one step. Without overwrite a
-    hard link refuses an existing name, so two runs racing for one output never mix."""
-    if overwrite:
-        os.replace(temp, final)
-        return
-    try:
-        os.link(temp, final)
-    except FileExistsError:
-        raise UpscaleError(f"{final} appeared while this run was working (another run?); "
-                           "kept that one, use --overwrite to replace it") from None
-    except OSError:                 # filesystems without hard links
-        if os.path.exists(final):
-            raise UpscaleError(f"{final} already exists; use --overwrite to replace it") \
-                from None
-        os.replace(temp, final)
-        return
-    os.unlink(temp)
-
-
-def check_source(path):
-    p = Path(path)
-    if not p.exists():
-        raise UpscaleError(f"{path}: no such file; check the path")
-    if p.is_dir():
-        raise UpscaleError(f"{path}: is a folder with no videos or pictures directly "
-                           "inside; give files, or the folder that holds them")
-    if not p.is_file():
-        raise UpscaleError(f"{path}: is not a regular file (a named pipe or device); the "
-                           "tool needs to seek in its input, so save the video to a file")
-    if not os.access(p, os.R_OK):
-        raise UpscaleError(f"{path}: permission denied; check the file's permissions")
-    if p.stat().st_size == 0:
-        raise UpscaleError(f"{path}: empty file (0 bytes), not a video; copy or export it "
-                           "again")
-
-
-# ---------------------------------------------------------------------------------------------
-# Temporary files: hidden beside the output, named with their owner (process and host), so a
-# later run can tell those of a run that was killed (kill -9, the OOM killer, a power cut)
-# from those of a run still working, and remove only the former.
-# ---------------------------------------------------------------------------------------------
-
-HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
-TEMP_RE = re.compile(r"^\..*\.upscale-(\d+)@([A-Za-z0-9-]+)\.[^/]*$")
-TEMP_STEM_CHARS = 40       # of the output's name, so a temporary name is never too long
-
-
-def temp_prefix(final):
-    return f".{Path(final).stem[:TEMP_STEM_CHARS]}.upscale-{os.getpid()}@{HOST}."
-
-
-def temp_name(final, tag):
-    """A new empty hidden file beside `final`, ending in `.tag`."""
-    fd, name = tempfile.mkstemp(prefix=temp_prefix(final), suffix=f".{tag}",
-                                dir=Path(final).parent)
-    os.close(fd)
-    return Path(name)
-
-
-def process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:         # someone else's process
-        return True
-    return True
-
-
-def remove_stale_temps(folder):
-    """Remove the temporary files and folders that runs on this host left in folder when
-    they died without cleaning up; never those of a live run. Returns how many."""
-    removed = 0
-    try:
-        entries = list(Path(folder).iterdir())
-    except OSError:
-        return 0
-    for entry in entries:
-        if entry.name.endswith(WORK_SUFFIX) and entry.is_dir():
-            removed += remove_stale_temps(entry)      # kept for a rerun, but not its temps
-            continue
-        match = TEMP_RE.match(entry.name)
-        if not match or match[2] != HOST or process_alive(int(match[1])):
-            continue
-        try:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-            removed += 1
-        except OSError:
-            pass
-    return removed
-
-
-def video_length(info, start):
-    """Seconds the first video stream should last, for telling a truncated file from one
-    whose video simply starts later or ends sooner than its sound: to its own end when the
-    container tags it (Matroska), else to the end of the file."""
-    return max(0.0, (info.video[0].end or info.duration) - start)
-
-
 # ---------------------------------------------------------------------------------------------
 # One file end to end: a Job (probe, orientation, size plan, output path), then its frames
 #   through the pipeline segment by segment, joined, timed and muxed
@@ -2962,12 +2550,6 @@ def keep_finished_segments(work, source, settings):
         work.remove()
 
 
-def current_umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def check_workload(source, video, settings, plan):
     """Refuse frames too big to upscale, and say up front how long a slow model will take."""
     w, h = plan.width, plan.height
@@ -3005,6 +2587,13 @@ def frame_count_hint(claimed, duration_s, rate, exact):
     if duration_s and rate:
         return math.ceil(duration_s * rate - 0.01)
     return claimed
+
+
+def video_length(info, start):
+    """Seconds the first video stream should last, for telling a truncated file from one
+    whose video simply starts later or ends sooner than its sound: to its own end when the
+    container tags it (Matroska), else to the end of the file."""
+    return max(0.0, (info.video[0].end or info.duration) - start)
 
 
 def source_video(source, settings, duration_s, exact_count, measured=0.0):
@@ -3349,6 +2938,371 @@ def upscale_picture(job, settings, upscalers):
         publish(temp, out_path, settings.overwrite)
     finally:
         temp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Many files: the inputs expanded, each run in turn (or by --jobs children, whose outcomes
+#   come back as data), progress lines, and the summary
+# ---------------------------------------------------------------------------------------------
+
+def shorten(text, width):
+    """text, cut in the middle with "..." to at most width characters."""
+    if len(text) <= width:
+        return text
+    if width <= 3:
+        return text[:width]
+    head = (width - 3) // 2           # the end (an extension, a take number) keeps the extra
+    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
+
+
+def format_eta(seconds):
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Progress:
+    """Frames done / total, fps and ETA on stderr: one redrawn line on a terminal, a plain
+    line every PROGRESS_INTERVAL_LOG seconds otherwise. The total is the container's claim,
+    used for nothing but this display."""
+
+    def __init__(self, label, total_hint, stream=None, already=0):
+        self.label, self.total = label, max(0, int(total_hint))
+        self.stream = stream or sys.stderr
+        self.quiet = console.quiet
+        self.tty = self.stream.isatty()
+        self.start = self.last = time.monotonic()
+        self.done = self.already = already      # frames an earlier, interrupted run did
+
+    def line(self, now, width=0):
+        """The progress line; with width, at most width - 1 characters (a terminal wraps a
+        line that fills its last column): the label gives way first, the figures last."""
+        elapsed = max(now - self.start, 1e-6)
+        fps = (self.done - self.already) / elapsed
+        if self.total and self.done <= self.total:
+            pct = 100.0 * self.done / self.total
+            eta = format_eta((self.total - self.done) / fps if fps > 0 else 0)
+            figures = [f"{self.done}/{self.total} frames ({pct:.0f}%), {fps:.1f} fps, ETA {eta}",
+                       f"{self.done}/{self.total} {pct:.0f}% {fps:.0f}fps ETA {eta}"]
+        else:
+            figures = [f"{self.done} frames, {fps:.1f} fps", f"{self.done} {fps:.0f}fps"]
+        if not width:
+            return f"{self.label}: {figures[0]}"
+        room = width - 1
+        for text in figures:
+            label_room = room - len(text) - 2
+            if label_room >= min(len(self.label), 12):
+                return f"{shorten(self.label, label_room)}: {text}"
+        return figures[-1][:room]
+
+    def width(self):
+        return shutil.get_terminal_size().columns if self.tty else 0
+
+    def update(self, done):
+        self.done = done
+        if self.quiet:
+            return
+        now = time.monotonic()
+        interval = PROGRESS_INTERVAL_TTY if self.tty else \
+            float(os.environ.get("UPSCALE_JOB_PROGRESS") or PROGRESS_INTERVAL_LOG)
+        if now - self.last >= interval:
+            self.last = now
+            if self.tty:
+                self.stream.write("\r\x1b[K" + self.line(now, self.width()))
+            else:
+                self.stream.write(self.line(now) + "\n")
+            self.stream.flush()
+
+    def close(self):
+        if self.quiet:
+            return
+        if self.tty:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+# What output_path_for() names a result: <stem>_<model>_<x2|x1.5|1080p|w1280>[_firstN].
+OUTPUT_NAME_RE = re.compile(r"_(%s)_(x\d+(\.\d+)?|\d+p|w\d+)(_first\d+)?$"
+                            % "|".join(re.escape(m) for m in METHODS))
+
+
+def expand_inputs(paths):
+    """Input files in order: a folder stands for the videos and pictures directly inside
+    it, by name, leaving out earlier outputs of this tool. Missing paths are kept to be
+    reported."""
+    files = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(c for c in p.iterdir()
+                           if c.is_file() and c.suffix.lower() in VIDEO_EXTENSIONS |
+                           IMAGE_EXTENSIONS
+                           and not c.name.startswith(".") and not OUTPUT_NAME_RE.search(c.stem)
+                           and not COMPARE_NAME_RE.search(c.stem))
+            files += found if found else [p]     # an empty folder is reported as an error
+        else:
+            files.append(p)
+    unique = {}                        # the same file named twice is done once
+    for f in files:
+        unique.setdefault(f.resolve() if f.exists() else f, f)
+    return list(unique.values())
+
+
+def done_line(source, out_path, settings, frames, seconds):
+    """What a finished file (or --part share) says: frames, speed, and what was resumed."""
+    figures = []
+    if frames is not None:
+        figures.append(f"{frames.count} frames")
+        if frames.fresh:
+            figures.append(f"{frames.fresh / seconds:.1f} fps")
+        if frames.fresh < frames.count:
+            figures.append(f"{frames.count - frames.fresh} done by an earlier run")
+    figures.append(f"{seconds:.1f} s")
+    if settings.part:
+        k, n = settings.part
+        return (f"part {k}/{n} done: {source} ({', '.join(figures)}); when all {n} parts are "
+                f"done, the same command without --part joins them into {out_path}")
+    return f"done: {source} -> {out_path} ({', '.join(figures)})"
+
+
+def summary(done, skipped, failures):
+    """The closing line of a run over several inputs, with or without --jobs."""
+    return f"{done} done, {skipped} skipped, {len(failures)} failed" + \
+        (": " + ", ".join(failures) if failures else "")
+
+
+STOPPING = threading.Event()
+
+
+def handle_stop(signum, frame):
+    """The first stop signal unwinds the run (every cleanup runs); any later one is ignored,
+    so that a second Ctrl-C or SIGTERM cannot cut the cleanup short."""
+    if STOPPING.is_set():
+        return
+    STOPPING.set()
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+class ModelUnavailable(UpscaleError):
+    """The model or device cannot be had: no input can be upscaled."""
+
+
+def load_upscaler(settings, scale):
+    """The method's upscaler at one of its scales; ModelUnavailable if it cannot be had."""
+    try:
+        upscaler = make_upscaler(settings.method, scale, settings.model_dir,
+                                 settings.tile, settings.device)
+    except UpscaleError as exc:
+        raise ModelUnavailable(str(exc)) from None
+    if settings.device == "auto":
+        console.say(f"note: running the network on the {upscaler.device}")
+    return upscaler
+
+
+def upscaler_source(settings):
+    """upscalers(plan): the upscaler for a FramePlan. Each network scale is loaded once
+    for the whole run; a baseline resizes straight to the plan's size, a network's output
+    is brought to it (FittedUpscaler) unless it has it already."""
+    loaded = {}
+
+    def upscalers(plan):
+        size = (plan.width, plan.height)
+        if not plan.scale:
+            return settings.method.kind(settings.method, 0, size)
+        if plan.scale not in loaded:
+            loaded[plan.scale] = load_upscaler(settings, plan.scale)
+        return FittedUpscaler(loaded[plan.scale], size)
+    return upscalers
+
+
+def forwarded_options(parser, args, leave_out=("inputs", "jobs")):
+    """The options given on the command line, as a child process running one input for
+    --jobs must get them: every option not at its default, generically, so that a new
+    option needs no code here."""
+    out, given = [], vars(args)
+    for action in parser._actions:
+        if not action.option_strings or action.dest in leave_out or \
+                action.dest not in given or given[action.dest] == action.default:
+            continue                  # positional, not for a child, --help, or not given
+        value = given[action.dest]
+        if isinstance(value, SizeRequest):   # --scale, --height and --width share one
+            if action.option_strings[-1] == "--scale":
+                out += value.options()
+            continue
+        flag = action.option_strings[-1]
+        out += [flag] if action.nargs == 0 else [flag, str(value)]
+    return tuple(out)
+
+
+def scales_needed(method, request):
+    """The network scales a size request may run at: one for a scale, any for a size."""
+    if request.kind == "scale":
+        return [min((s for s in method.scales if s >= request.value),
+                    default=max(method.scales))]
+    return list(method.scales)
+
+
+def run_jobs(settings, inputs):
+    """--jobs N: each input in its own process, N at a time, each with its share of the
+    CPU threads and the options this run was given; their messages are passed on line by
+    line, prefixed with the file name."""
+    if settings.method.is_network:      # fetch the models once, not in N processes at once
+        try:
+            for scale in scales_needed(settings.method, settings.size):
+                locate_model(settings.method, scale, settings.model_dir)
+        except UpscaleError as exc:
+            console.error(exc)
+            return EXIT_FAILED
+    env = dict(os.environ, UPSCALE_THREADS=str(max(1, usable_cores() // settings.jobs)))
+    if sys.stderr.isatty():     # a person watches: each job's progress line every 2 s
+        env["UPSCALE_JOB_PROGRESS"] = str(PROGRESS_INTERVAL_JOB)
+    lock, children = threading.Lock(), set()
+
+    def one(source):
+        """"done", "skipped" or "failed": one input in its own process, which says which
+        in a small record (OUTCOME_ENV), never in the text it prints."""
+        command = [sys.executable, str(Path(__file__).resolve()), *settings.argv, "--",
+                   str(source)]
+        fd, record = tempfile.mkstemp(prefix="upscale-outcome-", suffix=".json")
+        os.close(fd)
+        # Its own session: a Ctrl-C in the terminal reaches this process alone, which passes
+        # it on once (below), so each job stops and cleans up exactly once.
+        proc = subprocess.Popen(command, env=dict(env, **{OUTCOME_ENV: record}),
+                                stdin=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, errors="replace",
+                                start_new_session=True,
+                                preexec_fn=CHILD_SETUP and functools.partial(
+                                    die_with_parent, signal.SIGTERM))
+        with lock:
+            children.add(proc)
+        name = Path(source).name
+        for line in proc.stderr:
+            if line.startswith(f"{name}: "):       # the name once, in the prefix
+                line = line[len(name) + 2:]
+            with lock:
+                sys.stderr.write(f"[{name}] {line}")
+                sys.stderr.flush()
+        code = proc.wait()
+        with lock:
+            children.discard(proc)
+        try:
+            outcome = json.loads(Path(record).read_text() or "{}")
+        except (OSError, ValueError):
+            outcome = {}
+        finally:
+            Path(record).unlink(missing_ok=True)
+        if code or outcome.get("failed") or not outcome:
+            return "failed"
+        return "skipped" if outcome.get("skipped") else "done"
+
+    pool = concurrent.futures.ThreadPoolExecutor(settings.jobs)
+    try:
+        futures = [pool.submit(one, source) for source in inputs]
+        while not all(f.done() for f in futures):   # a timed wait lets signals through
+            concurrent.futures.wait(futures, timeout=0.1)
+    except BaseException as exc:
+        signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else \
+            getattr(exc, "signum", signal.SIGTERM)
+        with lock:
+            for proc in children:        # each cleans up its own temporary files
+                proc.send_signal(signum)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    results = [f.result() for f in futures]
+    failed = [str(s) for s, r in zip(inputs, results) if r == "failed"]
+    console.say(summary(results.count("done"), results.count("skipped"), failed),
+                always=bool(failed))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def run(settings, inputs):
+    """Process every input; returns the exit status."""
+    try:                  # what every input needs, checked once before any of them
+        ffmpeg = find_ffmpeg()
+        check_ffmpeg_has(ffmpeg, settings.codec)
+    except UpscaleError as exc:
+        console.error(exc)
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
+    if settings.jobs > 1 and len(inputs) > 1:
+        return run_jobs(settings, inputs)
+    failures, done, skipped = [], 0, 0
+    upscalers = upscaler_source(settings)
+    claimed = {}                    # output path -> the input this run makes it from
+    for source in inputs:
+        try:
+            if settings.output and same_file(source, settings.output):
+                raise UpscaleError(f"{source}: output would overwrite the input; choose "
+                                   "another -o or --output-dir")
+            check_source(source)
+            if OUTPUT_NAME_RE.search(Path(source).stem) and settings.output is None:
+                # A shell loop over *.mp4 run twice would otherwise upscale its own outputs.
+                console.say(f"skip: {source} is named as an upscale.py output; to upscale it "
+                            "again, name the result with -o")
+                skipped += 1
+                continue
+            picture = is_picture(source)
+            job = prepare_picture(source, settings) if picture else \
+                prepare_job(source, settings, ffmpeg)
+            out_path, wanted = job.out_path, settings.fingerprint(job.plan, picture)
+            if out_path in claimed:
+                raise UpscaleError(f"{source}: its output {out_path.name} would be "
+                                   f"{claimed[out_path]}'s too; upscale it on its own with "
+                                   "-o, or rename one of them")
+            claimed[out_path] = Path(source).name
+            if picture != (out_path.suffix.lower() in PICTURE_WRITES):
+                kind, endings = ("picture", PICTURE_WRITES) if picture else \
+                    ("video", [e for c in CONTAINERS.values() for e in c.extensions])
+                raise UpscaleError(f"{source} is a {kind}; -o must name a {kind} too "
+                                   f"({', '.join(endings)}), not {out_path.name}")
+            if same_file(source, out_path) or Path(source).resolve() == out_path.resolve():
+                raise UpscaleError(f"{source}: output would overwrite the input; choose "
+                                   "another -o or --output-dir")
+            if out_path.exists() and not settings.overwrite:
+                made = picture_settings(out_path) if picture else \
+                    recorded_settings(ffmpeg, out_path)
+                if made != wanted:
+                    how = ("with other settings (" + "; ".join(
+                        settings_differences(made, wanted)) + ")") if made \
+                        else "by something else (it records no upscale.py settings)"
+                    raise UpscaleError(f"{out_path} exists but was made {how}; use "
+                                       "--overwrite to replace it, or -o to name another "
+                                       "output")
+                console.say(f"skip: {out_path} exists, made with the same settings (use "
+                            "--overwrite to make it again)")
+                skipped += 1
+                continue
+            started = time.monotonic()
+            frames = upscale_picture(job, settings, upscalers) if picture else \
+                upscale_file(job, settings, ffmpeg, upscalers)
+            console.say(done_line(source, out_path, settings, frames, time.monotonic() - started))
+            done += 1
+        except ModelUnavailable as exc:
+            # The same for every input: say it once rather than once per file.
+            console.error(exc)
+            return EXIT_FAILED
+        except Exception as exc:        # the file's one line; the batch goes on
+            console.error(describe(exc, source))
+            failures.append(str(source))
+    if len(inputs) > 1:
+        console.say(summary(done, skipped, failures), always=bool(failures))
+    record_outcome(done, skipped, failures)
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+# A --jobs child writes its outcome to the file this names (set by its parent).
+OUTCOME_ENV = "UPSCALE_OUTCOME_FILE"
+
+
+def record_outcome(done, skipped, failures):
+    """Tell a --jobs parent, as data, what became of the input(s)."""
+    path = os.environ.get(OUTCOME_ENV)
+    if path:
+        Path(path).write_text(json.dumps({"done": done, "skipped": skipped,
+                                          "failed": len(failures)}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -4098,7 +4052,343 @@ def mean_rows(rows):
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line
+# Appendix: faster graphs, self-contained. The official luma graphs are rewritten into the
+#   same function: FSRCNN's graphs spell PReLU as relu(x) + alpha * (x - |x|) * 0.5 and add
+#   each bias with a plain Add: OpenCV runs those as seven passes over a 56-channel feature map
+#   where one fused activation does (LapSRN's leaky ReLU likewise). FSRCNN and ESPCN end in
+#   DepthToSpace, a slow custom layer at the output size; done on the 8-bit result instead
+#   it costs a tenth. Same weights, same arithmetic: the rewritten graph's output is checked
+#   against the original's before it is used.
+# ---------------------------------------------------------------------------------------------
+
+def protobuf_fields(data):
+    """[(field number, wire type, value)] of one protobuf message: ints for varints, raw
+    bytes for everything else. Enough to edit a TensorFlow GraphDef without TensorFlow."""
+    fields, pos = [], 0
+
+    def varint():
+        nonlocal pos
+        value = shift = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    while pos < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value = varint()
+        elif wire == 2:
+            size = varint()
+            value, pos = data[pos:pos + size], pos + size
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, pos = data[pos:pos + size], pos + size
+        else:
+            raise ValueError(f"protobuf wire type {wire} is not supported")
+        fields.append((number, wire, value))
+    return fields
+
+
+def protobuf_varint(value):
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def protobuf_message(fields):
+    out = bytearray()
+    for number, wire, value in fields:
+        out += protobuf_varint(number << 3 | wire)
+        if wire == 0:
+            out += protobuf_varint(value)
+        elif wire == 2:
+            out += protobuf_varint(len(value)) + value
+        else:
+            out += value
+    return bytes(out)
+
+
+# Field numbers in TensorFlow's graph.proto, node_def.proto, attr_value.proto, tensor.proto.
+GRAPH_NODE = 1
+NODE_NAME, NODE_OP, NODE_INPUT, NODE_ATTR = 1, 2, 3, 5
+ATTR_INT, ATTR_FLOAT, ATTR_TYPE, ATTR_TENSOR = 3, 4, 6, 8
+TENSOR_DTYPE, TENSOR_SHAPE, TENSOR_CONTENT, TENSOR_FLOATS = 1, 2, 4, 5
+SHAPE_DIM, DIM_SIZE = 2, 1
+DT_FLOAT = 1
+
+
+@dataclass
+class GraphNode:
+    name: str
+    op: str
+    inputs: list
+    attrs: list                # (1, 2, map entry bytes) fields, kept as they are
+
+    def message(self):
+        return protobuf_message([(NODE_NAME, 2, self.name.encode()),
+                                 (NODE_OP, 2, self.op.encode())]
+                                + [(NODE_INPUT, 2, i.encode()) for i in self.inputs]
+                                + [(NODE_ATTR, 2, a) for a in self.attrs])
+
+
+def graph_nodes(graph):
+    """The nodes of a GraphDef, in order; None if one holds more than a name, op, inputs
+    and attributes."""
+    nodes = []
+    for number, _, value in protobuf_fields(graph):
+        if number != GRAPH_NODE:
+            continue
+        fields = protobuf_fields(value)
+        if any(f not in (NODE_NAME, NODE_OP, NODE_INPUT, NODE_ATTR) for f, _, _ in fields):
+            return None          # a device placement or debug info: not ours to rewrite
+        values = {k: [v for f, _, v in fields if f == k]
+                  for k in (NODE_NAME, NODE_OP, NODE_INPUT, NODE_ATTR)}
+        nodes.append(GraphNode(values[NODE_NAME][0].decode(), values[NODE_OP][0].decode(),
+                               [i.decode() for i in values[NODE_INPUT]], values[NODE_ATTR]))
+    return nodes
+
+
+def node_attr(node, key):
+    """The fields of a node's attribute `key` (an AttrValue message), or []."""
+    for entry in node.attrs:
+        name, value = (v for _, _, v in protobuf_fields(entry))
+        if name == key.encode():
+            return protobuf_fields(value)
+    return []
+
+
+def const_floats(node):
+    """The float tensor of a Const node, in its shape; None for anything else."""
+    if node is None or node.op != "Const":
+        return None
+    for number, _, tensor in node_attr(node, "value"):
+        if number != ATTR_TENSOR:
+            continue
+        parts = protobuf_fields(tensor)
+        if (TENSOR_DTYPE, 0, DT_FLOAT) not in parts:
+            return None
+        shape = [protobuf_fields(d)[0][2] if d else 1 for f, _, s in parts
+                 if f == TENSOR_SHAPE for n, _, d in protobuf_fields(s) if n == SHAPE_DIM]
+        raw = b"".join(v for f, _, v in parts if f in (TENSOR_CONTENT, TENSOR_FLOATS))
+        values = np.frombuffer(raw, "<f4")
+        if values.size == 1:             # one value stands for the whole tensor
+            return np.full(shape, values[0], np.float32)
+        return values.reshape(shape) if values.size == math.prod(shape) else None
+    return None
+
+
+def is_scalar(values, wanted=None):
+    """Whether a Const's values are one number (equal to wanted, if given)."""
+    return values is not None and values.size == 1 and wanted in (None, float(values.flat[0]))
+
+
+def float_const(name, values):
+    """A Const node holding a 1-D float32 tensor."""
+    values = np.asarray(values, "<f4")
+    shape = protobuf_message([(SHAPE_DIM, 2, protobuf_message([(DIM_SIZE, 0, values.size)]))])
+    tensor = protobuf_message([(TENSOR_DTYPE, 0, DT_FLOAT), (TENSOR_SHAPE, 2, shape),
+                               (TENSOR_CONTENT, 2, values.tobytes())])
+    attrs = [protobuf_message([(1, 2, b"dtype"), (2, 2, protobuf_message(
+                 [(ATTR_TYPE, 0, DT_FLOAT)]))]),
+             protobuf_message([(1, 2, b"value"), (2, 2, protobuf_message(
+                 [(ATTR_TENSOR, 2, tensor)]))])]
+    return GraphNode(name, "Const", [], attrs)
+
+
+def fuse_prelu(nodes):
+    """Each relu(x) + alpha * (x - |x|) * 0.5 becomes one PReLU(x, alpha) node."""
+    by_name = {n.name: n for n in nodes}
+
+    def pick(names, op):       # (the input that is an `op` node, the other one)
+        a, b = (by_name.get(n) for n in names)
+        return (a, b) if a and a.op == op else (b, a)
+
+    dropped, fused = set(), {}
+    for node in nodes:
+        if node.op not in ("Add", "AddV2") or len(node.inputs) != 2:
+            continue
+        relu, half = pick(node.inputs, "Relu")
+        if not relu or relu.op != "Relu" or not half or half.op != "Mul":
+            continue
+        scaled, y = pick(half.inputs, "Mul")
+        if not scaled or scaled.op != "Mul" or not is_scalar(const_floats(y), 0.5):
+            continue
+        alpha, sub = pick(scaled.inputs, "Const")
+        x = relu.inputs[0]
+        absolute = by_name.get(sub.inputs[1]) if sub and len(sub.inputs) == 2 else None
+        if not alpha or alpha.op != "Const" or sub.op != "Sub" or sub.inputs[0] != x or \
+                not absolute or absolute.op != "Abs" or absolute.inputs != [x]:
+            continue
+        dropped |= {relu.name, half.name, scaled.name, sub.name, absolute.name}
+        fused[node.name] = GraphNode(node.name, "PReLU", [x, alpha.name], [])
+    return [fused.get(n.name, n) for n in nodes if n.name not in dropped]
+
+
+def fuse_leaky_relu(nodes):
+    """Each relu(x) - c1 * relu(c2 * x) with c2 < 0 (LapSRN's leaky ReLU) becomes one
+    LeakyRelu(x) node of slope -c1 * c2."""
+    by_name = {n.name: n for n in nodes}
+
+    def scalar_times(node, op=None):
+        """(c, other node) when node is Mul(c, other) with c a one-value Const."""
+        if getattr(node, "op", "") != "Mul" or len(node.inputs) != 2:
+            return None, None
+        for const, other in (node.inputs, node.inputs[::-1]):
+            value = const_floats(by_name.get(const))
+            if is_scalar(value) and other in by_name and op in (None, by_name[other].op):
+                return float(value.flat[0]), by_name[other]
+        return None, None
+
+    dropped, fused = set(), {}
+    for node in nodes:
+        positive, scaled = (by_name.get(n) for n in node.inputs) if len(node.inputs) == 2 \
+            else (None, None)
+        if node.op != "Sub" or getattr(positive, "op", "") != "Relu":
+            continue
+        x = positive.inputs[0]
+        c1, negative = scalar_times(scaled, "Relu")
+        c2, flipped_x = scalar_times(by_name.get(negative.inputs[0]) if negative else None)
+        if c1 is None or c2 is None or c2 >= 0 or flipped_x.name != x:
+            continue
+        slope = protobuf_message([(1, 2, b"alpha"), (2, 2, protobuf_message(
+            [(ATTR_FLOAT, 5, struct.pack("<f", -c1 * c2))]))])
+        dropped |= {positive.name, scaled.name, negative.name, negative.inputs[0]}
+        fused[node.name] = GraphNode(node.name, "LeakyRelu", [x], [slope])
+    return [fused.get(n.name, n) for n in nodes if n.name not in dropped]
+
+
+def fuse_bias(nodes):
+    """Add(Conv2D, one value per output channel) becomes BiasAdd, which OpenCV folds into
+    the convolution."""
+    by_name = {n.name: n for n in nodes}
+    for node in nodes:
+        conv = by_name.get(node.inputs[0]) if len(node.inputs) == 2 else None
+        if node.op not in ("Add", "AddV2") or not conv or conv.op != "Conv2D":
+            continue
+        bias = const_floats(by_name.get(node.inputs[1]))
+        weights = const_floats(by_name.get(conv.inputs[1]))
+        if bias is not None and weights is not None and weights.ndim == 4 and \
+                bias.shape == weights.shape[3:]:           # filters are HWIO
+            node.op = "BiasAdd"
+    return nodes
+
+
+@dataclass(frozen=True)
+class FastGraph:
+    """A rewritten graph and what its caller still has to do to its output."""
+    graph: bytes = None        # None: no rewrite, use the original file
+    block: int = 1             # > 1: output is block**2 planes for depth_to_space()
+    tanh: bool = False         # output still needs tanh (OpenCV fuses it slowly into a conv)
+
+
+def cut_depth_to_space(nodes):
+    """(nodes, block, tanh): the graph ending before its final DepthToSpace. A one-value
+    bias that followed it moves in front of it (tiled to every plane); a final tanh is left
+    to the caller, who also rearranges the planes. (nodes, 1, False) when the graph does not
+    end that way."""
+    by_name = {n.name: n for n in nodes}
+    consumers = {}
+    for n in nodes:
+        for i in n.inputs:
+            consumers.setdefault(i, []).append(n)
+    shuffles = [n for n in nodes if n.op == "DepthToSpace"]
+    unchanged = nodes, 1, False
+    if len(shuffles) != 1:
+        return unchanged
+    shuffle = shuffles[0]
+    block = next((v for f, _, v in node_attr(shuffle, "block_size") if f == ATTR_INT), None)
+    tail, last = [], shuffle
+    while len(consumers.get(last.name, [])) == 1 and \
+            consumers[last.name][0].op in ("BiasAdd", "Tanh"):
+        last = consumers[last.name][0]
+        tail.append(last)
+    ends = consumers.get(last.name, [])
+    if not isinstance(block, int) or len(ends) != 1 or ends[0].op != "Transpose" or \
+            consumers.get(ends[0].name):
+        return unchanged
+    tanh = bool(tail) and tail[-1].op == "Tanh"
+    biases = tail[:-1] if tanh else tail
+    values = [const_floats(by_name.get(b.inputs[-1])) for b in biases]
+    if any(b.op != "BiasAdd" or v is None or v.size != 1 for b, v in zip(biases, values)):
+        return unchanged
+    replaced, previous = {}, shuffle.inputs[0]
+    for node, bias in zip(biases, values):
+        replaced[node.inputs[1]] = float_const(node.inputs[1], np.repeat(bias, block ** 2))
+        replaced[node.name] = GraphNode(node.name, node.op, [previous, node.inputs[1]],
+                                        node.attrs)
+        previous = node.name
+    dropped = {shuffle.name, ends[0].name} | ({tail[-1].name} if tanh else set())
+    return [replaced.get(n.name, n) for n in nodes if n.name not in dropped], block, tanh
+
+
+def fast_graph(graph):
+    """A FastGraph computing what the GraphDef bytes `graph` compute, in fewer passes."""
+    nodes = graph_nodes(graph)
+    if not nodes:
+        return FastGraph()
+    nodes, block, tanh = cut_depth_to_space(fuse_bias(fuse_leaky_relu(fuse_prelu(nodes))))
+    others = [f for f in protobuf_fields(graph) if f[0] != GRAPH_NODE]    # versions, library
+    return FastGraph(protobuf_message([(GRAPH_NODE, 2, n.message()) for n in nodes] + others),
+                     block, tanh)
+
+
+def fast_planes(fast, out):
+    """The (planes, h, w) values of a FastGraph network's output for one image."""
+    return np.tanh(out[0]) if fast.tanh else out[0]
+
+
+def fast_picture(fast, planes):
+    """The (h, w) picture those planes make."""
+    return depth_to_space(planes, fast.block) if fast.block > 1 else planes[0]
+
+
+@functools.lru_cache(maxsize=None)
+def checked_fast_graph(model_path, engine="classic"):
+    """The FastGraph of a model file when, on this OpenCV and engine, it computes what the
+    original does (checked on a test image); FastGraph() when not: use the original."""
+    graph = Path(model_path).read_bytes()
+    try:
+        fast = fast_graph(graph)
+    except (ValueError, IndexError):          # not a protobuf this parser understands
+        return FastGraph()
+    if fast.graph is None:
+        return fast
+    probe = np.random.default_rng(0).random((1, 1, 37, 53), np.float32)
+    outputs = []
+    register_superres_layers()
+    try:
+        for net in (read_network(graph), read_network(fast.graph, engine)):
+            net.setInput(probe)
+            outputs.append(net.forward())
+    except cv2.error:
+        return FastGraph()
+    original, rewritten = outputs[0], fast_picture(fast, fast_planes(fast, outputs[1]))
+    if original.shape[:2] != (1, 1) or original.shape[2:] != rewritten.shape or \
+            np.abs(original[0, 0] - rewritten).max() > 1e-5:
+        return FastGraph()
+    return fast
+
+
+def depth_to_space(planes, block):
+    """The (block*h, block*w) image whose block x block cells are planes' block**2 values,
+    in TensorFlow's DepthToSpace order (row of the cell major)."""
+    count, h, w = planes.shape
+    out = np.empty((h, block, w * block), planes.dtype)
+    for dy in range(block):
+        out[:, dy, :] = cv2.merge(list(planes[dy * block:(dy + 1) * block])).reshape(h, -1)
+    return out.reshape(h * block, w * block)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: the parser, its checks into Settings, and main()
 # ---------------------------------------------------------------------------------------------
 
 EXAMPLES = """\
@@ -4399,289 +4689,6 @@ def settings_from_args(args):
                     model_dir=args.model_dir, tile=args.tile, device=args.device,
                     jobs=args.jobs, frames=args.frames, part=args.part or (),
                     segment=args.segment)
-
-
-# What output_path_for() names a result: <stem>_<model>_<x2|x1.5|1080p|w1280>[_firstN].
-OUTPUT_NAME_RE = re.compile(r"_(%s)_(x\d+(\.\d+)?|\d+p|w\d+)(_first\d+)?$"
-                            % "|".join(re.escape(m) for m in METHODS))
-
-
-def expand_inputs(paths):
-    """Input files in order: a folder stands for the videos and pictures directly inside
-    it, by name, leaving out earlier outputs of this tool. Missing paths are kept to be
-    reported."""
-    files = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            found = sorted(c for c in p.iterdir()
-                           if c.is_file() and c.suffix.lower() in VIDEO_EXTENSIONS |
-                           IMAGE_EXTENSIONS
-                           and not c.name.startswith(".") and not OUTPUT_NAME_RE.search(c.stem)
-                           and not COMPARE_NAME_RE.search(c.stem))
-            files += found if found else [p]     # an empty folder is reported as an error
-        else:
-            files.append(p)
-    unique = {}                        # the same file named twice is done once
-    for f in files:
-        unique.setdefault(f.resolve() if f.exists() else f, f)
-    return list(unique.values())
-
-
-def done_line(source, out_path, settings, frames, seconds):
-    """What a finished file (or --part share) says: frames, speed, and what was resumed."""
-    figures = []
-    if frames is not None:
-        figures.append(f"{frames.count} frames")
-        if frames.fresh:
-            figures.append(f"{frames.fresh / seconds:.1f} fps")
-        if frames.fresh < frames.count:
-            figures.append(f"{frames.count - frames.fresh} done by an earlier run")
-    figures.append(f"{seconds:.1f} s")
-    if settings.part:
-        k, n = settings.part
-        return (f"part {k}/{n} done: {source} ({', '.join(figures)}); when all {n} parts are "
-                f"done, the same command without --part joins them into {out_path}")
-    return f"done: {source} -> {out_path} ({', '.join(figures)})"
-
-
-def summary(done, skipped, failures):
-    """The closing line of a run over several inputs, with or without --jobs."""
-    return f"{done} done, {skipped} skipped, {len(failures)} failed" + \
-        (": " + ", ".join(failures) if failures else "")
-
-
-STOPPING = threading.Event()
-
-
-def handle_stop(signum, frame):
-    """The first stop signal unwinds the run (every cleanup runs); any later one is ignored,
-    so that a second Ctrl-C or SIGTERM cannot cut the cleanup short."""
-    if STOPPING.is_set():
-        return
-    STOPPING.set()
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise Terminated(signum)
-
-
-class ModelUnavailable(UpscaleError):
-    """The model or device cannot be had: no input can be upscaled."""
-
-
-def load_upscaler(settings, scale):
-    """The method's upscaler at one of its scales; ModelUnavailable if it cannot be had."""
-    try:
-        upscaler = make_upscaler(settings.method, scale, settings.model_dir,
-                                 settings.tile, settings.device)
-    except UpscaleError as exc:
-        raise ModelUnavailable(str(exc)) from None
-    if settings.device == "auto":
-        console.say(f"note: running the network on the {upscaler.device}")
-    return upscaler
-
-
-def upscaler_source(settings):
-    """upscalers(plan): the upscaler for a FramePlan. Each network scale is loaded once
-    for the whole run; a baseline resizes straight to the plan's size, a network's output
-    is brought to it (FittedUpscaler) unless it has it already."""
-    loaded = {}
-
-    def upscalers(plan):
-        size = (plan.width, plan.height)
-        if not plan.scale:
-            return settings.method.kind(settings.method, 0, size)
-        if plan.scale not in loaded:
-            loaded[plan.scale] = load_upscaler(settings, plan.scale)
-        return FittedUpscaler(loaded[plan.scale], size)
-    return upscalers
-
-
-def forwarded_options(parser, args, leave_out=("inputs", "jobs")):
-    """The options given on the command line, as a child process running one input for
-    --jobs must get them: every option not at its default, generically, so that a new
-    option needs no code here."""
-    out, given = [], vars(args)
-    for action in parser._actions:
-        if not action.option_strings or action.dest in leave_out or \
-                action.dest not in given or given[action.dest] == action.default:
-            continue                  # positional, not for a child, --help, or not given
-        value = given[action.dest]
-        if isinstance(value, SizeRequest):   # --scale, --height and --width share one
-            if action.option_strings[-1] == "--scale":
-                out += value.options()
-            continue
-        flag = action.option_strings[-1]
-        out += [flag] if action.nargs == 0 else [flag, str(value)]
-    return tuple(out)
-
-
-def scales_needed(method, request):
-    """The network scales a size request may run at: one for a scale, any for a size."""
-    if request.kind == "scale":
-        return [min((s for s in method.scales if s >= request.value),
-                    default=max(method.scales))]
-    return list(method.scales)
-
-
-def run_jobs(settings, inputs):
-    """--jobs N: each input in its own process, N at a time, each with its share of the
-    CPU threads and the options this run was given; their messages are passed on line by
-    line, prefixed with the file name."""
-    if settings.method.is_network:      # fetch the models once, not in N processes at once
-        try:
-            for scale in scales_needed(settings.method, settings.size):
-                locate_model(settings.method, scale, settings.model_dir)
-        except UpscaleError as exc:
-            console.error(exc)
-            return EXIT_FAILED
-    env = dict(os.environ, UPSCALE_THREADS=str(max(1, usable_cores() // settings.jobs)))
-    if sys.stderr.isatty():     # a person watches: each job's progress line every 2 s
-        env["UPSCALE_JOB_PROGRESS"] = str(PROGRESS_INTERVAL_JOB)
-    lock, children = threading.Lock(), set()
-
-    def one(source):
-        """"done", "skipped" or "failed": one input in its own process, which says which
-        in a small record (OUTCOME_ENV), never in the text it prints."""
-        command = [sys.executable, str(Path(__file__).resolve()), *settings.argv, "--",
-                   str(source)]
-        fd, record = tempfile.mkstemp(prefix="upscale-outcome-", suffix=".json")
-        os.close(fd)
-        # Its own session: a Ctrl-C in the terminal reaches this process alone, which passes
-        # it on once (below), so each job stops and cleans up exactly once.
-        proc = subprocess.Popen(command, env=dict(env, **{OUTCOME_ENV: record}),
-                                stdin=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, errors="replace",
-                                start_new_session=True,
-                                preexec_fn=CHILD_SETUP and functools.partial(
-                                    die_with_parent, signal.SIGTERM))
-        with lock:
-            children.add(proc)
-        name = Path(source).name
-        for line in proc.stderr:
-            if line.startswith(f"{name}: "):       # the name once, in the prefix
-                line = line[len(name) + 2:]
-            with lock:
-                sys.stderr.write(f"[{name}] {line}")
-                sys.stderr.flush()
-        code = proc.wait()
-        with lock:
-            children.discard(proc)
-        try:
-            outcome = json.loads(Path(record).read_text() or "{}")
-        except (OSError, ValueError):
-            outcome = {}
-        finally:
-            Path(record).unlink(missing_ok=True)
-        if code or outcome.get("failed") or not outcome:
-            return "failed"
-        return "skipped" if outcome.get("skipped") else "done"
-
-    pool = concurrent.futures.ThreadPoolExecutor(settings.jobs)
-    try:
-        futures = [pool.submit(one, source) for source in inputs]
-        while not all(f.done() for f in futures):   # a timed wait lets signals through
-            concurrent.futures.wait(futures, timeout=0.1)
-    except BaseException as exc:
-        signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else \
-            getattr(exc, "signum", signal.SIGTERM)
-        with lock:
-            for proc in children:        # each cleans up its own temporary files
-                proc.send_signal(signum)
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
-    results = [f.result() for f in futures]
-    failed = [str(s) for s, r in zip(inputs, results) if r == "failed"]
-    console.say(summary(results.count("done"), results.count("skipped"), failed),
-                always=bool(failed))
-    return EXIT_FAILED if failed else EXIT_OK
-
-
-def run(settings, inputs):
-    """Process every input; returns the exit status."""
-    try:                  # what every input needs, checked once before any of them
-        ffmpeg = find_ffmpeg()
-        check_ffmpeg_has(ffmpeg, settings.codec)
-    except UpscaleError as exc:
-        console.error(exc)
-        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
-    if settings.jobs > 1 and len(inputs) > 1:
-        return run_jobs(settings, inputs)
-    failures, done, skipped = [], 0, 0
-    upscalers = upscaler_source(settings)
-    claimed = {}                    # output path -> the input this run makes it from
-    for source in inputs:
-        try:
-            if settings.output and same_file(source, settings.output):
-                raise UpscaleError(f"{source}: output would overwrite the input; choose "
-                                   "another -o or --output-dir")
-            check_source(source)
-            if OUTPUT_NAME_RE.search(Path(source).stem) and settings.output is None:
-                # A shell loop over *.mp4 run twice would otherwise upscale its own outputs.
-                console.say(f"skip: {source} is named as an upscale.py output; to upscale it "
-                            "again, name the result with -o")
-                skipped += 1
-                continue
-            picture = is_picture(source)
-            job = prepare_picture(source, settings) if picture else \
-                prepare_job(source, settings, ffmpeg)
-            out_path, wanted = job.out_path, settings.fingerprint(job.plan, picture)
-            if out_path in claimed:
-                raise UpscaleError(f"{source}: its output {out_path.name} would be "
-                                   f"{claimed[out_path]}'s too; upscale it on its own with "
-                                   "-o, or rename one of them")
-            claimed[out_path] = Path(source).name
-            if picture != (out_path.suffix.lower() in PICTURE_WRITES):
-                kind, endings = ("picture", PICTURE_WRITES) if picture else \
-                    ("video", [e for c in CONTAINERS.values() for e in c.extensions])
-                raise UpscaleError(f"{source} is a {kind}; -o must name a {kind} too "
-                                   f"({', '.join(endings)}), not {out_path.name}")
-            if same_file(source, out_path) or Path(source).resolve() == out_path.resolve():
-                raise UpscaleError(f"{source}: output would overwrite the input; choose "
-                                   "another -o or --output-dir")
-            if out_path.exists() and not settings.overwrite:
-                made = picture_settings(out_path) if picture else \
-                    recorded_settings(ffmpeg, out_path)
-                if made != wanted:
-                    how = ("with other settings (" + "; ".join(
-                        settings_differences(made, wanted)) + ")") if made \
-                        else "by something else (it records no upscale.py settings)"
-                    raise UpscaleError(f"{out_path} exists but was made {how}; use "
-                                       "--overwrite to replace it, or -o to name another "
-                                       "output")
-                console.say(f"skip: {out_path} exists, made with the same settings (use "
-                            "--overwrite to make it again)")
-                skipped += 1
-                continue
-            started = time.monotonic()
-            frames = upscale_picture(job, settings, upscalers) if picture else \
-                upscale_file(job, settings, ffmpeg, upscalers)
-            console.say(done_line(source, out_path, settings, frames, time.monotonic() - started))
-            done += 1
-        except ModelUnavailable as exc:
-            # The same for every input: say it once rather than once per file.
-            console.error(exc)
-            return EXIT_FAILED
-        except Exception as exc:        # the file's one line; the batch goes on
-            console.error(describe(exc, source))
-            failures.append(str(source))
-    if len(inputs) > 1:
-        console.say(summary(done, skipped, failures), always=bool(failures))
-    record_outcome(done, skipped, failures)
-    return EXIT_FAILED if failures else EXIT_OK
-
-
-# A --jobs child writes its outcome to the file this names (set by its parent).
-OUTCOME_ENV = "UPSCALE_OUTCOME_FILE"
-
-
-def record_outcome(done, skipped, failures):
-    """Tell a --jobs parent, as data, what became of the input(s)."""
-    path = os.environ.get(OUTCOME_ENV)
-    if path:
-        Path(path).write_text(json.dumps({"done": done, "skipped": skipped,
-                                          "failed": len(failures)}))
 
 
 def main(argv=None):
