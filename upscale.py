@@ -3855,16 +3855,31 @@ def whole_file_upscaled(upscaler, ffmpeg, low_video, out_path):
     return LosslessWriter(out_path), time.perf_counter() - start
 
 
-def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_frames,
-                grid_video, picture, vmaf_ok):
-    """Compare every method on one input; returns its report rows."""
-    label = path.name
+@dataclass(frozen=True)
+class Comparison:
+    """What --compare was asked, the same for every input."""
+    settings: Settings
+    names: tuple               # the methods, in the table's order
+    ffmpeg: str
+    reference: bool = True     # measure against the original (else only time and show)
+    max_frames: int = 0
+    vmaf: bool = False         # ffmpeg has libvmaf to measure with
+
+    @property
+    def scale(self):
+        return self.settings.size.value
+
+
+def compare_one(task, path, kind, tmp, grid_video, picture):
+    """Compare every method on one input (a Comparison's); returns (its report rows, the
+    frames compared). Works in the folder tmp; writes grid_video (if given) and picture."""
+    label, scale, ffmpeg, reference = path.name, task.scale, task.ffmpeg, task.reference
     # The low-resolution frames go to disk first: ffmpeg's scaler works on whole files,
     # and every other method reads them back frame by frame.
     low = LosslessWriter(tmp / "low.mkv")
     truth = LosslessWriter(tmp / "truth.mkv") if reference else None
     count = 0
-    for frame in read_source(path, kind, max_frames):
+    for frame in read_source(path, kind, task.max_frames):
         if reference:
             high, small = truth_and_low(frame, scale)
             truth.write(high)
@@ -3880,7 +3895,7 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
     # What each method must make: the truth's size, or the input's times the scale.
     size = (high.shape[1], high.shape[0]) if reference else \
         (round(small.shape[1] * scale), round(small.shape[0] * scale))
-    runs = prepare_runs(names, scale, size, settings)
+    runs = prepare_runs(task.names, scale, size, task.settings)
     for run in runs:
         if run.status == "ok" and run.upscaler.whole_files:
             try:
@@ -3936,7 +3951,7 @@ def compare_one(path, kind, scale, names, settings, ffmpeg, tmp, reference, max_
         if run.status == "ok" and reference:
             run.lossless.close()
             run.encoded.close()
-            if vmaf_ok:
+            if task.vmaf:
                 vmaf = vmaf_score(ffmpeg, run.lossless.path, truth.path)
             pairs = list(zip(truth.frames(), run.encoded.frames()))
             encoded = (round(float(np.mean([psnr(t, e) for t, e in pairs])), 4),
@@ -3981,19 +3996,15 @@ def compare_output_paths(path, settings, kind, several):
     return (folder / f"{stem}.mp4" if kind == "video" else None), folder / f"{stem}.png"
 
 
-def compare_scale(settings):
-    """The scale --compare measures at."""
-    return settings.size.value
-
-
 def compare(paths, settings, names, reference=True, max_frames=0, report=None,
             out=sys.stdout):
     """--compare: every method on every input, as a table, a JSON report, a grid video and
     a picture. Returns the exit status."""
     ffmpeg = find_ffmpeg()
     inputs = compare_inputs(paths)
-    vmaf_ok = reference and has_libvmaf(ffmpeg)
-    if reference and not vmaf_ok:
+    task = Comparison(settings, tuple(names), ffmpeg, reference, max_frames,
+                      reference and has_libvmaf(ffmpeg))
+    if reference and not task.vmaf:
         console.warn(f"{ffmpeg} has no libvmaf filter, so VMAF is not measured (its column stays "
                      "empty); the ffmpeg of imageio-ffmpeg has it (unset UPSCALE_FFMPEG)")
     rows, failures = [], []
@@ -4010,9 +4021,7 @@ def compare(paths, settings, names, reference=True, max_frames=0, report=None,
                 tmp = Path(tmp)
                 temp_video = tmp / "grid.mp4" if video else None
                 temp_picture = tmp / "grid.png"
-                found, count = compare_one(path, kind, compare_scale(settings), names, settings,
-                                           ffmpeg, tmp, reference, max_frames, temp_video,
-                                           temp_picture, vmaf_ok)
+                found, count = compare_one(task, path, kind, tmp, temp_video, temp_picture)
                 if video:
                     publish(temp_video, video, settings.overwrite)
                 publish(temp_picture, picture, settings.overwrite)
