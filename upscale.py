@@ -22,12 +22,26 @@ A video is worked through in segments kept in a hidden work folder beside the ou
 run stopped by anything (kill -9 included) goes on where it stopped when run again, and
 --part K/N shares one video among processes or machines.
 
-The file reads in the order data flows: tables; errors and messages; ffmpeg probing; model
-files; upscalers (resize, network, and a network's output fitted to a size) with the
-rewriting of the official graphs into faster equivalents; reading frames; the threaded
-pipeline; segments; timing repair; muxing; progress; settings, sizes and output names;
-temporary files; one file end to end (a Job: probe, size plan, frames, segments, mux);
-pictures; benchmark; compare; command line and the runs over many files; main().
+How to read this file: its sections follow a frame from input to output.
+  1. Constants and tables: one row per model (METHODS), codec (CODECS), container.
+  2. Errors and console output: UpscaleError is the one error path; `console` prints.
+  3. Settings, sizes and output names: what was asked, the size each frame becomes
+     (plan_frames), and the name the result gets.
+  4. Files on disk: temporary files beside the output, stale ones removed, publishing.
+  5. ffmpeg: the one place that starts it, and probing a file from its report.
+  6. Model files: found, downloaded, verified.
+  7. Upscalers, one class per kind (UPSCALER_KINDS): resize, network, a network fitted
+     to a size, ffmpeg's scaler (whole files).
+  8. Reading frames (cv2.VideoCapture) and the pipeline: a reader thread, workers that
+     upscale and encode in order.
+  9. Segments: the work folder, resume, --part.
+ 10. Timing and muxing: the frames' own times put back, the source's other streams added.
+ 11. One file end to end: a Job (probe, orientation, size plan, output path) through
+     steps 7-10, and the same for pictures.
+ 12. Many files: inputs expanded, runs one by one or by --jobs children, progress.
+ 13. Benchmark and compare, which measure the same pipeline.
+ 14. Appendix: the official graphs rewritten into faster equivalents (self-contained).
+ 15. Command line: the parser, its checks into Settings, and main().
 
 Our own weights (the default fast network and FSRCNN, trained by models/train.py) ship in
 models/ beside this script. The official model files (.pb) are looked up in --model-dir,
