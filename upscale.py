@@ -2386,14 +2386,16 @@ def stream_plan(info, container):
 KEEP_FRAME_TIMES = ("-fps_mode", "passthrough", "-enc_time_base", "1/90000")
 
 
-def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
-                video_offset=0.0, end=0.0, fingerprint="", from_bgr=True):
-    """The ffmpeg command that makes out_path (a container_of() container) from the
-    temporary video, whose first frame belongs at video_offset seconds, and the source;
-    with end, every stream stops there (seconds), as the picture of a --frames try does.
-    fingerprint (Settings.fingerprint) is recorded in the output. from_bgr: the temporary
-    video was made from BGR frames (else it is ffmpeg's scaler's, in the source's YUV)."""
-    codec = settings.codec
+def mux_command(ffmpeg, job, settings, temp_video, out_path, video_offset=0.0, end=0.0,
+                from_bgr=True):
+    """The ffmpeg command that makes out_path, in the container job.out_path's name asks
+    for, from the temporary video, whose first frame belongs at video_offset seconds, and
+    the job's source; with end, every stream stops there (seconds), as the picture of a
+    --frames try does. The settings' fingerprint is recorded in the output. from_bgr: the
+    temporary video was made from BGR frames (else it is ffmpeg's scaler's, in the
+    source's YUV)."""
+    codec, source, info = settings.codec, job.source, job.info
+    container = container_of(job.out_path, settings.format)
     args = ffmpeg_args(ffmpeg)
     if video_offset:
         args += ["-itsoffset", f"{video_offset:.6f}"]
@@ -2410,7 +2412,7 @@ def mux_command(ffmpeg, temp_video, source, info, out_path, settings, container,
     streams, notes = stream_plan(info, container)
     args += streams
     # What made the file, so a rerun can tell it from a file made with other settings.
-    args += ["-metadata", f"{SETTINGS_TAG}={fingerprint}"]
+    args += ["-metadata", f"{SETTINGS_TAG}={settings.fingerprint(job.plan)}"]
     if container.ffmpeg_format in ("mp4", "mov"):
         # write_colr: without it the MP4 muxer drops colour tags of a copied stream;
         # use_metadata_tags stores a tag of our own (as an mdta key). The source's brands
@@ -2530,9 +2532,8 @@ def upscale_file(job, settings, ffmpeg, upscalers):
                              "need even sizes)")
         temp_final = new_temp("part")
         end = offset + frames.seconds if settings.frames and frames else 0.0
-        command, notes = mux_command(ffmpeg, temp_video, source, info, temp_final, settings,
-                                     container_of(out_path, settings.format), offset, end,
-                                     settings.fingerprint(job.plan), not upscaler.whole_files)
+        command, notes = mux_command(ffmpeg, job, settings, temp_video, temp_final, offset,
+                                     end, not upscaler.whole_files)
         for note in notes:
             console.say(f"note: {source.name}: {note}")
         run_ffmpeg(command, "muxing the output")
@@ -3323,10 +3324,11 @@ def record_outcome(done, skipped, failures):
 # Benchmark: every stage and the plain sequential loop, measured side by side in one run
 # ---------------------------------------------------------------------------------------------
 
-def plain_loop(source, out_path, method, plan, model_path, ffmpeg, info):
+def plain_loop(job, method, model_path, ffmpeg):
     """The reference loop the pipeline is measured against: VideoCapture -> one
     DnnSuperResImpl.upsample (or cv2.resize) per frame, then a resize to the plan's size if
-    the network's scale is not it -> VideoWriter mp4v -> ffmpeg mux."""
+    the network's scale is not it -> VideoWriter mp4v -> ffmpeg mux, into job.out_path."""
+    source, out_path, plan = job.source, job.out_path, job.plan
     scale, size = plan.scale, (plan.width, plan.height)
     temp_video = temp_name(out_path, "plain.mp4")
     try:
@@ -3353,8 +3355,7 @@ def plain_loop(source, out_path, method, plan, model_path, ffmpeg, info):
         cap.release()
         settings = Settings(method=method, size=SizeRequest("scale", scale or 1),
                             codec=CODECS["mp4v"])
-        command, _ = mux_command(ffmpeg, temp_video, source, info, out_path, settings,
-                                 CONTAINERS["mp4"])
+        command, _ = mux_command(ffmpeg, job, settings, temp_video, out_path)
         run_ffmpeg(command, "muxing the plain loop's output")
         return count
     finally:
@@ -3493,8 +3494,8 @@ def measure_benchmark(source, settings, repeats=BENCHMARK_REPEATS):
             t_official = timed(lambda: [sr.upsample(f) for f in frames])[0]
         plain, ours = [], []
         for i in range(repeats):      # alternate so drift in machine load hits both alike
-            plain.append(timed(plain_loop, source, tmp / f"plain{i}.mp4", method, plan,
-                               model_path, ffmpeg, info)[0])
+            plain.append(timed(plain_loop, dataclasses.replace(job, out_path=tmp / f"plain{i}.mp4"),
+                               method, model_path, ffmpeg)[0])
             with console.muted():
                 ours.append(timed(upscale_file,
                                   dataclasses.replace(job, out_path=tmp / f"ours{i}.mp4"),

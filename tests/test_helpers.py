@@ -211,17 +211,23 @@ def test_stream_plan_into_matroska_keeps_everything_as_it_is():
     assert notes == []
 
 
+def mux_job(tmp_path, info, settings, out_name):
+    plan = upscale.plan_frames(settings.size, settings.method, 64, 48)
+    return upscale.Job(tmp_path / "src.mp4", info, "as decoded", plan, tmp_path / out_name)
+
+
 def test_mux_command_shifts_a_late_video_records_the_settings_and_cuts_a_try(tmp_path):
     info = probe_of(stream("video", 0, "h264"), stream("audio", 1, "aac"))
     settings = upscale.Settings(upscale.METHODS["fast"], upscale.SizeRequest("scale", 2),
                                 upscale.CODECS["h264"])
-    command, notes = upscale.mux_command("ffmpeg", tmp_path / "v.mp4", tmp_path / "src.mp4",
-                                         info, tmp_path / "out.mp4", settings,
-                                         upscale.CONTAINERS["mp4"], 0.5, 2.0, "model=fast")
+    job = mux_job(tmp_path, info, settings, "out.mp4")
+    command, notes = upscale.mux_command("ffmpeg", job, settings, tmp_path / "v.mp4",
+                                         tmp_path / "out.mp4", 0.5, 2.0)
     assert command[command.index("-itsoffset") + 1] == "0.500000"
     assert command.index("-itsoffset") < command.index(str(tmp_path / "v.mp4"))
     assert command[command.index("-c:v") + 1] == "copy"               # piped: already final
-    assert f"{upscale.SETTINGS_TAG}=model=fast" in command
+    assert f"{upscale.SETTINGS_TAG}={settings.fingerprint(job.plan)}" in command
+    assert command[command.index("-f") + 1] == "mp4"
     assert command[command.index("-t") + 1] == "2.000000"
     assert command[-1] == str(tmp_path / "out.mp4") and notes == []
 
@@ -230,8 +236,9 @@ def test_mux_command_reencodes_ffv1_keeping_every_frame_time(tmp_path):
     info = probe_of(stream("video", 0, "h264"))
     settings = upscale.Settings(upscale.METHODS["fast"], upscale.SizeRequest("scale", 2),
                                 upscale.CODECS["ffv1"])
-    command, _ = upscale.mux_command("ffmpeg", tmp_path / "v.mp4", tmp_path / "src.mp4", info,
-                                     tmp_path / "out.mkv", settings, upscale.CONTAINERS["mkv"])
+    job = mux_job(tmp_path, info, settings, "out.mkv")
+    command, _ = upscale.mux_command("ffmpeg", job, settings, tmp_path / "v.mp4",
+                                     tmp_path / "out.mkv")
     assert command[command.index("-c:v") + 1] == "ffv1"
     at = command.index("-fps_mode")
     assert command[at:at + 4] == list(upscale.KEEP_FRAME_TIMES)
