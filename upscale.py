@@ -178,6 +178,15 @@ METHODS = {m.name: m for m in (
            about="sharpest at its speed (default; ours, shipped)", official="fsrcnn-opencv",
            features=16, reach=8, streams=2, engine="new", cache_tile=128,
            cost=(0.165, 0.008)),
+    # hq: the same family twice as wide and up to twice as deep (about 7x FSRCNN's
+    # multiply-adds), trained from fast's weights (models/README.md); for those who can
+    # wait. Its cost: fast's times 3.4, the whole-run time ratio measured side by side
+    # (tests/model_speeds.py: 3.4 / 3.6 / 3.3 at 640x360 / 1280x720 / 1920x1080 x2).
+    # Tiles of 128 ran it 2.2x (640x360) and 1.7x (1280x720) faster than whole frames.
+    Method("hq", (2, 3, 4), "luma", "fsrcnn", "hq-upscalepy_x{scale}.pb",
+           about="sharpest; about 3.4x fast's time (ours, shipped)", official="fsrcnn-opencv",
+           features=32, reach=9, streams=2, engine="new", cache_tile=128,
+           cost=(0.56, 0.008)),
     # FSRCNN: the official network with our own weights.
     Method("fsrcnn", (2, 3, 4), "luma", "fsrcnn", "FSRCNN-upscalepy_x{scale}.pb",
            about="FSRCNN with our weights (shipped)", official="fsrcnn-opencv",
@@ -222,6 +231,12 @@ MODEL_CHECKSUMS = {
         "sha256:91bc183dacce2d84dac98696f120e0b1612a2e1333363cb1fd233d2c32692b18",
     "fast-upscalepy_x4.pb":
         "sha256:96f47a6ba9101d3fe9a528549be265904bbbe43ab5d25ac4baf0ced6f1ce245c",
+    "hq-upscalepy_x2.pb":
+        "sha256:4f502fad47ee8cee37d19cbcbe5c8037c4319c0335f90604d08781f33864259c",
+    "hq-upscalepy_x3.pb":
+        "sha256:48fc085b8c65c6c772a57511755713a1d23d00aa6a05b145befcbb75eb8278b1",
+    "hq-upscalepy_x4.pb":
+        "sha256:a2ad470d4f94cccc93256d87e17844e690f83e1b1bdc910dfc741a8f1d5e284e",
     "FSRCNN-upscalepy_x2.pb":
         "sha256:1411f565339b9b3440929922ce892adbc85f4f6b0728021bde98ff2f230deccf",
     "FSRCNN-upscalepy_x3.pb":
@@ -3560,7 +3575,7 @@ def report_benchmark(result, out=sys.stdout):
 # Comparing methods (--compare): the same frames through each method, side by side, measured
 # ---------------------------------------------------------------------------------------------
 
-COMPARE_METHODS = ("fast", "fsrcnn", "fsrcnn-opencv", "espcn", "lapsrn", "edsr", "cubic",
+COMPARE_METHODS = ("fast", "hq", "fsrcnn", "fsrcnn-opencv", "espcn", "lapsrn", "edsr", "cubic",
                    "linear", "ffmpeg")
 PSNR_CAP = 100.0          # dB reported for identical frames (no error at all)
 GRID_MAX_WIDTH = 1920     # grid videos and pictures are scaled down to this width
@@ -4422,6 +4437,7 @@ examples:
   python upscale.py clip720.mp4 --height 1080         make it 1080p -> clip720_fast_1080p.mp4
   python upscale.py clip.mp4 --scale 1.5              any scale from 1 to 8
   python upscale.py clip.mp4 --model fsrcnn --scale 2 FSRCNN x2 -> clip_fsrcnn_x2.mp4
+  python upscale.py clip.mp4 --model hq --scale 2     sharper still, about 3x the time
   python upscale.py clip.mov -o big.mkv --codec h265  choose the output name and codec
   python upscale.py clips/ --output-dir big/          every video directly inside clips/
   for f in clips/*.mp4; do python upscale.py "$f" --quiet; done
@@ -4431,8 +4447,9 @@ examples:
   python upscale.py film.mkv                          ...then joins the parts
 
 models (scales): {models}
-fast's and fsrcnn's weights ship in {default_dir}; the official files are searched in --model-dir,
-$UPSCALE_MODEL_DIR, then {default_dir}, and downloaded there on first use if missing.
+our own weights (fast, hq, fsrcnn) ship in {default_dir}; the official files are searched
+in --model-dir, $UPSCALE_MODEL_DIR, then {default_dir}, and downloaded there on first use if
+missing.
 ffmpeg: $UPSCALE_FFMPEG if set, else the one pip's imageio-ffmpeg brings (the build this
 tool is tested with), else the first on PATH.
 exit status: 0 all done (or already done), 1 some input failed, 2 usage error,
