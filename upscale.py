@@ -2,11 +2,11 @@
 """upscale.py - make low-resolution video sharper and bigger with deep-learning super-resolution.
 
 Each frame of the source is read with OpenCV, enlarged by a super-resolution network run
-through OpenCV's dnn (our own fast network and FSRCNN weights, or OpenCV's official FSRCNN,
-FSRCNN-small, ESPCN, LapSRN, EDSR) or a classic interpolation baseline, brought to the size
-asked for, written to a temporary file, and finally muxed by ffmpeg with the source's audio,
-subtitles, chapters and metadata. The finished file appears under its final name only when
-it is complete.
+through OpenCV's dnn (our own fast and hq networks and FSRCNN weights, or OpenCV's
+official FSRCNN, FSRCNN-small, ESPCN, LapSRN, EDSR) or a classic interpolation baseline,
+brought to the size asked for, written to a temporary file, and finally muxed by ffmpeg with
+the source's audio, subtitles, chapters and metadata. The finished file appears under its
+final name only when it is complete.
 
 Usage:
     python upscale.py clip.mp4                       # fast network, x4 -> clip_fast_x4.mp4
@@ -43,7 +43,7 @@ How to read this file: its sections follow a frame from input to output.
  14. Appendix: the official graphs rewritten into faster equivalents (self-contained).
  15. Command line: the parser, its checks into Settings, and main().
 
-Our own weights (the default fast network and FSRCNN, trained by models/train.py) ship in
+Our own weights (the default fast network, hq and FSRCNN, trained by models/train.py) ship in
 models/ beside this script. The official model files (.pb) are looked up in --model-dir,
 then $UPSCALE_MODEL_DIR, then models/, and downloaded on demand from their official
 repositories (SHA-256 checked).
