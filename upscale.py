@@ -2108,16 +2108,21 @@ def concat_list(paths):
     return "".join("file '%s'\n" % str(p).replace("'", "'\\''") for p in paths)
 
 
+# The joined picture's container: the MP4 layout rewrite_mp4_timing reads, but QuickTime's
+# muxer, since the MP4 muxer of ffmpeg before 6.0 takes no FFV1 (Debian 12's 5.1 failed).
+JOINED_FORMAT = "mov"
+
+
 def join_segments(ffmpeg, videos, joined):
-    """The segments' pictures one after another in joined (an MP4), copied, not re-encoded;
-    the frame times are put right afterwards by rewrite_mp4_timing."""
+    """The segments' pictures one after another in joined (QuickTime, the MP4 layout),
+    copied, not re-encoded; the frame times are put right afterwards by rewrite_mp4_timing."""
     listing = temp_name(joined, "txt")
     try:
         # (a path's own bytes, whatever they are)
         listing.write_text(concat_list(Path(v).resolve() for v in videos),
                            encoding="utf-8", errors="surrogateescape")
         run_ffmpeg(ffmpeg_args(ffmpeg, "-f", "concat", "-safe", "0", "-i", listing, "-map",
-                               "0:v:0", "-c", "copy", "-f", "mp4", joined),
+                               "0:v:0", "-c", "copy", "-f", JOINED_FORMAT, joined),
                    "joining the segments")
     finally:
         listing.unlink()

@@ -1,13 +1,15 @@
 """Everything but the pixel count comes through: timing, streams, metadata, codecs."""
+import shutil
 import subprocess
 from fractions import Fraction
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 import upscale
-from conftest import make_clip, packet_times, probe, run_cli, video_size
+from conftest import cli_env, make_clip, packet_times, probe, run_cli, video_size
 
 
 def test_variable_frame_rate_keeps_every_frame_time(ffmpeg, tmp_path):
@@ -124,6 +126,27 @@ def test_ffv1_output_is_lossless_matroska(ffmpeg, tmp_path):
     out = tmp_path / "clip_fast_x2.mkv"
     assert probe(ffmpeg, out).video[0].codec == "ffv1"
     assert out.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"      # EBML magic: Matroska
+
+
+def every_ffmpeg_here():
+    """The ffmpeg the tool finds and, where it differs, the first on PATH (often an older
+    one, such as Debian 12's 5.1), which a user may point UPSCALE_FFMPEG at."""
+    found = [upscale.find_ffmpeg()]
+    on_path = shutil.which("ffmpeg")
+    if on_path and Path(on_path).resolve() != Path(found[0]).resolve():
+        found.append(on_path)
+    return found
+
+
+@pytest.mark.parametrize("tool_ffmpeg", every_ffmpeg_here())
+def test_ffv1_output_is_made_by_every_ffmpeg_on_the_machine(ffmpeg, tmp_path, tool_ffmpeg):
+    # The segments are joined before the mux; ffmpeg 5.1's MP4 muxer refused FFV1 there.
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.3)
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--codec", "ffv1",
+                     env=cli_env(UPSCALE_FFMPEG=str(tool_ffmpeg)))
+    assert result.returncode == 0, result.stderr
+    video = probe(ffmpeg, tmp_path / "clip_cubic_x2.mkv").video[0]
+    assert (video.codec, video.width, video.height) == ("ffv1", 128, 96)
 
 
 def looks(ffmpeg, path):
