@@ -226,17 +226,17 @@ DEFAULT_METHOD = "fast"
 # the bytes just as well.
 MODEL_CHECKSUMS = {
     "fast-upscalepy_x2.pb":
-        "sha256:390aaa25c0f010fec72a9d0cc2681e83de5f4ec8b80e4582e47fcb1e7c00cd30",
+        "sha256:3eeec839eec49b0dc5ae2c17dc2b02e06279fc17a6ca1b2688cb05cf8f25bd90",
     "fast-upscalepy_x3.pb":
-        "sha256:91bc183dacce2d84dac98696f120e0b1612a2e1333363cb1fd233d2c32692b18",
+        "sha256:53652037ce628bb1daed2fa441ade5ba6403ba5f13c3e688af1a33a35b8d3b1b",
     "fast-upscalepy_x4.pb":
-        "sha256:96f47a6ba9101d3fe9a528549be265904bbbe43ab5d25ac4baf0ced6f1ce245c",
+        "sha256:faa894c1115225db07d29d950f5c44c3df02b72b24f9193cf292825a3ae42faa",
     "hq-upscalepy_x2.pb":
-        "sha256:4f502fad47ee8cee37d19cbcbe5c8037c4319c0335f90604d08781f33864259c",
+        "sha256:a638aa3984cfa4aa538d7d16b31f9dd5548cdde279637e647f6e06028b48b8b2",
     "hq-upscalepy_x3.pb":
-        "sha256:48fc085b8c65c6c772a57511755713a1d23d00aa6a05b145befcbb75eb8278b1",
+        "sha256:02b5f82298c8f5f5aef740318ed3a1fa7541f6d129578c9c705204aea2d2a0b8",
     "hq-upscalepy_x4.pb":
-        "sha256:a2ad470d4f94cccc93256d87e17844e690f83e1b1bdc910dfc741a8f1d5e284e",
+        "sha256:d64a56352d2d91d747e7412fb48f8779a46f13f0d41a4be65124fbc9d7a687fe",
     "FSRCNN-upscalepy_x2.pb":
         "sha256:1411f565339b9b3440929922ce892adbc85f4f6b0728021bde98ff2f230deccf",
     "FSRCNN-upscalepy_x3.pb":

@@ -347,7 +347,7 @@ def export(args):
         tf.raw_ops.Transpose(x=y, perm=tf.constant([0, 3, 1, 2], name="NCHW_output/perm"),
                              name="NCHW_output")
     out = Path(args.out)
-    out.write_bytes(graph.as_graph_def().SerializeToString())
+    out.write_bytes(graph.as_graph_def().SerializeToString(deterministic=True))
     print(f"wrote {out} ({out.stat().st_size} bytes)")
     if args.reference:
         # The trained network's own output on a held-out crop: OpenCV must reproduce it.
