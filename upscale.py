@@ -242,7 +242,7 @@ MODEL_CHECKSUMS = {
     "FSRCNN-upscalepy_x3.pb":
         "sha256:5d2866f88de39cd74dd484060d8eecb546554717e8b1d9ebe2dfa3cbc94208c1",
     "FSRCNN-upscalepy_x4.pb":
-        "sha256:3c540672ebc7f0d6a81c6a3cd77c322b324ae9a6a4328176857db73e50785819",
+        "sha256:6987d504502d5a0caa7225c6d0fe1a9ef6845e45f239dab9e729f361ac8175c6",
     "ESPCN_x2.pb": "sha256:59f77351e1d7c0057bf6fe088b4a8a07e42c468c8c8aebb674a6b4ea1823221d",
     "ESPCN_x3.pb": "sha256:0e667db7a431d14c32568ed79bf21701a64df8b1d162e48ca1f8800affe2c2b3",
     "ESPCN_x4.pb": "sha256:e403f06309229cf36009cd8fb0da032ba7643fae9f15cf94fe562e8edf8fef47",
