@@ -240,7 +240,7 @@ MODEL_CHECKSUMS = {
     "FSRCNN-upscalepy_x2.pb":
         "sha256:1411f565339b9b3440929922ce892adbc85f4f6b0728021bde98ff2f230deccf",
     "FSRCNN-upscalepy_x3.pb":
-        "sha256:5d2866f88de39cd74dd484060d8eecb546554717e8b1d9ebe2dfa3cbc94208c1",
+        "sha256:a48c3e6f9a54b25afed0e7a2108ba3a48f29617faf8536e4eef70a814d9b4b85",
     "FSRCNN-upscalepy_x4.pb":
         "sha256:6987d504502d5a0caa7225c6d0fe1a9ef6845e45f239dab9e729f361ac8175c6",
     "ESPCN_x2.pb": "sha256:59f77351e1d7c0057bf6fe088b4a8a07e42c468c8c8aebb674a6b4ea1823221d",
