@@ -42,6 +42,9 @@ def image_names(split, root=DATASETS):
     """Sorted names ("T91/t1.bmp") of the training or validation images."""
     names = []
     for folder in SETS:
+        if not (Path(root) / folder).is_dir():
+            raise SystemExit(f"no {folder} in {root}: set UPSCALE_DATASETS to the folder of "
+                             "the training images (../shared/datasets)")
         for path in sorted((Path(root) / folder).iterdir()):
             name = f"{folder}/{path.name}"
             if path.suffix.lower() in (".bmp", ".png") and name not in DUPLICATES and \

@@ -346,12 +346,13 @@ def export(args):
         y = nets.forward(tf, family, x, consts, scale)
         tf.raw_ops.Transpose(x=y, perm=tf.constant([0, 3, 1, 2], name="NCHW_output/perm"),
                              name="NCHW_output")
+    # The held-out crop first: without the images, nothing is written.
+    low = reference_crop(scale) if args.reference else None
     out = Path(args.out)
     out.write_bytes(graph.as_graph_def().SerializeToString(deterministic=True))
     print(f"wrote {out} ({out.stat().st_size} bytes)")
     if args.reference:
         # The trained network's own output on a held-out crop: OpenCV must reproduce it.
-        low = reference_crop(scale)
         fixed = {k: tf.constant(v) for k, v in nets.constants(scale).items()}
         reference = nets.forward(tf, family, tf.constant(low[None, :, :, None] / 255.0,
                                                          tf.float32),
