@@ -238,7 +238,7 @@ MODEL_CHECKSUMS = {
     "hq-upscalepy_x4.pb":
         "sha256:d64a56352d2d91d747e7412fb48f8779a46f13f0d41a4be65124fbc9d7a687fe",
     "FSRCNN-upscalepy_x2.pb":
-        "sha256:1411f565339b9b3440929922ce892adbc85f4f6b0728021bde98ff2f230deccf",
+        "sha256:6b0105b3c4c7c11fdf92134774e13ecf96cc0363cf0ba11adb2a1e3c3ebce27d",
     "FSRCNN-upscalepy_x3.pb":
         "sha256:a48c3e6f9a54b25afed0e7a2108ba3a48f29617faf8536e4eef70a814d9b4b85",
     "FSRCNN-upscalepy_x4.pb":
