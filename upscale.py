@@ -1882,7 +1882,8 @@ def upscale_frames(frames, stats, upscaler, temp_path, encoder, fps, progress=No
         finally:
             stop.set()
             for worker in workers:
-                worker.join()
+                if worker.ident is not None:    # Ctrl-C can come before the last has started
+                    worker.join()
             writer.close()
     for worker in workers:
         if worker.error is not None:
