@@ -163,17 +163,14 @@ def widened_weights(family, source_family, source, scale, seed):
     widening), so that hq starts where fast ended. Each layer's folded kernel holds the
     source's in its first channels; new channels get fresh random inputs and no outputs
     into the old ones (their outgoing weights start at zero and are trained); the extra
-    middle layers are identities (kernel I, PReLU slope 1). Each target kernel T is written
-    as factors with the 1x1 factor [I; 0], so folded() gives T back, and the remaining kxk
-    columns keep their fresh values for the optimiser to bring in."""
+    middle layers are identities (kernel I, PReLU slope 1)."""
     small, big = source_family.layers(scale), family.layers(scale)
     if not (family.plain and source_family.plain and family.expand
             and source_family.channels <= family.channels and len(small) <= len(big)):
         raise ValueError(f"{source_family.name} does not fit inside {family.name}")
     src = folded(source_family, source, scale)
-    fresh = initial_weights(family, scale, seed)
-    start = folded(family, fresh, scale)
-    weights = {}
+    start = folded(family, initial_weights(family, scale, seed), scale)
+    target = {}
     for i, (k, cin, cout, act) in enumerate(big):
         kernel = np.array(start[f"w{i}"])
         bias = np.zeros(cout, np.float32)
@@ -192,23 +189,42 @@ def widened_weights(family, source_family, source, scale, seed):
             bias[:co] = src[f"b{j}"]
             if act:
                 alpha[:co] = src[f"alpha{j}"]
-        if act and cin == cout:
-            kernel[k // 2, k // 2] -= np.eye(cin, dtype=np.float32)   # folded() adds it back
-        a = fresh[f"a{i}"].copy()
-        a[..., :cout] = kernel
-        p = np.zeros((family.expand, cout), np.float32)
-        p[:cout, :cout] = np.eye(cout, dtype=np.float32)
-        weights.update({f"a{i}": a, f"p{i}": p, f"b{i}": bias})
+        target.update({f"w{i}": kernel, f"b{i}": bias})
         if act:
-            weights[f"alpha{i}"] = alpha
+            target[f"alpha{i}"] = alpha
+    return factored_weights(family, target, scale, seed)
+
+
+def factored_weights(family, target, scale, seed):
+    """Training weights of a plain family whose folded() form is exactly `target` (folded
+    weights: an exported file's, or a widened network's). Each kernel T is written as
+    factors with the 1x1 factor [I; 0]; the kxk factor's remaining columns keep fresh
+    random values, which the optimiser brings in once their 1x1 rows leave zero."""
+    fresh = initial_weights(family, scale, seed)
+    weights = {}
+    for i, (k, cin, cout, act) in enumerate(family.layers(scale)):
+        kernel = np.array(target[f"w{i}"], np.float32)
+        if family.expand:
+            if act and cin == cout:
+                kernel[k // 2, k // 2] -= np.eye(cin, dtype=np.float32)  # folded() adds it
+            a = fresh[f"a{i}"].copy()
+            a[..., :cout] = kernel
+            p = np.zeros((family.expand, cout), np.float32)
+            p[:cout, :cout] = np.eye(cout, dtype=np.float32)
+            weights.update({f"a{i}": a, f"p{i}": p})
+        else:
+            weights[f"a{i}"] = kernel
+        weights[f"b{i}"] = np.array(target[f"b{i}"], np.float32)
+        if act:
+            weights[f"alpha{i}"] = np.array(target[f"alpha{i}"], np.float32)
     return weights
 
 
-def folded(family, weights, scale, xp=np):
+def folded(family, weights, scale, einsum=np.einsum, constant=np.asarray):
     """{name: value} of the exported network's weights: for the plain families each linear
     block's factors multiplied into one kernel (kxk E, then 1x1 to C), plus an identity at
-    the centre tap of every C -> C layer; FSRCNN's as they are. xp is numpy
-    or a TensorFlow-like module with einsum, so training folds inside the step."""
+    the centre tap of every C -> C layer; FSRCNN's as they are. einsum and constant are the
+    training framework's (weights are its tensors), so training folds inside the step."""
     if not family.plain:
         return dict(weights)
     out = {}
@@ -216,11 +232,11 @@ def folded(family, weights, scale, xp=np):
         if not family.expand:
             kernel = weights[f"a{i}"]
         else:
-            kernel = xp.einsum("hwie,eo->hwio", weights[f"a{i}"], weights[f"p{i}"])
+            kernel = einsum("hwie,eo->hwio", weights[f"a{i}"], weights[f"p{i}"])
         if act and cin == cout and family.expand:
             eye = np.zeros((k, k, cin, cout), np.float32)
             eye[k // 2, k // 2] = np.eye(cin, dtype=np.float32)
-            kernel = kernel + eye
+            kernel = kernel + constant(eye)
         out[f"w{i}"] = kernel
         out[f"b{i}"] = weights[f"b{i}"]
         if act:

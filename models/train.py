@@ -52,34 +52,55 @@ def loss_weights(family, scale):
     return (w / w.sum())[None, :, :, None]
 
 
-def pb_weights(path):
-    """{name: array} of the Const nodes of a frozen graph this script exported: an FSRCNN
-    file (ours or the official one) to go on training from."""
-    import tensorflow as tf
-    graph = tf.compat.v1.GraphDef()
-    graph.ParseFromString(Path(path).read_bytes())
-    names = nets.fsrcnn_shapes(4).keys()
-    found = {n.name: tf.make_ndarray(n.attr["value"].tensor) for n in graph.node
-             if n.op == "Const" and n.name in names}
-    if set(found) != set(names):
-        raise SystemExit(f"{path}: not an FSRCNN graph (missing {sorted(set(names) - set(found))})")
+def exported_shapes(family, scale):
+    """{name: shape} of the Const nodes that hold an exported file's weights."""
+    if not family.plain:
+        return nets.fsrcnn_shapes(scale)
+    shapes = {}
+    for i, (k, cin, cout, act) in enumerate(family.layers(scale)):
+        shapes.update({f"w{i}": (k, k, cin, cout), f"b{i}": (cout,)})
+        if act:
+            shapes[f"alpha{i}"] = (cout,)
+    return shapes
+
+
+def pb_weights(path, family, scale):
+    """{name: array} of the weights in a frozen graph this script exported (or an official
+    FSRCNN file), to go on training from. upscale.py's own reader parses it, so this needs
+    no TensorFlow (a GPU machine may have another framework only)."""
+    try:
+        nodes = srdata.upscale.graph_nodes(Path(path).read_bytes()) or []
+    except (OSError, ValueError, IndexError) as exc:
+        raise SystemExit(f"{path}: cannot read it as a frozen graph ({exc})")
+    shapes = exported_shapes(family, scale)
+    found = {n.name: srdata.upscale.const_floats(n) for n in nodes if n.name in shapes}
+    found = {k: v for k, v in found.items() if v is not None}
+    wrong = sorted(k for k, v in shapes.items() if k not in found or found[k].shape != v)
+    if wrong:
+        raise SystemExit(f"{path}: not a x{scale} {family.name} graph ({', '.join(wrong)} "
+                         "missing or of another shape)")
     return {k: v.astype(np.float32) for k, v in found.items()}
 
 
 # --- Data ---------------------------------------------------------------------------------------
 
+def cache_path(cache_dir, scale, degradation):
+    return Path(cache_dir) / f"train_x{scale}_{degradation}_8bit.npz"
+
+
 def training_pairs(scale, degradation, cache_dir):
-    """[(hr luma float32 in [0, 1], [low-resolution luma uint8, ...])] for every training
-    image: the clean low-resolution image first, then its compressed one (mix only).
-    Cached in cache_dir, since the x264 round trips take a minute."""
-    cache = Path(cache_dir) / f"train_x{scale}_{degradation}.npz"
+    """[(high-resolution luma, [low-resolution luma, ...])], all 8-bit as upscale.py sees
+    pictures, for every training image: the clean low-resolution image first, then its
+    compressed one (mix only). Cached in cache_dir, since the x264 round trips take a
+    minute; models/carry.py moves a cache to a machine without the images."""
+    cache = cache_path(cache_dir, scale, degradation)
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
         count = int(data["count"])
         return [(data[f"hr{i}"], [data[f"lr{i}_{j}"] for j in range(int(data[f"n{i}"]))])
                 for i in range(count)]
     names = srdata.image_names("train")
-    pairs, arrays, started = [], {}, time.monotonic()
+    pairs, started = [], time.monotonic()
     ffmpeg = srdata.find_ffmpeg() if degradation == "mix" else None
     for i, name in enumerate(names):
         hr = srdata.modcrop(srdata.read_bgr(name), 2 * scale)
@@ -87,45 +108,63 @@ def training_pairs(scale, degradation, cache_dir):
         if degradation == "mix":
             crf = 18 + i % 6                          # 18..23, spread over the images
             lows.append(srdata.h264_frames([lows[0]], crf, ffmpeg)[0])
-        hr_y = hr.astype(np.float32) @ np.float32([0.114, 0.587, 0.299]) / 255.0
-        low_y = [srdata.luma(low) for low in lows]
-        k = len(pairs)
-        arrays.update({f"hr{k}": hr_y, f"n{k}": np.int64(len(low_y))})
-        arrays.update({f"lr{k}_{j}": y for j, y in enumerate(low_y)})
-        pairs.append((hr_y, low_y))
+        pairs.append((srdata.luma(hr), [srdata.luma(low) for low in lows]))
         srdata.progress(i + 1, len(names), started, f"x{scale} {degradation} data")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, count=np.int64(len(pairs)), **arrays)
-    os.replace(tmp, cache)
+    save_pairs(cache, pairs)
     return pairs
 
 
-def batch(pairs, areas, scale, seed, step):
-    """Batch `step`: (low-resolution patches, high-resolution patches), NHWC float32. It
-    depends on (seed, step) alone, so a resumed run draws what an uninterrupted one would."""
+def save_pairs(path, pairs):
+    """Write training_pairs()'s list as its cache file (complete or not at all)."""
+    arrays = {"count": np.int64(len(pairs))}
+    for k, (hr, lows) in enumerate(pairs):
+        arrays.update({f"hr{k}": hr, f"n{k}": np.int64(len(lows))})
+        arrays.update({f"lr{k}_{j}": y for j, y in enumerate(lows)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def batch(pairs, areas, scale, seed, step, size=BATCH):
+    """Batch `step`: (low-resolution patches, high-resolution patches), NHWC float32 in
+    [0, 1]. It depends on (seed, step, size) alone, so a resumed run draws what an
+    uninterrupted one would."""
     rng = np.random.default_rng([seed, step])
     p = PATCH[scale]
+    picks = rng.choice(len(pairs), size, p=areas)
+    variant = rng.random(size)
+    where = rng.random((size, 2))
+    turns, flips = rng.integers(4, size=size), rng.integers(2, size=size)
     lows, highs = [], []
-    for k in rng.choice(len(pairs), BATCH, p=areas):
+    for i, k in enumerate(picks):
         hr, variants = pairs[k]
-        low = variants[rng.integers(len(variants))]
-        y = rng.integers(low.shape[0] - p + 1)
-        x = rng.integers(low.shape[1] - p + 1)
-        lo = low[y:y + p, x:x + p].astype(np.float32) / 255.0
-        hi = hr[y * scale:(y + p) * scale, x * scale:(x + p) * scale]
-        turns, flip = rng.integers(4), rng.integers(2)
-        lo, hi = np.rot90(lo, turns), np.rot90(hi, turns)
-        if flip:
+        low = variants[int(variant[i] * len(variants))]
+        y = int(where[i, 0] * (low.shape[0] - p + 1))
+        x = int(where[i, 1] * (low.shape[1] - p + 1))
+        lo = np.rot90(low[y:y + p, x:x + p], turns[i])
+        hi = np.rot90(hr[y * scale:(y + p) * scale, x * scale:(x + p) * scale], turns[i])
+        if flips[i]:
             lo, hi = lo[:, ::-1], hi[:, ::-1]
         lows.append(lo)
         highs.append(hi)
-    return np.stack(lows)[..., None], np.stack(highs)[..., None]
+    return (np.stack(lows)[..., None].astype(np.float32) / 255,
+            np.stack(highs)[..., None].astype(np.float32) / 255)
 
 
-def validation_set(scale, limit=16, side=480):
-    """[(low-resolution luma, matlab luma of the high-resolution image)] for quick figures
-    while training: the first `limit` held-out images, centre crops of at most side."""
+def validation_path(cache_dir, scale):
+    return Path(cache_dir) / f"validation_x{scale}.npz"
+
+
+def validation_set(scale, cache_dir, limit=16, side=480):
+    """[(low-resolution luma, MATLAB luma of the high-resolution image, rounded)] for quick
+    figures while training: the first `limit` held-out images, centre crops of at most
+    side. Cached in cache_dir, so that a machine without the images can train."""
+    cache = validation_path(cache_dir, scale)
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as data:
+            return [(data[f"low{i}"], data[f"truth{i}"].astype(np.float64))
+                    for i in range(int(data["count"]))]
     out = []
     for name in srdata.image_names("validation")[:limit]:
         hr = srdata.read_bgr(name)
@@ -134,6 +173,13 @@ def validation_set(scale, limit=16, side=480):
         hr = srdata.modcrop(hr[y0:y0 + side, x0:x0 + side], scale)
         low = srdata.low_resolution(hr, scale)
         out.append((srdata.luma(low), np.round(srdata.matlab_y(hr))))
+    arrays = {"count": np.int64(len(out))}
+    for i, (low, truth) in enumerate(out):
+        arrays.update({f"low{i}": low, f"truth{i}": truth.astype(np.uint8)})
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, cache)
     return out
 
 
@@ -175,7 +221,7 @@ def weights_of(state):
     return {k[2:]: v for k, v in state.items() if k.startswith("w_")}
 
 
-# --- Training ---------------------------------------------------------------------------------
+# --- Schedule and starting point -------------------------------------------------------------
 
 def learning_rate(step, steps, peak, warmup=500):
     """Linear warm-up, then a cosine down to 1% of the peak."""
@@ -210,18 +256,181 @@ def starting_weights(args, family, report):
             return weights_of(source)
         return nets.seeded_weights(family, weights_of(source), args.scale)
     if args.init_pb:
-        if family.plain:
-            raise SystemExit("--init-pb reads FSRCNN files only")
-        report(f"x{args.scale} fsrcnn from {args.init_pb}")
-        return pb_weights(args.init_pb)
+        report(f"x{args.scale} {family.name} from {args.init_pb}")
+        exported = pb_weights(args.init_pb, family, args.scale)
+        return nets.factored_weights(family, exported, args.scale, args.seed) \
+            if family.plain else exported
     return nets.initial_weights(family, args.scale, args.seed)
 
 
+# --- The training step, one class a framework ----------------------------------------------
+# Both take the same weights and Adam moments (numpy, the checkpoint's form), take the same
+# batches and do the same arithmetic: a run may be started with one and resumed with the
+# other. TensorFlow is the reference, on the CPU; PyTorch is there for a GPU machine, whose
+# image may have no TensorFlow.
+
+ADAM = (0.9, 0.999, 1e-8)                 # beta1, beta2, epsilon
+
+
+class TensorflowSteps:
+    def __init__(self, family, scale, weights, moments, pixel_weights, args):
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.experimental.enable_op_determinism()
+        self.names = sorted(weights)
+        variables = {k: tf.Variable(v) for k, v in weights.items()}
+        self.variables, self.moments = variables, {
+            k: [tf.Variable(m), tf.Variable(v)] for k, (m, v) in moments.items()}
+        fixed = {k: tf.constant(v) for k, v in nets.constants(scale).items()}
+        pixel_weights = tf.constant(pixel_weights)
+
+        def network(low):
+            w = nets.folded(family, variables, scale, einsum=tf.einsum, constant=tf.constant)
+            return nets.forward(tf, family, low, dict(w, **fixed), scale)
+
+        @tf.function(jit_compile=args.xla)
+        def step(low, high, lr, t):
+            with tf.GradientTape() as tape:
+                out = network(low)
+                loss = tf.reduce_sum(tf.abs(out - high) * pixel_weights) / low.shape[0]
+            grads = tape.gradient(loss, [variables[k] for k in self.names])
+            b1, b2, eps = ADAM
+            for k, g in zip(self.names, grads):
+                m, v = self.moments[k]
+                m.assign(b1 * m + (1 - b1) * g)
+                v.assign(b2 * v + (1 - b2) * g * g)
+                mhat = m / (1 - b1 ** t)
+                vhat = v / (1 - b2 ** t)
+                variables[k].assign_sub(lr * mhat / (tf.sqrt(vhat) + eps))
+            return loss
+
+        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32)])
+        def infer(low):
+            return network(low)
+
+        self.tf, self._step, self._infer = tf, step, infer
+
+    def step(self, low, high, lr, t):
+        """One Adam step on a batch; the loss, as something float() reads."""
+        return self._step(low, high, self.tf.constant(lr, self.tf.float32),
+                          self.tf.constant(t, self.tf.float32))
+
+    def infer(self, low):
+        """The network's output for one NHWC float32 picture, as a 2-D array."""
+        return self._infer(low).numpy()[0, :, :, 0]
+
+    def state(self):
+        """{name: (weight, first moment, second moment)} as numpy arrays."""
+        return {k: (self.variables[k].numpy(), *(x.numpy() for x in self.moments[k]))
+                for k in self.names}
+
+
+class TorchOps:
+    """The tf.raw_ops operations nets.forward() uses, on NHWC PyTorch tensors (as
+    `ops.raw_ops`), so that both frameworks run the one definition of each network."""
+
+    def __init__(self, torch):
+        self.torch, self.raw_ops = torch, self
+
+    def Conv2D(self, input, filter, strides, padding, name):  # tf.raw_ops' names
+        # NHWC seen as NCHW is channels-last memory, which cuDNN takes as it is.
+        out = self.torch.nn.functional.conv2d(input.permute(0, 3, 1, 2),
+                                              filter.permute(3, 2, 0, 1),
+                                              padding=filter.shape[0] // 2)
+        return out.permute(0, 2, 3, 1)
+
+    def DepthToSpace(self, input, block_size, name):
+        n, h, w, c = input.shape
+        s = block_size
+        return (input.reshape(n, h, w, s, s, c // (s * s)).permute(0, 1, 3, 2, 4, 5)
+                .reshape(n, h * s, w * s, c // (s * s)))
+
+    def Add(self, x, y, name):
+        return x + y
+
+    def BiasAdd(self, value, bias, name):
+        return value + bias
+
+    def Sub(self, x, y, name):
+        return x - y
+
+    def Mul(self, x, y, name):
+        return x * y
+
+    def Abs(self, x, name):
+        return x.abs()
+
+    def Relu(self, features, name):
+        return features.relu()
+
+
+class TorchSteps:
+    def __init__(self, family, scale, weights, moments, pixel_weights, args):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+        import torch
+        torch.set_num_threads(args.threads)
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        self.torch = torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.names = sorted(weights)
+        self.params = [torch.tensor(weights[k], device=self.device, requires_grad=True)
+                       for k in self.names]
+        self.m = [torch.tensor(moments[k][0], device=self.device) for k in self.names]
+        self.v = [torch.tensor(moments[k][1], device=self.device) for k in self.names]
+        self.pixel_weights = torch.tensor(pixel_weights, device=self.device)
+        self.fixed = {k: torch.tensor(v, device=self.device)
+                      for k, v in nets.constants(scale).items()}
+        self.family, self.scale, self.ops = family, scale, TorchOps(torch)
+        self.identities = {}
+
+    def constant(self, array):
+        key = (array.shape, array.tobytes())
+        if key not in self.identities:
+            self.identities[key] = self.torch.tensor(array, device=self.device)
+        return self.identities[key]
+
+    def network(self, low):
+        w = nets.folded(self.family, dict(zip(self.names, self.params)), self.scale,
+                        einsum=self.torch.einsum, constant=self.constant)
+        return nets.forward(self.ops, self.family, low, dict(w, **self.fixed), self.scale)
+
+    def tensor(self, array):
+        return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+    def step(self, low, high, lr, t):
+        torch = self.torch
+        low, high = self.tensor(low), self.tensor(high)
+        loss = (torch.abs(self.network(low) - high) * self.pixel_weights).sum() / low.shape[0]
+        grads = torch.autograd.grad(loss, self.params)
+        b1, b2, eps = ADAM
+        with torch.no_grad():           # TensorflowSteps' Adam, as the same formula
+            torch._foreach_mul_(self.m, b1)
+            torch._foreach_add_(self.m, grads, alpha=1 - b1)
+            torch._foreach_mul_(self.v, b2)
+            torch._foreach_addcmul_(self.v, grads, grads, value=1 - b2)
+            denominators = torch._foreach_sqrt(torch._foreach_div(self.v, 1 - b2 ** t))
+            torch._foreach_add_(denominators, eps)
+            torch._foreach_addcdiv_(self.params, self.m, denominators,
+                                    value=-lr / (1 - b1 ** t))
+        return loss.detach()            # read at the next report: no wait for the GPU
+
+    def infer(self, low):
+        with self.torch.no_grad():
+            return self.network(self.tensor(low)).cpu().numpy()[0, :, :, 0]
+
+    def state(self):
+        return {k: tuple(x.detach().cpu().numpy() for x in (p, m, v))
+                for k, p, m, v in zip(self.names, self.params, self.m, self.v)}
+
+
+BACKENDS = {"tensorflow": TensorflowSteps, "torch": TorchSteps}
+
+
+# --- Training ---------------------------------------------------------------------------------
+
 def train(args):
-    import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf.config.experimental.enable_op_determinism()
     family = nets.FAMILIES[args.family]
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
@@ -240,74 +449,47 @@ def train(args):
         start = int(state["step"])
         report(f"resuming {run} at step {start} of {args.steps}")
         weights = weights_of(state)
+        moments = {k: (state[f"m_{k}"], state[f"v_{k}"]) for k in weights}
     else:
         start = 0
         weights = starting_weights(args, family, report)
-    variables = {k: tf.Variable(v) for k, v in weights.items()}
-    moments = {k: [tf.Variable(state[f"m_{k}"] if state else np.zeros_like(v)),
-                   tf.Variable(state[f"v_{k}"] if state else np.zeros_like(v))]
-               for k, v in weights.items()}
-    fixed = {k: tf.constant(v) for k, v in nets.constants(args.scale).items()}
-    pixel_weights = tf.constant(loss_weights(family, args.scale))
-    names = sorted(variables)
-
-    def network(low):
-        folded = nets.folded(family, variables, args.scale, xp=tf)
-        return nets.forward(tf, family, low, dict(folded, **fixed), args.scale)
-
-    @tf.function(jit_compile=args.xla)
-    def step_fn(low, high, lr, t):
-        with tf.GradientTape() as tape:
-            out = network(low)
-            loss = tf.reduce_sum(tf.abs(out - high) * pixel_weights) / BATCH
-        grads = tape.gradient(loss, [variables[k] for k in names])
-        b1, b2, eps = 0.9, 0.999, 1e-8
-        for k, g in zip(names, grads):
-            m, v = moments[k]
-            m.assign(b1 * m + (1 - b1) * g)
-            v.assign(b2 * v + (1 - b2) * g * g)
-            mhat = m / (1 - b1 ** t)
-            vhat = v / (1 - b2 ** t)
-            variables[k].assign_sub(lr * mhat / (tf.sqrt(vhat) + eps))
-        return loss
-
-    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32)])
-    def infer(low):
-        return network(low)
+        moments = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in weights.items()}
+    steps = BACKENDS[args.backend](family, args.scale, weights, moments,
+                                   loss_weights(family, args.scale), args)
 
     def validate(val):
-        figures = [luma_psnr(infer(low[None, :, :, None].astype(np.float32) / 255.0)
-                             .numpy()[0, :, :, 0], truth, args.scale) for low, truth in val]
+        figures = [luma_psnr(steps.infer(low[None, :, :, None].astype(np.float32) / 255.0),
+                             truth, args.scale) for low, truth in val]
         return float(np.mean(figures))
 
     pairs = [(hr, lows) for hr, lows in training_pairs(args.scale, args.degradation, args.cache)
              if min(lows[0].shape) >= PATCH[args.scale]]
     areas = np.array([low[0].size for _, low in pairs], np.float64)
     areas /= areas.sum()
-    val = validation_set(args.scale)
+    val = validation_set(args.scale, args.cache)
     report(f"x{args.scale} {family.name} ({family.multiply_adds(args.scale)} multiply-adds a "
            f"pixel): {len(pairs)} training images ({args.degradation}), {len(val)} "
-           f"validation images; bicubic {bicubic_psnr(val, args.scale):.2f} dB")
+           f"validation images; bicubic {bicubic_psnr(val, args.scale):.2f} dB; "
+           f"{args.backend}, batch {args.batch}")
 
     def checkpoint(step):
         state = {"family": np.str_(family.name), "scale": np.int64(args.scale),
                  "step": np.int64(step)}
-        for k in names:
-            state[f"w_{k}"] = variables[k].numpy()
-            state[f"m_{k}"], state[f"v_{k}"] = (x.numpy() for x in moments[k])
+        for k, (w, m, v) in steps.state().items():
+            state[f"w_{k}"], state[f"m_{k}"], state[f"v_{k}"] = w, m, v
         save_checkpoint(run, state)
 
     started, saved, losses = time.monotonic(), time.monotonic(), []
     stop = min(args.steps, args.stop_at or args.steps)
     for step in range(start, stop):
-        low, high = batch(pairs, areas, args.scale, args.seed, step)
+        low, high = batch(pairs, areas, args.scale, args.seed, step, args.batch)
         lr = learning_rate(step, args.steps, args.lr)
-        losses.append(float(step_fn(low, high, tf.constant(lr, tf.float32),
-                                    tf.constant(step + 1, tf.float32))))
+        losses.append(steps.step(low, high, lr, step + 1))
         done = step + 1
         if done % args.val_every == 0 or done == args.steps:
+            loss = np.mean([float(x) for x in losses])
             rate = (done - start) / (time.monotonic() - started)
-            report(f"step {done}/{args.steps}  loss {np.mean(losses):.5f}  lr {lr:.2e}  "
+            report(f"step {done}/{args.steps}  loss {loss:.5f}  lr {lr:.2e}  "
                    f"val {validate(val):.2f} dB  {rate:.1f} steps/s  "
                    f"ETA {(args.steps - done) / rate / 60:.0f} min")
             losses = []
@@ -392,6 +574,10 @@ def main():
                    help="how much work an interruption may lose (default 120)")
     t.add_argument("--cache", default=str(srdata.HERE / ".cache"))
     t.add_argument("--xla", action="store_true", help="compile the step with XLA")
+    t.add_argument("--backend", choices=sorted(BACKENDS), default="tensorflow",
+                   help="tensorflow (the reference, CPU) or torch (uses a CUDA GPU if "
+                   "there is one; install torch yourself)")
+    t.add_argument("--batch", type=int, default=BATCH, help=f"patches a step (default {BATCH})")
     e = sub.add_parser("export", help="write a run's weights as a .pb")
     e.add_argument("--run", required=True)
     e.add_argument("--out", required=True)
