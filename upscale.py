@@ -4664,9 +4664,24 @@ COMPARE_ONLY = {"methods": ",".join(COMPARE_METHODS), "no_reference": False,
                 "report": None}                   # options of --compare, and their defaults
 
 
+def opencv_problem(cv2_module=cv2):
+    """Why this OpenCV cannot run the networks (every model file here is a frozen
+    TensorFlow graph), or "" when it can."""
+    if not hasattr(cv2_module, "dnn_superres"):
+        return (f"OpenCV {cv2_module.__version__} has no dnn_superres module (the contrib "
+                "build); install it with: pip install -r requirements.txt")
+    if not hasattr(cv2_module.dnn, "readNetFromTensorflow"):
+        return (f"OpenCV {cv2_module.__version__} cannot read TensorFlow model files (5.1 "
+                "dropped them); install 5.0 or 4.x with: pip install -r requirements.txt")
+    return ""
+
+
 def settings_from_args(args):
     """Checked Settings, or UsageError before any work is done."""
     method = METHODS[args.model]
+    wanted = [METHODS.get(m) for m in args.methods.split(",")] if args.compare else [method]
+    if any(m and m.is_network for m in wanted) and opencv_problem():
+        raise UsageError(opencv_problem())
     output = Path(args.output) if args.output else None       # (Path drops a final "/")
     url = next((i for i in args.inputs if URL_RE.match(i)), None)
     if url:

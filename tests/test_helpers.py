@@ -1,6 +1,7 @@
 """Fast unit tests of the pure helpers: the `ffmpeg -i` parser on text recorded from ffmpeg
 5.1 (Debian 12) and 9.0 (imageio-ffmpeg), time and size arithmetic, names and tables."""
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -255,3 +256,21 @@ def test_output_names_say_the_model_and_the_size_asked(tmp_path):
     tried = upscale.dataclasses.replace(settings, frames=10, output_dir=tmp_path / "out")
     assert upscale.output_path_for(tmp_path / "clip.mp4", tried, "x2") == \
         tmp_path / "out" / "clip_fast_x2_first10.mp4"
+
+
+def test_the_installed_opencv_can_run_every_network():
+    # requirements.txt keeps OpenCV below 5.1, which dropped the TensorFlow importer.
+    assert upscale.opencv_problem() == ""
+
+
+def test_an_opencv_without_the_tensorflow_importer_is_named_with_its_fix():
+    # OpenCV 5.1's cv2.dnn as far as the check looks: no readNetFromTensorflow.
+    opencv51 = SimpleNamespace(__version__="5.1.0", dnn_superres=object(),
+                               dnn=SimpleNamespace(readNetFromONNX=object()))
+    problem = upscale.opencv_problem(opencv51)
+    assert "5.1.0" in problem and "TensorFlow" in problem and "requirements.txt" in problem
+
+
+def test_an_opencv_without_the_contrib_modules_is_named_with_its_fix():
+    plain = SimpleNamespace(__version__="5.0.0", dnn=SimpleNamespace(readNetFromTensorflow=1))
+    assert "dnn_superres" in upscale.opencv_problem(plain)
