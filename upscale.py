@@ -226,23 +226,23 @@ DEFAULT_METHOD = "fast"
 # the bytes just as well.
 MODEL_CHECKSUMS = {
     "fast-upscalepy_x2.pb":
-        "sha256:3eeec839eec49b0dc5ae2c17dc2b02e06279fc17a6ca1b2688cb05cf8f25bd90",
+        "sha256:6513c69d43356da8f346c081c4e8fe37fac76f12d9cebaee07fb2901cddeb9fb",
     "fast-upscalepy_x3.pb":
-        "sha256:53652037ce628bb1daed2fa441ade5ba6403ba5f13c3e688af1a33a35b8d3b1b",
+        "sha256:3b1ba46687bcbdbbc875cca2207eeccc0ab09806615ad9afab7cf9e1fcb22488",
     "fast-upscalepy_x4.pb":
-        "sha256:faa894c1115225db07d29d950f5c44c3df02b72b24f9193cf292825a3ae42faa",
+        "sha256:f1fdbb76a3236047f49f20ff6c1ebf98847698d5524defae7216e2bbf9c47819",
     "hq-upscalepy_x2.pb":
-        "sha256:a638aa3984cfa4aa538d7d16b31f9dd5548cdde279637e647f6e06028b48b8b2",
+        "sha256:181c9da6bd17dc1047cb52ea33e2afe97898d8cb118d51ed55eda477e4f9a38e",
     "hq-upscalepy_x3.pb":
-        "sha256:02b5f82298c8f5f5aef740318ed3a1fa7541f6d129578c9c705204aea2d2a0b8",
+        "sha256:e94ef5309d6871f7bf81e5455cadac6946c4d6a9ccc273ee2677c7686e294ebe",
     "hq-upscalepy_x4.pb":
-        "sha256:d64a56352d2d91d747e7412fb48f8779a46f13f0d41a4be65124fbc9d7a687fe",
+        "sha256:30332d19ae686da146b4d1bad9c3c76ca4dd74712c3efcfc218e66a51f653f08",
     "FSRCNN-upscalepy_x2.pb":
-        "sha256:6b0105b3c4c7c11fdf92134774e13ecf96cc0363cf0ba11adb2a1e3c3ebce27d",
+        "sha256:6717ad6403eb2099e20db1b911cce087f45b29c05d683f4c714dd541f8fe0c52",
     "FSRCNN-upscalepy_x3.pb":
-        "sha256:a48c3e6f9a54b25afed0e7a2108ba3a48f29617faf8536e4eef70a814d9b4b85",
+        "sha256:eeb6eee33f29bdba583a1423c0ed4cade291f640d941791df6afb3fbb2f1c90e",
     "FSRCNN-upscalepy_x4.pb":
-        "sha256:6987d504502d5a0caa7225c6d0fe1a9ef6845e45f239dab9e729f361ac8175c6",
+        "sha256:af6281f803db73bcaedf25d4a199534e7a50943b0fdc7eb6c1d8ccb72804df9e",
     "ESPCN_x2.pb": "sha256:59f77351e1d7c0057bf6fe088b4a8a07e42c468c8c8aebb674a6b4ea1823221d",
     "ESPCN_x3.pb": "sha256:0e667db7a431d14c32568ed79bf21701a64df8b1d162e48ca1f8800affe2c2b3",
     "ESPCN_x4.pb": "sha256:e403f06309229cf36009cd8fb0da032ba7643fae9f15cf94fe562e8edf8fef47",

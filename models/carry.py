@@ -13,7 +13,8 @@ Two parts, so that each fits an upload of about 60 MB:
     # there:
     python carry.py unpack --from carry-hr carry-lr --cache ../cache
 
-The packed index holds a SHA-256 of each cache's arrays, and unpack checks the rebuilt files against it.
+The packed index holds a SHA-256 of each cache's arrays, and unpack checks the rebuilt
+files against it.
 """
 
 import argparse

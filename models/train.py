@@ -20,6 +20,11 @@ through libx264 at CRF 18-23, as small video often does.
 Training is deterministic given --seed (batch k is drawn from a generator seeded by
 (seed, k)) and resumable: a checkpoint is written every few minutes, and running the same
 command again continues from it.
+
+Two frameworks run the same step (the class of each below): TensorFlow, the reference, on
+the CPU; PyTorch with --backend torch, on a CUDA GPU where there is one (else the CPU), for
+a GPU machine whose image has no TensorFlow. Their checkpoints are the same, so a run
+started on one goes on with the other; export always uses TensorFlow.
 """
 
 import argparse
@@ -310,6 +315,7 @@ class TensorflowSteps:
             return network(low)
 
         self.tf, self._step, self._infer = tf, step, infer
+        self.where = "tensorflow, CPU"
 
     def step(self, low, high, lr, t):
         """One Adam step on a batch; the loss, as something float() reads."""
@@ -374,6 +380,8 @@ class TorchSteps:
         torch.backends.cudnn.benchmark = False
         self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        gpu = self.device.type == "cuda"
+        self.where = f"torch, {torch.cuda.get_device_name() if gpu else 'CPU'}"
         self.names = sorted(weights)
         self.params = [torch.tensor(weights[k], device=self.device, requires_grad=True)
                        for k in self.names]
@@ -470,7 +478,7 @@ def train(args):
     report(f"x{args.scale} {family.name} ({family.multiply_adds(args.scale)} multiply-adds a "
            f"pixel): {len(pairs)} training images ({args.degradation}), {len(val)} "
            f"validation images; bicubic {bicubic_psnr(val, args.scale):.2f} dB; "
-           f"{args.backend}, batch {args.batch}")
+           f"{steps.where}, batch {args.batch}")
 
     def checkpoint(step):
         state = {"family": np.str_(family.name), "scale": np.int64(args.scale),
