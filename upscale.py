@@ -369,6 +369,10 @@ class UsageError(UpscaleError):
     """The command line itself is wrong: nothing is started."""
 
 
+class OutputTaken(UpscaleError):
+    """Another run made the output first: this run's work for it has no further use."""
+
+
 class Terminated(BaseException):
     """SIGTERM or SIGHUP arrived; unwinds like KeyboardInterrupt so every cleanup runs."""
 
@@ -730,11 +734,11 @@ def publish(temp, final, overwrite):
     try:
         os.link(temp, final)
     except FileExistsError:
-        raise UpscaleError(f"{final} appeared while this run was working (another run?); "
-                           "kept that one, use --overwrite to replace it") from None
+        raise OutputTaken(f"{final} appeared while this run was working (another run?); "
+                          "kept that one, use --overwrite to replace it") from None
     except OSError:                 # filesystems without hard links
         if os.path.exists(final):
-            raise UpscaleError(f"{final} already exists; use --overwrite to replace it") \
+            raise OutputTaken(f"{final} already exists; use --overwrite to replace it") \
                 from None
         os.replace(temp, final)
         return
@@ -2563,6 +2567,10 @@ def upscale_file(job, settings, ffmpeg, upscalers):
         if work:
             work.remove()
         return frames
+    except OutputTaken:
+        if work is not None:        # shared with the run that won, which is done with it
+            work.remove()
+        raise
     except BaseException:
         if work is not None:
             keep_finished_segments(work, source, settings)

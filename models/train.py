@@ -238,8 +238,9 @@ def learning_rate(step, steps, peak, warmup=500):
 
 def starting_weights(args, family, report):
     """The weights a new run starts from: another run's (--init; another scale is seeded
-    layer by layer, the same scale goes on as it is, a narrower family is widened), a frozen
-    FSRCNN file's (--init-pb), or fresh ones."""
+    layer by layer, the same scale goes on as it is, a narrower family is widened), an
+    exported file's (--init-pb: ours of the same family and scale, or an official FSRCNN
+    file), or fresh ones."""
     if args.init:
         source = load_checkpoint(args.init)
         if source is None:
@@ -574,7 +575,8 @@ def main():
     t.add_argument("--init", help="start from this run: of the same family, another scale "
                    "seeds every layer but the last and the same scale goes on from its "
                    "weights; a narrower plain family's run at the same scale is widened")
-    t.add_argument("--init-pb", help="start from a frozen FSRCNN file (ours or official)")
+    t.add_argument("--init-pb", help="start from an exported file of this family and scale "
+                   "(a shipped one, or an official FSRCNN file)")
     t.add_argument("--degradation", choices=("clean", "mix"), default="mix")
     t.add_argument("--threads", type=int, default=os.cpu_count())
     t.add_argument("--val-every", type=int, default=1000)

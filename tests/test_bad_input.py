@@ -252,6 +252,23 @@ def test_two_runs_for_one_output_never_mix(ffmpeg, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_an_output_made_by_another_run_meanwhile_is_kept_and_this_runs_work_removed(
+        ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="160x96", seconds=4)
+    out = tmp_path / "out.mp4"
+    run = subprocess.Popen([sys.executable, str(SCRIPT), str(src), "--scale", "2", "-o",
+                            str(out)], env=cli_env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".upscale-work") for p in tmp_path.iterdir()):
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    out.write_bytes(b"the other run's output")       # it wins while this one works
+    code, err = run.wait(timeout=120), run.stderr.read()
+    assert code == 1 and "appeared while this run was working" in err, err
+    assert out.read_bytes() == b"the other run's output"
+    assert leftovers(tmp_path) == []
+
+
 def test_huge_output_is_refused_before_starting_with_an_estimate(ffmpeg, tmp_path):
     # A 4K source: one frame is enough to be refused at x4 (the EDSR case of the issue,
     # shown with LapSRN x8 since EDSR's weights are not available here).
