@@ -236,7 +236,7 @@ MODEL_CHECKSUMS = {
     "hq-upscalepy_x3.pb":
         "sha256:e94ef5309d6871f7bf81e5455cadac6946c4d6a9ccc273ee2677c7686e294ebe",
     "hq-upscalepy_x4.pb":
-        "sha256:30332d19ae686da146b4d1bad9c3c76ca4dd74712c3efcfc218e66a51f653f08",
+        "sha256:ac2b4e6f774af543a3379afa6ddbb25fea57a26e64fd836db2c9fd55f0d50d15",
     "FSRCNN-upscalepy_x2.pb":
         "sha256:6717ad6403eb2099e20db1b911cce087f45b29c05d683f4c714dd541f8fe0c52",
     "FSRCNN-upscalepy_x3.pb":
