@@ -4688,8 +4688,9 @@ def settings_from_args(args):
     """Checked Settings, or UsageError before any work is done."""
     method = METHODS[args.model]
     wanted = [METHODS.get(m) for m in args.methods.split(",")] if args.compare else [method]
-    if any(m and m.is_network for m in wanted) and opencv_problem():
-        raise UsageError(opencv_problem())
+    problem = opencv_problem()
+    if problem and any(m and m.is_network for m in wanted):
+        raise UsageError(problem)
     output = Path(args.output) if args.output else None       # (Path drops a final "/")
     url = next((i for i in args.inputs if URL_RE.match(i)), None)
     if url:
