@@ -125,10 +125,7 @@ def save_pairs(path, pairs):
     for k, (hr, lows) in enumerate(pairs):
         arrays.update({f"hr{k}": hr, f"n{k}": np.int64(len(lows))})
         arrays.update({f"lr{k}_{j}": y for j, y in enumerate(lows)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    save_npz(path, arrays)
 
 
 def batch(pairs, areas, scale, seed, step, size=BATCH):
@@ -181,10 +178,7 @@ def validation_set(scale, cache_dir, limit=16, side=480):
     arrays = {"count": np.int64(len(out))}
     for i, (low, truth) in enumerate(out):
         arrays.update({f"low{i}": low, f"truth{i}": truth.astype(np.uint8)})
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, cache)
+    save_npz(cache, arrays, compressed=True)
     return out
 
 
@@ -207,11 +201,17 @@ def bicubic_psnr(val, scale):
 
 # --- Checkpoints ------------------------------------------------------------------------------
 
-def save_checkpoint(run, state):
-    path = Path(run) / "checkpoint.npz"
+def save_npz(path, arrays, compressed=False):
+    """Write arrays to path complete or not at all (an interrupted run leaves the old file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **state)
+    (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
     os.replace(tmp, path)
+
+
+def save_checkpoint(run, state):
+    save_npz(Path(run) / "checkpoint.npz", state)
 
 
 def load_checkpoint(run):
