@@ -13,6 +13,9 @@ Two parts, so that each fits an upload of about 60 MB:
     # there:
     python carry.py unpack --from carry-hr carry-lr --cache ../cache
 
+With --scales (both ways), the low-resolution part holds only those scales: the high-resolution
+part and x4's fit one upload together.
+
 The packed index holds a SHA-256 of each cache's arrays, and unpack checks the rebuilt
 files against it.
 """
@@ -74,7 +77,7 @@ def pack(args):
             train.validation_set(scale, args.cache)
             (out / f"validation_x{scale}.npz").write_bytes(
                 train.validation_path(args.cache, scale).read_bytes())
-    for scale in SCALES:
+    for scale in args.scales:
         cache = train.cache_path(args.cache, scale, args.degradation)
         pairs = train.training_pairs(scale, args.degradation, args.cache)
         index["caches"][str(scale)] = {"sha256": digest(cache), "count": len(pairs),
@@ -105,7 +108,7 @@ def unpack(args):
         path.write_bytes(find(path.name).read_bytes())
     with concurrent.futures.ThreadPoolExecutor() as pool:
         hrs = list(pool.map(decode, [find(f"hr{i:04d}.webp") for i in range(index["count"])]))
-        for scale in SCALES:
+        for scale in args.scales:
             held = index["caches"][str(scale)]
             cache = train.cache_path(args.cache, scale, index["degradation"])
             lows = list(pool.map(lambda i: [decode(find(f"x{scale}_{i:04d}_{j}.webp"))
@@ -130,6 +133,9 @@ def main():
     u = sub.add_parser("unpack")
     u.add_argument("--from", dest="sources", nargs="+", required=True)
     u.add_argument("--cache", required=True)
+    for sub_parser in (p, u):
+        sub_parser.add_argument("--scales", type=int, nargs="+", choices=SCALES,
+                                default=list(SCALES), help="the scales to carry (default all)")
     args = parser.parse_args()
     (pack if args.command == "pack" else unpack)(args)
 

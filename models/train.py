@@ -128,30 +128,77 @@ def save_pairs(path, pairs):
     save_npz(path, arrays)
 
 
-def batch(pairs, areas, scale, seed, step, size=BATCH):
-    """Batch `step`: (low-resolution patches, high-resolution patches), NHWC float32 in
-    [0, 1]. It depends on (seed, step, size) alone, so a resumed run draws what an
-    uninterrupted one would."""
-    rng = np.random.default_rng([seed, step])
-    p = PATCH[scale]
-    picks = rng.choice(len(pairs), size, p=areas)
-    variant = rng.random(size)
-    where = rng.random((size, 2))
-    turns, flips = rng.integers(4, size=size), rng.integers(2, size=size)
-    lows, highs = [], []
-    for i, k in enumerate(picks):
-        hr, variants = pairs[k]
-        low = variants[int(variant[i] * len(variants))]
-        y = int(where[i, 0] * (low.shape[0] - p + 1))
-        x = int(where[i, 1] * (low.shape[1] - p + 1))
-        lo = np.rot90(low[y:y + p, x:x + p], turns[i])
-        hi = np.rot90(hr[y * scale:(y + p) * scale, x * scale:(x + p) * scale], turns[i])
-        if flips[i]:
-            lo, hi = lo[:, ::-1], hi[:, ::-1]
-        lows.append(lo)
-        highs.append(hi)
-    return (np.stack(lows)[..., None].astype(np.float32) / 255,
-            np.stack(highs)[..., None].astype(np.float32) / 255)
+class TrainingImages:
+    """The training images of one scale as flat 8-bit buffers (high resolution, and every
+    low-resolution variant), from which a batch is gathered by index arithmetic alone: the
+    same arithmetic in NumPy (TensorFlow's batches) and on a GPU (PyTorch's), so that both
+    draw exactly the same patches, and a GPU step needs no data from the host but the draws."""
+
+    def __init__(self, pairs, scale):
+        pairs = [(hr, lows) for hr, lows in pairs if min(lows[0].shape) >= PATCH[scale]]
+        self.scale, self.count = scale, len(pairs)
+        areas = np.array([lows[0].size for _, lows in pairs], np.float64)
+        self.areas = areas / areas.sum()
+        self.variants = np.array([len(lows) for _, lows in pairs])
+        self.low_shapes = np.array([lows[0].shape for _, lows in pairs])
+        self.high_width = np.array([hr.shape[1] for hr, _ in pairs])
+        self.high = np.concatenate([hr.ravel() for hr, _ in pairs])
+        self.high_start = np.cumsum([0] + [hr.size for hr, _ in pairs])[:-1]
+        lows = [low for _, variants in pairs for low in variants]
+        self.low = np.concatenate([low.ravel() for low in lows])
+        first = np.cumsum([0] + list(self.variants))[:-1]       # each image's first variant
+        sizes = np.array([low.size for low in lows])
+        self.low_start = (np.cumsum(np.concatenate([[0], sizes]))[:-1], first)
+        p = PATCH[scale]
+        self.low_grid, self.high_grid = transform_grids(p), transform_grids(p * scale)
+
+    def draws(self, seed, step, size):
+        """Batch `step`'s random draws as index columns [size, 5] (int64): where each
+        low- and high-resolution patch starts in the flat buffers, the two row widths, and
+        which of the 8 flips and turns. They depend on (seed, step, size) alone, so a resumed
+        run draws what an uninterrupted one would."""
+        rng = np.random.default_rng([seed, step])
+        s, p = self.scale, PATCH[self.scale]
+        picks = rng.choice(self.count, size, p=self.areas)
+        variant = rng.random(size)
+        where = rng.random((size, 2))
+        turns, flips = rng.integers(4, size=size), rng.integers(2, size=size)
+        starts, first = self.low_start
+        low_start = starts[first[picks] + (variant * self.variants[picks]).astype(np.int64)]
+        h, w = self.low_shapes[picks, 0], self.low_shapes[picks, 1]
+        y = (where[:, 0] * (h - p + 1)).astype(np.int64)
+        x = (where[:, 1] * (w - p + 1)).astype(np.int64)
+        wide = self.high_width[picks]
+        return np.stack([low_start + y * w + x, w,
+                         self.high_start[picks] + y * s * wide + x * s, wide,
+                         turns * 2 + flips], axis=1).astype(np.int64)
+
+    def batch(self, draws):
+        """(low-resolution patches, high-resolution patches) of the draws, NHWC float32 in
+        [0, 1], with NumPy."""
+        return tuple(patches(flat, draws[:, i], draws[:, i + 1], draws[:, 4], grid)
+                     [..., None].astype(np.float32) / 255
+                     for i, flat, grid in ((0, self.low, self.low_grid),
+                                           (2, self.high, self.high_grid)))
+
+
+def transform_grids(side):
+    """(rows, columns), each [8, side, side]: where pixel (u, v) of a patch turned by a
+    quarter turns (numpy's rot90) and then, if f, mirrored left to right, comes from in the
+    unturned patch; transform 2a + f."""
+    grid = np.arange(side * side).reshape(side, side)
+    turned = [np.rot90(grid, a)[:, ::-1] if f else np.rot90(grid, a)
+              for a in range(4) for f in range(2)]
+    return np.stack(turned) // side, np.stack(turned) % side
+
+
+def patches(flat, start, width, transform, grid):
+    """The [n, side, side] patches of a flat image buffer that start at `start` (rows
+    `width` long), each turned and mirrored by its transform. NumPy arrays or PyTorch
+    tensors alike."""
+    rows, columns = grid
+    return flat[start[:, None, None] + rows[transform] * width[:, None, None]
+                + columns[transform]]
 
 
 def validation_path(cache_dir, scale):
@@ -270,16 +317,17 @@ def starting_weights(args, family, report):
 
 
 # --- The training step, one class a framework ----------------------------------------------
-# Both take the same weights and Adam moments (numpy, the checkpoint's form), take the same
-# batches and do the same arithmetic: a run may be started with one and resumed with the
-# other. TensorFlow is the reference, on the CPU; PyTorch is there for a GPU machine, whose
-# image may have no TensorFlow.
+# Both take the same weights and Adam moments (numpy, the checkpoint's form), train on the
+# same batches (TrainingImages' draws) and do the same arithmetic: a run may be started with
+# one and resumed with the other. TensorFlow is the reference, on the CPU; PyTorch is there
+# for a GPU machine, whose image may have no TensorFlow. Each offers step(draws, lr, t),
+# mean_loss() (over the steps since the last call), infer(low) and state().
 
 ADAM = (0.9, 0.999, 1e-8)                 # beta1, beta2, epsilon
 
 
 class TensorflowSteps:
-    def __init__(self, family, scale, weights, moments, pixel_weights, args):
+    def __init__(self, family, scale, weights, moments, pixel_weights, images, args):
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -316,12 +364,18 @@ class TensorflowSteps:
             return network(low)
 
         self.tf, self._step, self._infer = tf, step, infer
+        self.images, self.losses = images, []
         self.where = "tensorflow, CPU"
 
-    def step(self, low, high, lr, t):
-        """One Adam step on a batch; the loss, as something float() reads."""
-        return self._step(low, high, self.tf.constant(lr, self.tf.float32),
-                          self.tf.constant(t, self.tf.float32))
+    def step(self, draws, lr, t):
+        """One Adam step on the batch of these draws."""
+        low, high = self.images.batch(draws)
+        self.losses.append(self._step(low, high, self.tf.constant(lr, self.tf.float32),
+                                      self.tf.constant(t, self.tf.float32)))
+
+    def mean_loss(self):
+        loss, self.losses = float(np.mean([float(x) for x in self.losses])), []
+        return loss
 
     def infer(self, low):
         """The network's output for one NHWC float32 picture, as a 2-D array."""
@@ -373,7 +427,16 @@ class TorchOps:
 
 
 class TorchSteps:
-    def __init__(self, family, scale, weights, moments, pixel_weights, args):
+    """The step in PyTorch, built to keep a GPU busy: the training images live on the device
+    and each batch is gathered there from its draws (TrainingImages' arithmetic); weights and
+    Adam's moments are each one flat tensor, so that Adam is a handful of operations; the
+    steps are queued CHUNK at a time, their draws and schedule sent in one copy; and on CUDA
+    the whole step (gather, network, gradient, Adam) is captured once as a CUDA graph and
+    replayed, so that a step costs one launch instead of hundreds."""
+
+    CHUNK = 200
+
+    def __init__(self, family, scale, weights, moments, pixel_weights, images, args):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
         import torch
         torch.set_num_threads(args.threads)
@@ -382,17 +445,33 @@ class TorchSteps:
         self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         gpu = self.device.type == "cuda"
-        self.where = f"torch, {torch.cuda.get_device_name() if gpu else 'CPU'}"
         self.names = sorted(weights)
-        self.params = [torch.tensor(weights[k], device=self.device, requires_grad=True)
-                       for k in self.names]
-        self.m = [torch.tensor(moments[k][0], device=self.device) for k in self.names]
-        self.v = [torch.tensor(moments[k][1], device=self.device) for k in self.names]
+        self.shapes = [weights[k].shape for k in self.names]
+        ends = np.cumsum([weights[k].size for k in self.names])
+        self.spans = list(zip(np.concatenate([[0], ends[:-1]]), ends))
+
+        def flat(arrays):
+            return torch.tensor(np.concatenate([a.ravel() for a in arrays]), device=self.device)
+
+        self.flat = flat(weights[k] for k in self.names).requires_grad_()
+        self.m = flat(moments[k][0] for k in self.names)
+        self.v = flat(moments[k][1] for k in self.names)
         self.pixel_weights = torch.tensor(pixel_weights, device=self.device)
         self.fixed = {k: torch.tensor(v, device=self.device)
                       for k, v in nets.constants(scale).items()}
         self.family, self.scale, self.ops = family, scale, TorchOps(torch)
         self.identities = {}
+        self.low, self.high = (torch.from_numpy(x).to(self.device)
+                               for x in (images.low, images.high))
+        self.grids = [tuple(torch.from_numpy(g).to(self.device) for g in grid)
+                      for grid in (images.low_grid, images.high_grid)]
+        # The one step's inputs, which a captured graph reads from the same addresses.
+        self.draws = torch.zeros((args.batch, 5), dtype=torch.int64, device=self.device)
+        self.schedule = torch.zeros(3, device=self.device)    # lr, 1 - b1^t, 1 - b2^t
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.pending, self.counted = [], 0
+        self.graph = None if gpu and not args.no_graph else False
+        self.where = (f"torch, {torch.cuda.get_device_name()}" if gpu else "torch, CPU")
 
     def constant(self, array):
         key = (array.shape, array.tobytes())
@@ -401,37 +480,103 @@ class TorchSteps:
         return self.identities[key]
 
     def network(self, low):
-        w = nets.folded(self.family, dict(zip(self.names, self.params)), self.scale,
-                        einsum=self.torch.einsum, constant=self.constant)
+        weights = {k: self.flat[a:b].view(shape)
+                   for k, (a, b), shape in zip(self.names, self.spans, self.shapes)}
+        w = nets.folded(self.family, weights, self.scale, einsum=self.torch.einsum,
+                        constant=self.constant)
         return nets.forward(self.ops, self.family, low, dict(w, **self.fixed), self.scale)
 
-    def tensor(self, array):
-        return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
-
-    def step(self, low, high, lr, t):
-        torch = self.torch
-        low, high = self.tensor(low), self.tensor(high)
+    def one_step(self):
+        """The step of self.draws at self.schedule, every operation on the device."""
+        torch, d = self.torch, self.draws
+        low, high = (patches(flat, d[:, i], d[:, i + 1], d[:, 4], grid)[..., None].float()
+                     / 255 for i, flat, grid in ((0, self.low, self.grids[0]),
+                                                 (2, self.high, self.grids[1])))
         loss = (torch.abs(self.network(low) - high) * self.pixel_weights).sum() / low.shape[0]
-        grads = torch.autograd.grad(loss, self.params)
+        grad, = torch.autograd.grad(loss, self.flat)
         b1, b2, eps = ADAM
+        lr, c1, c2 = self.schedule
         with torch.no_grad():           # TensorflowSteps' Adam, as the same formula
-            torch._foreach_mul_(self.m, b1)
-            torch._foreach_add_(self.m, grads, alpha=1 - b1)
-            torch._foreach_mul_(self.v, b2)
-            torch._foreach_addcmul_(self.v, grads, grads, value=1 - b2)
-            denominators = torch._foreach_sqrt(torch._foreach_div(self.v, 1 - b2 ** t))
-            torch._foreach_add_(denominators, eps)
-            torch._foreach_addcdiv_(self.params, self.m, denominators,
-                                    value=-lr / (1 - b1 ** t))
-        return loss.detach()            # read at the next report: no wait for the GPU
+            self.m.mul_(b1).add_(grad, alpha=1 - b1)
+            self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            self.flat.sub_(lr * (self.m / c1) / (torch.sqrt(self.v / c2) + eps))
+            self.loss_sum.add_(loss.detach())
+
+    def captured(self):
+        """The step as a CUDA graph (None when capture fails: then steps run one by one).
+        Capture needs a few steps run first; they are undone, so that the run's arithmetic
+        is what it would be without the graph."""
+        torch = self.torch
+        kept = [x.detach().clone() for x in (self.flat, self.m, self.v)]
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    self.one_step()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.one_step()
+        except RuntimeError as exc:
+            print(f"no CUDA graph ({exc}); steps run one by one", flush=True)
+            graph = None
+        with torch.no_grad():
+            for x, k in zip((self.flat, self.m, self.v), kept):
+                x.copy_(k)
+            self.loss_sum.zero_()
+        torch.cuda.synchronize()
+        return graph
+
+    def step(self, draws, lr, t):
+        """Queue one Adam step on the batch of these draws (run CHUNK at a time)."""
+        b1, b2, _ = ADAM
+        self.pending.append((draws, (lr, 1 - b1 ** t, 1 - b2 ** t)))
+        if len(self.pending) == self.CHUNK:
+            self.flush()
+
+    def flush(self):
+        if not self.pending:
+            return
+        torch = self.torch
+        draws = torch.from_numpy(np.stack([d for d, _ in self.pending])).to(self.device)
+        schedule = torch.tensor([s for _, s in self.pending], dtype=torch.float32,
+                                device=self.device)
+        for k in range(len(self.pending)):
+            self.draws.copy_(draws[k])
+            self.schedule.copy_(schedule[k])
+            if self.graph is False:
+                self.one_step()
+            else:
+                if self.graph is None:
+                    self.graph = self.captured() or False
+                    if self.graph is False:
+                        self.one_step()
+                        continue
+                self.graph.replay()
+        self.counted += len(self.pending)
+        self.pending = []
+
+    def mean_loss(self):
+        self.flush()
+        loss = float(self.loss_sum) / max(1, self.counted)
+        self.loss_sum.zero_()
+        self.counted = 0
+        return loss
 
     def infer(self, low):
+        self.flush()
         with self.torch.no_grad():
-            return self.network(self.tensor(low)).cpu().numpy()[0, :, :, 0]
+            low = self.torch.from_numpy(np.ascontiguousarray(low)).to(self.device)
+            return self.network(low).cpu().numpy()[0, :, :, 0]
 
     def state(self):
-        return {k: tuple(x.detach().cpu().numpy() for x in (p, m, v))
-                for k, p, m, v in zip(self.names, self.params, self.m, self.v)}
+        self.flush()
+        out = {}
+        for k, (a, b), shape in zip(self.names, self.spans, self.shapes):
+            out[k] = tuple(x[a:b].detach().view(shape).cpu().numpy()
+                           for x in (self.flat, self.m, self.v))
+        return out
 
 
 BACKENDS = {"tensorflow": TensorflowSteps, "torch": TorchSteps}
@@ -463,21 +608,19 @@ def train(args):
         start = 0
         weights = starting_weights(args, family, report)
         moments = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in weights.items()}
+    images = TrainingImages(training_pairs(args.scale, args.degradation, args.cache),
+                            args.scale)
     steps = BACKENDS[args.backend](family, args.scale, weights, moments,
-                                   loss_weights(family, args.scale), args)
+                                   loss_weights(family, args.scale), images, args)
 
     def validate(val):
         figures = [luma_psnr(steps.infer(low[None, :, :, None].astype(np.float32) / 255.0),
                              truth, args.scale) for low, truth in val]
         return float(np.mean(figures))
 
-    pairs = [(hr, lows) for hr, lows in training_pairs(args.scale, args.degradation, args.cache)
-             if min(lows[0].shape) >= PATCH[args.scale]]
-    areas = np.array([low[0].size for _, low in pairs], np.float64)
-    areas /= areas.sum()
     val = validation_set(args.scale, args.cache)
     report(f"x{args.scale} {family.name} ({family.multiply_adds(args.scale)} multiply-adds a "
-           f"pixel): {len(pairs)} training images ({args.degradation}), {len(val)} "
+           f"pixel): {images.count} training images ({args.degradation}), {len(val)} "
            f"validation images; bicubic {bicubic_psnr(val, args.scale):.2f} dB; "
            f"{steps.where}, batch {args.batch}")
 
@@ -488,20 +631,18 @@ def train(args):
             state[f"w_{k}"], state[f"m_{k}"], state[f"v_{k}"] = w, m, v
         save_checkpoint(run, state)
 
-    started, saved, losses = time.monotonic(), time.monotonic(), []
+    started, saved = time.monotonic(), time.monotonic()
     stop = min(args.steps, args.stop_at or args.steps)
     for step in range(start, stop):
-        low, high = batch(pairs, areas, args.scale, args.seed, step, args.batch)
         lr = learning_rate(step, args.steps, args.lr)
-        losses.append(steps.step(low, high, lr, step + 1))
+        steps.step(images.draws(args.seed, step, args.batch), lr, step + 1)
         done = step + 1
         if done % args.val_every == 0 or done == args.steps:
-            loss = np.mean([float(x) for x in losses])
+            loss = steps.mean_loss()
             rate = (done - start) / (time.monotonic() - started)
             report(f"step {done}/{args.steps}  loss {loss:.5f}  lr {lr:.2e}  "
                    f"val {validate(val):.2f} dB  {rate:.1f} steps/s  "
                    f"ETA {(args.steps - done) / rate / 60:.0f} min")
-            losses = []
         if time.monotonic() - saved >= args.checkpoint_seconds or done == stop:
             checkpoint(done)
             saved = time.monotonic()
@@ -588,6 +729,9 @@ def main():
                    help="tensorflow (the reference, CPU) or torch (uses a CUDA GPU if "
                    "there is one; install torch yourself)")
     t.add_argument("--batch", type=int, default=BATCH, help=f"patches a step (default {BATCH})")
+    t.add_argument("--no-graph", action="store_true",
+                   help="with torch on a GPU, launch each step's operations one by one "
+                   "instead of replaying them as one CUDA graph")
     e = sub.add_parser("export", help="write a run's weights as a .pb")
     e.add_argument("--run", required=True)
     e.add_argument("--out", required=True)
