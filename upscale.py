@@ -234,9 +234,9 @@ MODEL_CHECKSUMS = {
     "hq-upscalepy_x2.pb":
         "sha256:181c9da6bd17dc1047cb52ea33e2afe97898d8cb118d51ed55eda477e4f9a38e",
     "hq-upscalepy_x3.pb":
-        "sha256:e94ef5309d6871f7bf81e5455cadac6946c4d6a9ccc273ee2677c7686e294ebe",
+        "sha256:96163a3958a6c4d00615a330e81119d90ff50e99c29605a6b2961863fc75cba7",
     "hq-upscalepy_x4.pb":
-        "sha256:ac2b4e6f774af543a3379afa6ddbb25fea57a26e64fd836db2c9fd55f0d50d15",
+        "sha256:4f3e22c180ffc9657a339a034c7d3873e00d578ddc5415a8f2c35c3345ddda37",
     "FSRCNN-upscalepy_x2.pb":
         "sha256:6717ad6403eb2099e20db1b911cce087f45b29c05d683f4c714dd541f8fe0c52",
     "FSRCNN-upscalepy_x3.pb":

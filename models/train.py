@@ -95,9 +95,11 @@ def cache_path(cache_dir, scale, degradation):
 
 def training_pairs(scale, degradation, cache_dir):
     """[(high-resolution luma, [low-resolution luma, ...])], all 8-bit as upscale.py sees
-    pictures, for every training image: the clean low-resolution image first, then its
-    compressed one (mix only). Cached in cache_dir, since the x264 round trips take a
-    minute; models/carry.py moves a cache to a machine without the images."""
+    pictures, for every training image: the clean low-resolution image first, then (mix and
+    video) that image through libx264, then (video) the image made small by ffmpeg's scale
+    filter and then libx264, as small video is made. Cached in cache_dir, since the x264
+    round trips take a minute; models/carry.py moves a cache to a machine without the
+    images."""
     cache = cache_path(cache_dir, scale, degradation)
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
@@ -106,13 +108,17 @@ def training_pairs(scale, degradation, cache_dir):
                 for i in range(count)]
     names = srdata.image_names("train")
     pairs, started = [], time.monotonic()
-    ffmpeg = srdata.find_ffmpeg() if degradation == "mix" else None
+    ffmpeg = srdata.find_ffmpeg() if degradation != "clean" else None
     for i, name in enumerate(names):
         hr = srdata.modcrop(srdata.read_bgr(name), 2 * scale)
         lows = [srdata.low_resolution(hr, scale)]
-        if degradation == "mix":
+        if degradation != "clean":
             crf = 18 + i % 6                          # 18..23, spread over the images
             lows.append(srdata.h264_frames([lows[0]], crf, ffmpeg)[0])
+        if degradation == "video":
+            h, w = hr.shape[:2]
+            lows.append(srdata.h264_frames([hr], 18 + (i + 3) % 6, ffmpeg, (
+                "-threads", "1", "-vf", f"scale={w // scale}:{h // scale}"))[0])
         pairs.append((srdata.luma(hr), [srdata.luma(low) for low in lows]))
         srdata.progress(i + 1, len(names), started, f"x{scale} {degradation} data")
     save_pairs(cache, pairs)
@@ -718,7 +724,10 @@ def main():
                    "weights; a narrower plain family's run at the same scale is widened")
     t.add_argument("--init-pb", help="start from an exported file of this family and scale "
                    "(a shipped one, or an official FSRCNN file)")
-    t.add_argument("--degradation", choices=("clean", "mix"), default="mix")
+    t.add_argument("--degradation", choices=("clean", "mix", "video"), default="mix",
+                   help="the low-resolution images: the papers' (clean); those and the same "
+                   "through libx264 at CRF 18-23 (mix); and a third, made small by ffmpeg's "
+                   "scale filter before libx264 (video)")
     t.add_argument("--threads", type=int, default=os.cpu_count())
     t.add_argument("--val-every", type=int, default=1000)
     t.add_argument("--checkpoint-seconds", type=float, default=120,
