@@ -1,0 +1,88 @@
+"""models/train.py's batches: each patch is the crop at its drawn place in its drawn image,
+turned and mirrored as drawn, and its high-resolution patch is the same place at the scale.
+TrainingImages gathers patches by index arithmetic (the same code runs on a GPU with
+PyTorch); these tests hold it to the plain slicing and np.rot90 it replaced."""
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "models"))
+import train  # noqa: E402
+
+
+def synthetic_pairs(scale, variants):
+    """Images of several sizes whose pixels are all distinct enough to tell places apart."""
+    rng = np.random.default_rng(scale)
+    pairs = []
+    for h, w in ((90, 130), (75, 75), (140, 96)):
+        hr = rng.integers(0, 256, (h * scale, w * scale), dtype=np.uint8)
+        lows = [rng.integers(0, 256, (h, w), dtype=np.uint8) for _ in range(variants)]
+        pairs.append((hr, lows))
+    return pairs
+
+
+def sliced_patch(image, y, x, side, turn, flip):
+    patch = np.rot90(image[y:y + side, x:x + side], turn)
+    return patch[:, ::-1] if flip else patch
+
+
+def as_float(patch):
+    return patch.astype(np.float32) / 255
+
+
+def drawn_places(images, pairs, draws):
+    """(image, variant, y, x, turn, flip) of each draw, recovered from its index columns."""
+    places = []
+    for low_start, width, _, _, transform in draws:
+        for k, (hr, lows) in enumerate(pairs):
+            for j, low in enumerate(lows):
+                starts, first = images.low_start
+                offset = low_start - starts[first[k] + j]
+                if low.shape[1] == width and 0 <= offset < low.size:
+                    places.append((k, j, offset // width, offset % width,
+                                   transform // 2, transform % 2))
+    return places
+
+
+@pytest.mark.parametrize("scale", (2, 3, 4))
+def test_every_patch_is_its_drawn_crop_turned_and_mirrored_at_both_resolutions(scale):
+    pairs = synthetic_pairs(scale, variants=2)
+    images = train.TrainingImages(pairs, scale)
+    draws = images.draws(seed=3, step=11, size=64)
+    low, high = images.batch(draws)
+    places = drawn_places(images, pairs, draws)
+    assert len(places) == len(draws)
+    p = train.PATCH[scale]
+    for i, (k, j, y, x, turn, flip) in enumerate(places):
+        hr, lows = pairs[k]
+        expected = sliced_patch(lows[j], y, x, p, turn, flip)
+        assert np.array_equal(low[i, :, :, 0], as_float(expected))
+        assert np.array_equal(high[i, :, :, 0], as_float(
+            sliced_patch(hr, y * scale, x * scale, p * scale, turn, flip)))
+
+
+def test_draws_cover_all_eight_turns_and_mirrors_and_every_variant():
+    pairs = synthetic_pairs(2, variants=3)
+    images = train.TrainingImages(pairs, 2)
+    draws = images.draws(seed=1, step=0, size=512)
+    places = drawn_places(images, pairs, draws)
+    every = {(turn, flip) for turn in range(4) for flip in range(2)}
+    assert {(turn, flip) for *_, turn, flip in places} == every
+    assert {j for _, j, *_ in places} == {0, 1, 2}
+
+
+def test_a_batch_depends_on_the_seed_and_step_alone():
+    images = train.TrainingImages(synthetic_pairs(3, variants=2), 3)
+    assert np.array_equal(images.draws(5, 40, 32), images.draws(5, 40, 32))
+    assert not np.array_equal(images.draws(5, 40, 32), images.draws(5, 41, 32))
+    assert not np.array_equal(images.draws(5, 40, 32), images.draws(6, 40, 32))
+
+
+def test_images_smaller_than_a_patch_are_left_out():
+    pairs = synthetic_pairs(4, variants=1)
+    side = train.PATCH[4] - 1
+    pairs.append((np.zeros((side * 4, side * 4), np.uint8), [np.zeros((side, side), np.uint8)]))
+    assert train.TrainingImages(pairs, 4).count == 3
