@@ -189,9 +189,9 @@ class TrainingImages:
 
 
 def transform_grids(side):
-    """(rows, columns), each [8, side, side]: where pixel (u, v) of a patch turned by a
-    quarter turns (numpy's rot90) and then, if f, mirrored left to right, comes from in the
-    unturned patch; transform 2a + f."""
+    """(rows, columns), each [8, side, side]: for transform 2a + f, where pixel (u, v) of a
+    patch turned a quarter turns (np.rot90(patch, a)) and then, if f, mirrored left to right
+    comes from in the unturned patch."""
     grid = np.arange(side * side).reshape(side, side)
     turned = [np.rot90(grid, a)[:, ::-1] if f else np.rot90(grid, a)
               for a in range(4) for f in range(2)]
