@@ -509,7 +509,7 @@ class TorchSteps:
             self.loss_sum.add_(loss.detach())
 
     def captured(self):
-        """The step as a CUDA graph (None when capture fails: then steps run one by one).
+        """The step as a CUDA graph (False when capture fails: then steps run one by one).
         Capture needs a few steps run first; they are undone, so that the run's arithmetic
         is what it would be without the graph."""
         torch = self.torch
@@ -524,9 +524,10 @@ class TorchSteps:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 self.one_step()
+            print("the step is captured as a CUDA graph", flush=True)
         except RuntimeError as exc:
             print(f"no CUDA graph ({exc}); steps run one by one", flush=True)
-            graph = None
+            graph = False
         with torch.no_grad():
             for x, k in zip((self.flat, self.m, self.v), kept):
                 x.copy_(k)
@@ -551,14 +552,11 @@ class TorchSteps:
         for k in range(len(self.pending)):
             self.draws.copy_(draws[k])
             self.schedule.copy_(schedule[k])
+            if self.graph is None:          # first step on CUDA: capture it
+                self.graph = self.captured()
             if self.graph is False:
                 self.one_step()
             else:
-                if self.graph is None:
-                    self.graph = self.captured() or False
-                    if self.graph is False:
-                        self.one_step()
-                        continue
                 self.graph.replay()
         self.counted += len(self.pending)
         self.pending = []
