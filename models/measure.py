@@ -72,12 +72,9 @@ def still_pairs(hr, scale, protocol, ffmpeg):
 
 
 def pan_frames(image, scale):
-    """A short pan over the image: frames of a window moving right and down."""
-    h, w = image.shape[:2]
-    side_h = (min(h, 240) - PAN_FRAMES * PAN_STEP) // (2 * scale) * 2 * scale
-    side_w = (min(w, 320) - PAN_FRAMES * PAN_STEP) // (2 * scale) * 2 * scale
-    return [image[i * PAN_STEP:i * PAN_STEP + side_h, i * PAN_STEP:i * PAN_STEP + side_w]
-            for i in range(PAN_FRAMES)]
+    """A short pan over the image (at most 320x240): frames of a window moving right and
+    down."""
+    return srdata.pan_windows(image, PAN_FRAMES, PAN_STEP, 2 * scale, (240, 320))
 
 
 def video_pairs(hr, scale, ffmpeg):

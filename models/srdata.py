@@ -131,6 +131,17 @@ def h264_frames(frames_bgr, crf, ffmpeg=None, options=("-threads", "1")):
     return out
 
 
+def pan_windows(image, count, step, multiple, most=(None, None)):
+    """`count` windows of the image, each `step` pixels right of and below the one before,
+    as the frames of a camera's diagonal pan; both sides a multiple of `multiple` and at most
+    `most` (height, width) before the pan's margin comes off."""
+    h, w = image.shape[:2]
+    sides = [(min(full, cap or full) - count * step) // multiple * multiple
+             for full, cap in zip((h, w), most)]
+    return [image[i * step:i * step + sides[0], i * step:i * step + sides[1]]
+            for i in range(count)]
+
+
 def low_resolution(hr_bgr, scale, crf=None, ffmpeg=None):
     """The papers' low-resolution image, then (crf given) libx264 at that CRF."""
     low = imresize(hr_bgr, 1.0 / scale)

@@ -42,6 +42,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PATCH = {2: 36, 3: 32, 4: 28}             # low-resolution patch side per scale
 BATCH = 32
+PAN_FRAMES, PAN_STEP = 8, 3             # --degradation pan: frames, pixels moved a frame
+DOWNSCALED_COPIES = (0.9, 0.8, 0.7, 0.6)   # --copies: the FSRCNN paper's data augmentation
 # Near a patch's edge the network sees the convolutions' zero padding, as it does at a
 # picture's edge; but in a patch that margin (the network's reach) is most of the pixels, in
 # a picture a few percent. The loss weighs the margin down so that both are learnt in about
@@ -89,38 +91,51 @@ def pb_weights(path, family, scale):
 
 # --- Data ---------------------------------------------------------------------------------------
 
-def cache_path(cache_dir, scale, degradation):
-    return Path(cache_dir) / f"train_x{scale}_{degradation}_8bit.npz"
+def cache_path(cache_dir, scale, degradation, copies=False):
+    extra = "_copies" if copies else ""
+    return Path(cache_dir) / f"train_x{scale}_{degradation}{extra}_8bit.npz"
 
 
-def training_pairs(scale, degradation, cache_dir):
+def training_pairs(scale, degradation, cache_dir, copies=False):
     """[(high-resolution luma, [low-resolution luma, ...])], all 8-bit as upscale.py sees
-    pictures, for every training image: the clean low-resolution image first, then (mix and
-    video) that image through libx264, then (video) the image made small by ffmpeg's scale
-    filter and then libx264, as small video is made. Cached in cache_dir, since the x264
-    round trips take a minute; models/carry.py moves a cache to a machine without the
+    pictures, for every training image: the clean low-resolution image first, then (mix,
+    video, pan) that image through libx264, then (video) the image made small by ffmpeg's
+    scale filter and then libx264, as small video is made, or (pan) the last frame of a
+    short pan over the image made small and encoded that way, so an inter-coded frame with
+    motion, as most of a video's frames are (the image is then the pan's last window).
+    With copies, every image also comes made smaller by each of DOWNSCALED_COPIES (MATLAB's
+    bicubic), as more images with finer detail per pixel. Cached in cache_dir, since the
+    x264 round trips take a minute; models/carry.py moves a cache to a machine without the
     images."""
-    cache = cache_path(cache_dir, scale, degradation)
+    cache = cache_path(cache_dir, scale, degradation, copies)
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
         count = int(data["count"])
         return [(data[f"hr{i}"], [data[f"lr{i}_{j}"] for j in range(int(data[f"n{i}"]))])
                 for i in range(count)]
-    names = srdata.image_names("train")
+    sources = [(name, factor) for name in srdata.image_names("train")
+               for factor in (1.0, *(DOWNSCALED_COPIES if copies else ()))]
     pairs, started = [], time.monotonic()
     ffmpeg = srdata.find_ffmpeg() if degradation != "clean" else None
-    for i, name in enumerate(names):
-        hr = srdata.modcrop(srdata.read_bgr(name), 2 * scale)
+    for i, (name, factor) in enumerate(sources):
+        hr = srdata.read_bgr(name)
+        hr = srdata.modcrop(hr if factor == 1.0 else srdata.imresize(hr, factor), 2 * scale)
+        if degradation == "pan":
+            frames = srdata.pan_windows(hr, PAN_FRAMES, PAN_STEP, 2 * scale)
+            hr = frames[-1]
         lows = [srdata.low_resolution(hr, scale)]
         if degradation != "clean":
             crf = 18 + i % 6                          # 18..23, spread over the images
             lows.append(srdata.h264_frames([lows[0]], crf, ffmpeg)[0])
-        if degradation == "video":
+        if degradation in ("video", "pan"):
             h, w = hr.shape[:2]
-            lows.append(srdata.h264_frames([hr], 18 + (i + 3) % 6, ffmpeg, (
-                "-threads", "1", "-vf", f"scale={w // scale}:{h // scale}"))[0])
+            made_small = ("-threads", "1", "-vf", f"scale={w // scale}:{h // scale}")
+            crf = 18 + (i + 3) % 6
+            lows.append(srdata.h264_frames([hr], crf, ffmpeg, made_small)[0]
+                        if degradation == "video" else
+                        srdata.h264_frames(frames, crf, ffmpeg, made_small)[-1])
         pairs.append((srdata.luma(hr), [srdata.luma(low) for low in lows]))
-        srdata.progress(i + 1, len(names), started, f"x{scale} {degradation} data")
+        srdata.progress(i + 1, len(sources), started, f"x{scale} {degradation} data")
     save_pairs(cache, pairs)
     return pairs
 
@@ -612,7 +627,8 @@ def train(args):
         start = 0
         weights = starting_weights(args, family, report)
         moments = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in weights.items()}
-    images = TrainingImages(training_pairs(args.scale, args.degradation, args.cache),
+    images = TrainingImages(training_pairs(args.scale, args.degradation, args.cache,
+                                           args.copies),
                             args.scale)
     steps = BACKENDS[args.backend](family, args.scale, weights, moments,
                                    loss_weights(family, args.scale), images, args)
@@ -624,7 +640,8 @@ def train(args):
 
     val = validation_set(args.scale, args.cache)
     report(f"x{args.scale} {family.name} ({family.multiply_adds(args.scale)} multiply-adds a "
-           f"pixel): {images.count} training images ({args.degradation}), {len(val)} "
+           f"pixel): {images.count} training images ({args.degradation}"
+           f"{', downscaled copies' if args.copies else ''}), {len(val)} "
            f"validation images; bicubic {bicubic_psnr(val, args.scale):.2f} dB; "
            f"{steps.where}, batch {args.batch}")
 
@@ -722,10 +739,14 @@ def main():
                    "weights; a narrower plain family's run at the same scale is widened")
     t.add_argument("--init-pb", help="start from an exported file of this family and scale "
                    "(a shipped one, or an official FSRCNN file)")
-    t.add_argument("--degradation", choices=("clean", "mix", "video"), default="mix",
+    t.add_argument("--degradation", choices=("clean", "mix", "video", "pan"), default="mix",
                    help="the low-resolution images: the papers' (clean); those and the same "
                    "through libx264 at CRF 18-23 (mix); and a third, made small by ffmpeg's "
-                   "scale filter before libx264 (video)")
+                   "scale filter before libx264 (video), or the last frame of a pan made "
+                   "small so (pan)")
+    t.add_argument("--copies", action="store_true",
+                   help="also train on every image made smaller by 0.9, 0.8, 0.7 and 0.6 "
+                   "(the FSRCNN paper's augmentation)")
     t.add_argument("--threads", type=int, default=os.cpu_count())
     t.add_argument("--val-every", type=int, default=1000)
     t.add_argument("--checkpoint-seconds", type=float, default=120,

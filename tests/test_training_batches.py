@@ -86,3 +86,21 @@ def test_images_smaller_than_a_patch_are_left_out():
     side = train.PATCH[4] - 1
     pairs.append((np.zeros((side * 4, side * 4), np.uint8), [np.zeros((side, side), np.uint8)]))
     assert train.TrainingImages(pairs, 4).count == 3
+
+
+# --- Pans: the video protocol's clips (measure.py) and --degradation pan -----------------
+
+PAN_IMAGE = np.arange(100 * 130).reshape(100, 130)
+
+
+def test_each_pan_window_is_the_one_before_moved_step_pixels_right_and_down():
+    frames = train.srdata.pan_windows(PAN_IMAGE, 5, 3, 8)
+    for i, frame in enumerate(frames):
+        assert frame.shape == frames[0].shape
+        assert frame[0, 0] == PAN_IMAGE[3 * i, 3 * i]
+
+
+def test_pan_window_sides_are_multiples_within_the_cap_less_the_pans_margin():
+    frames = train.srdata.pan_windows(PAN_IMAGE, 4, 3, 8, (60, None))
+    assert frames[0].shape == ((60 - 12) // 8 * 8, (130 - 12) // 8 * 8)
+    assert frames[-1][-1, -1] == PAN_IMAGE[9 + 47, 9 + 111]
