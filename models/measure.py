@@ -86,10 +86,11 @@ def video_pairs(hr, scale, ffmpeg):
     return list(zip(frames, lows))
 
 
-def measure(scales, protocols, methods, candidates, limit):
-    """{(scale, protocol, method): mean PSNR} over the held-out images."""
+def measure(scales, protocols, methods, candidates, limit, split="validation"):
+    """{(scale, protocol, method): mean PSNR} over the held-out images (or, split "train",
+    over the training images: how much better a network does on what it learnt from)."""
     ffmpeg = srdata.find_ffmpeg()
-    names = srdata.image_names("validation")[:limit or None]
+    names = srdata.image_names(split)[:limit or None]
     results = {}
     started, total, done = time.monotonic(), len(scales) * len(protocols) * len(names), 0
     for scale in scales:
@@ -111,16 +112,17 @@ def measure(scales, protocols, methods, candidates, limit):
                 srdata.progress(done, total, started, "measuring")
             for label, values in figures.items():
                 results[scale, protocol, label] = float(np.mean(values))
-    return results, len(names)
+    return results, len(names), split
 
 
-def report(results, count, out=sys.stdout):
+def report(results, count, split, out=sys.stdout):
     """Print the figures: PSNR of every method, then each network's gain over cubic."""
     labels = list(BASELINES) + sorted({m for _, _, m in results} - set(BASELINES),
                                       key=lambda m: -results.get((4, "clean", m), 0))
     keys = sorted({(s, p) for s, p, _ in results}, key=lambda k: (k[0], PROTOCOLS.index(k[1])))
     width = max(15, *(len(x) for x in labels))          # "29.91 (+1.04)"
-    print(f"PSNR (dB, MATLAB luma, border = scale) on {count} held-out images; "
+    which = "held-out" if split == "validation" else "training"
+    print(f"PSNR (dB, MATLAB luma, border = scale) on {count} {which} images; "
           "in brackets: the gain over cubic", file=out)
     print(f"{'scale':>5} {'protocol':<8} " + " ".join(f"{x:>{width}}" for x in labels), file=out)
     for scale, protocol in keys:
@@ -148,6 +150,8 @@ def main():
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
     parser.add_argument("--limit", type=int, default=0, help="only the first N images")
+    parser.add_argument("--split", choices=("validation", "train"), default="validation",
+                        help="the held-out images (default), or those trained on")
     parser.add_argument("--methods", nargs="*", default=list(DEFAULT_METHODS),
                         choices=[n for n, m in upscale.METHODS.items() if m.is_network],
                         help="upscale.py networks to measure (default: %(default)s)")
@@ -156,7 +160,7 @@ def main():
                         "new-fast=fast:runs/fast-x{scale}.pb ({scale} filled in)")
     args = parser.parse_args()
     report(*measure(args.scales, args.protocols, args.methods, dict(args.candidate),
-                    args.limit))
+                    args.limit, args.split))
 
 
 if __name__ == "__main__":
