@@ -114,7 +114,8 @@ def unpack(args):
             lows = list(pool.map(lambda i: [decode(find(f"x{scale}_{i:04d}_{j}.webp"))
                                             for j in range(held["variants"][i])],
                                  range(held["count"])))
-            pairs = [(srdata.modcrop(hr, 2 * scale), low) for hr, low in zip(hrs, lows)]
+            pairs = [(train.target(srdata.modcrop(hr, 2 * scale), scale, index["degradation"]),
+                      low) for hr, low in zip(hrs, lows)]
             train.save_pairs(cache, pairs)
             if digest(cache) != held["sha256"]:
                 cache.unlink()
@@ -129,7 +130,7 @@ def main():
     p.add_argument("--cache", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--part", choices=("hr", "lr"), required=True)
-    p.add_argument("--degradation", choices=("clean", "mix"), default="mix")
+    p.add_argument("--degradation", choices=train.DEGRADATIONS, default="mix")
     u = sub.add_parser("unpack")
     u.add_argument("--from", dest="sources", nargs="+", required=True)
     u.add_argument("--cache", required=True)

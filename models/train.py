@@ -43,6 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PATCH = {2: 36, 3: 32, 4: 28}             # low-resolution patch side per scale
 BATCH = 32
 PAN_FRAMES, PAN_STEP = 8, 3             # --degradation pan: frames, pixels moved a frame
+DEGRADATIONS = ("clean", "mix", "video", "pan")
 DOWNSCALED_COPIES = (0.9, 0.8, 0.7, 0.6)   # --copies: the FSRCNN paper's data augmentation
 # Near a patch's edge the network sees the convolutions' zero padding, as it does at a
 # picture's edge; but in a patch that margin (the network's reach) is most of the pixels, in
@@ -91,6 +92,16 @@ def pb_weights(path, family, scale):
 
 # --- Data ---------------------------------------------------------------------------------------
 
+def pan(hr, scale):
+    """--degradation pan's frames: windows of the image, each PAN_STEP pixels on."""
+    return srdata.pan_windows(hr, PAN_FRAMES, PAN_STEP, 2 * scale)
+
+
+def target(hr, scale, degradation):
+    """The high-resolution image a training pair holds: with pan, its last frame's window."""
+    return pan(hr, scale)[-1] if degradation == "pan" else hr
+
+
 def cache_path(cache_dir, scale, degradation, copies=False):
     extra = "_copies" if copies else ""
     return Path(cache_dir) / f"train_x{scale}_{degradation}{extra}_8bit.npz"
@@ -119,10 +130,8 @@ def training_pairs(scale, degradation, cache_dir, copies=False):
     ffmpeg = srdata.find_ffmpeg() if degradation != "clean" else None
     for i, (name, factor) in enumerate(sources):
         hr = srdata.read_bgr(name)
-        hr = srdata.modcrop(hr if factor == 1.0 else srdata.imresize(hr, factor), 2 * scale)
-        if degradation == "pan":
-            frames = srdata.pan_windows(hr, PAN_FRAMES, PAN_STEP, 2 * scale)
-            hr = frames[-1]
+        whole = srdata.modcrop(hr if factor == 1.0 else srdata.imresize(hr, factor), 2 * scale)
+        hr = target(whole, scale, degradation)
         lows = [srdata.low_resolution(hr, scale)]
         if degradation != "clean":
             crf = 18 + i % 6                          # 18..23, spread over the images
@@ -133,7 +142,7 @@ def training_pairs(scale, degradation, cache_dir, copies=False):
             crf = 18 + (i + 3) % 6
             lows.append(srdata.h264_frames([hr], crf, ffmpeg, made_small)[0]
                         if degradation == "video" else
-                        srdata.h264_frames(frames, crf, ffmpeg, made_small)[-1])
+                        srdata.h264_frames(pan(whole, scale), crf, ffmpeg, made_small)[-1])
         pairs.append((srdata.luma(hr), [srdata.luma(low) for low in lows]))
         srdata.progress(i + 1, len(sources), started, f"x{scale} {degradation} data")
     save_pairs(cache, pairs)
@@ -739,7 +748,7 @@ def main():
                    "weights; a narrower plain family's run at the same scale is widened")
     t.add_argument("--init-pb", help="start from an exported file of this family and scale "
                    "(a shipped one, or an official FSRCNN file)")
-    t.add_argument("--degradation", choices=("clean", "mix", "video", "pan"), default="mix",
+    t.add_argument("--degradation", choices=DEGRADATIONS, default="mix",
                    help="the low-resolution images: the papers' (clean); those and the same "
                    "through libx264 at CRF 18-23 (mix); and a third, made small by ffmpeg's "
                    "scale filter before libx264 (video), or the last frame of a pan made "
