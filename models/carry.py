@@ -114,8 +114,8 @@ def unpack(args):
             lows = list(pool.map(lambda i: [decode(find(f"x{scale}_{i:04d}_{j}.webp"))
                                             for j in range(held["variants"][i])],
                                  range(held["count"])))
-            pairs = [(train.target(srdata.modcrop(hr, 2 * scale), scale, index["degradation"]),
-                      low) for hr, low in zip(hrs, lows)]
+            pairs = [(train.target(srdata.modcrop(hr, 2 * scale), scale, index["degradation"], i),
+                      low) for i, (hr, low) in enumerate(zip(hrs, lows))]
             train.save_pairs(cache, pairs)
             if digest(cache) != held["sha256"]:
                 cache.unlink()

@@ -43,7 +43,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PATCH = {2: 36, 3: 32, 4: 28}             # low-resolution patch side per scale
 BATCH = 32
 PAN_FRAMES, PAN_STEP = 8, 3             # --degradation pan: frames, pixels moved a frame
-DEGRADATIONS = ("clean", "mix", "video", "pan")
+# How many of a pan's last frames the pairs take in turn, image by image: pan's last frame is
+# always a P-frame; among the last four x264 also makes B-frames, as most of a video's frames.
+PAN_ENDS = {"pan": 1, "pan4": 4}
+DEGRADATIONS = ("clean", "mix", "video", *PAN_ENDS)
 DOWNSCALED_COPIES = (0.9, 0.8, 0.7, 0.6)   # --copies: the FSRCNN paper's data augmentation
 # Near a patch's edge the network sees the convolutions' zero padding, as it does at a
 # picture's edge; but in a patch that margin (the network's reach) is most of the pixels, in
@@ -97,9 +100,15 @@ def pan(hr, scale):
     return srdata.pan_windows(hr, PAN_FRAMES, PAN_STEP, 2 * scale)
 
 
-def target(hr, scale, degradation):
-    """The high-resolution image a training pair holds: with pan, its last frame's window."""
-    return pan(hr, scale)[-1] if degradation == "pan" else hr
+def pan_frame(degradation, index):
+    """Which frame of the pan the index-th image's pair takes (pan, pan4)."""
+    return PAN_FRAMES - 1 - index % PAN_ENDS[degradation]
+
+
+def target(hr, scale, degradation, index):
+    """The high-resolution image the index-th training pair holds: with a pan, the window of
+    the frame it takes."""
+    return pan(hr, scale)[pan_frame(degradation, index)] if degradation in PAN_ENDS else hr
 
 
 def cache_path(cache_dir, scale, degradation, copies=False):
@@ -113,7 +122,8 @@ def training_pairs(scale, degradation, cache_dir, copies=False):
     video, pan) that image through libx264, then (video) the image made small by ffmpeg's
     scale filter and then libx264, as small video is made, or (pan) the last frame of a
     short pan over the image made small and encoded that way, so an inter-coded frame with
-    motion, as most of a video's frames are (the image is then the pan's last window).
+    motion, as most of a video's frames are (the image is then the pan's last window; with
+    pan4, the window of one of the last four frames, taken in turn).
     With copies, every image also comes made smaller by each of DOWNSCALED_COPIES (MATLAB's
     bicubic), as more images with finer detail per pixel. Cached in cache_dir, since the
     x264 round trips take a minute; models/carry.py moves a cache to a machine without the
@@ -131,18 +141,19 @@ def training_pairs(scale, degradation, cache_dir, copies=False):
     for i, (name, factor) in enumerate(sources):
         hr = srdata.read_bgr(name)
         whole = srdata.modcrop(hr if factor == 1.0 else srdata.imresize(hr, factor), 2 * scale)
-        hr = target(whole, scale, degradation)
+        hr = target(whole, scale, degradation, i)
         lows = [srdata.low_resolution(hr, scale)]
         if degradation != "clean":
             crf = 18 + i % 6                          # 18..23, spread over the images
             lows.append(srdata.h264_frames([lows[0]], crf, ffmpeg)[0])
-        if degradation in ("video", "pan"):
+        if degradation not in ("clean", "mix"):
             h, w = hr.shape[:2]
             made_small = ("-threads", "1", "-vf", f"scale={w // scale}:{h // scale}")
             crf = 18 + (i + 3) % 6
             lows.append(srdata.h264_frames([hr], crf, ffmpeg, made_small)[0]
                         if degradation == "video" else
-                        srdata.h264_frames(pan(whole, scale), crf, ffmpeg, made_small)[-1])
+                        srdata.h264_frames(pan(whole, scale), crf, ffmpeg,
+                                           made_small)[pan_frame(degradation, i)])
         pairs.append((srdata.luma(hr), [srdata.luma(low) for low in lows]))
         srdata.progress(i + 1, len(sources), started, f"x{scale} {degradation} data")
     save_pairs(cache, pairs)
@@ -752,7 +763,7 @@ def main():
                    help="the low-resolution images: the papers' (clean); those and the same "
                    "through libx264 at CRF 18-23 (mix); and a third, made small by ffmpeg's "
                    "scale filter before libx264 (video), or the last frame of a pan made "
-                   "small so (pan)")
+                   "small so (pan), or one of its last four, image by image (pan4)")
     t.add_argument("--copies", action="store_true",
                    help="also train on every image made smaller by 0.9, 0.8, 0.7 and 0.6 "
                    "(the FSRCNN paper's augmentation)")

@@ -104,3 +104,17 @@ def test_pan_window_sides_are_multiples_within_the_cap_less_the_pans_margin():
     frames = train.srdata.pan_windows(PAN_IMAGE, 4, 3, 8, (60, None))
     assert frames[0].shape == ((60 - 12) // 8 * 8, (130 - 12) // 8 * 8)
     assert frames[-1][-1, -1] == PAN_IMAGE[9 + 47, 9 + 111]
+
+
+def test_pan_pairs_hold_the_last_frames_window():
+    for index in range(5):
+        assert train.target(PAN_IMAGE, 4, "pan", index)[0, 0] == PAN_IMAGE[21, 21]
+
+
+def test_pan4_pairs_take_the_last_four_frames_windows_in_turn():
+    corners = [train.target(PAN_IMAGE, 4, "pan4", index)[0, 0] for index in range(5)]
+    assert corners == [PAN_IMAGE[3 * f, 3 * f] for f in (7, 6, 5, 4, 7)]
+
+
+def test_degradations_without_a_pan_keep_the_whole_image():
+    assert train.target(PAN_IMAGE, 4, "mix", 3) is PAN_IMAGE
