@@ -236,7 +236,7 @@ MODEL_CHECKSUMS = {
     "hq-upscalepy_x3.pb":
         "sha256:96163a3958a6c4d00615a330e81119d90ff50e99c29605a6b2961863fc75cba7",
     "hq-upscalepy_x4.pb":
-        "sha256:4f3e22c180ffc9657a339a034c7d3873e00d578ddc5415a8f2c35c3345ddda37",
+        "sha256:c64b6ad0641325f43c7b5365af101a158262eac06dfb312f4fd89802dbf6bdc5",
     "FSRCNN-upscalepy_x2.pb":
         "sha256:6717ad6403eb2099e20db1b911cce087f45b29c05d683f4c714dd541f8fe0c52",
     "FSRCNN-upscalepy_x3.pb":
