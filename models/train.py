@@ -118,8 +118,8 @@ def cache_path(cache_dir, scale, degradation, copies=False):
 
 def training_pairs(scale, degradation, cache_dir, copies=False):
     """[(high-resolution luma, [low-resolution luma, ...])], all 8-bit as upscale.py sees
-    pictures, for every training image: the clean low-resolution image first, then (mix,
-    video, pan) that image through libx264, then (video) the image made small by ffmpeg's
+    pictures, for every training image: the clean low-resolution image first, then (all
+    but clean) that image through libx264, then (video) the image made small by ffmpeg's
     scale filter and then libx264, as small video is made, or (pan) the last frame of a
     short pan over the image made small and encoded that way, so an inter-coded frame with
     motion, as most of a video's frames are (the image is then the pan's last window; with
