@@ -53,6 +53,10 @@ DOWNSCALED_COPIES = (0.9, 0.8, 0.7, 0.6)   # --copies: the FSRCNN paper's data a
 # a picture a few percent. The loss weighs the margin down so that both are learnt in about
 # the proportion a picture has them.
 MARGIN_WEIGHT = 0.2
+# --loss: each pixel's error, before the weights above. L1 is the papers' (and the shipped
+# runs'); PSNR is mean squared error, so a last short phase on L2 aims at the measure itself.
+# Plain arithmetic, so that numpy arrays and both frameworks' tensors take the same function.
+LOSSES = {"l1": lambda error: abs(error), "l2": lambda error: error * error}
 
 
 def loss_weights(family, scale):
@@ -290,10 +294,12 @@ def bicubic_psnr(val, scale):
 # --- Checkpoints ------------------------------------------------------------------------------
 
 def save_npz(path, arrays, compressed=False):
-    """Write arrays to path complete or not at all (an interrupted run leaves the old file)."""
+    """Write arrays to path complete or not at all (an interrupted run leaves the old file).
+    The temporary name is the process's own: two runs started together on one cache each
+    write the same data cache, and neither may move the other's file away."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
     os.replace(tmp, path)
 
@@ -379,6 +385,7 @@ class TensorflowSteps:
             k: [tf.Variable(m), tf.Variable(v)] for k, (m, v) in moments.items()}
         fixed = {k: tf.constant(v) for k, v in nets.constants(scale).items()}
         pixel_weights = tf.constant(pixel_weights)
+        pixel_loss = LOSSES[args.loss]
 
         def network(low):
             w = nets.folded(family, variables, scale, einsum=tf.einsum, constant=tf.constant)
@@ -388,7 +395,7 @@ class TensorflowSteps:
         def step(low, high, lr, t):
             with tf.GradientTape() as tape:
                 out = network(low)
-                loss = tf.reduce_sum(tf.abs(out - high) * pixel_weights) / low.shape[0]
+                loss = tf.reduce_sum(pixel_loss(out - high) * pixel_weights) / low.shape[0]
             grads = tape.gradient(loss, [variables[k] for k in self.names])
             b1, b2, eps = ADAM
             for k, g in zip(self.names, grads):
@@ -498,6 +505,7 @@ class TorchSteps:
         self.m = flat(moments[k][0] for k in self.names)
         self.v = flat(moments[k][1] for k in self.names)
         self.pixel_weights = torch.tensor(pixel_weights, device=self.device)
+        self.pixel_loss = LOSSES[args.loss]
         self.fixed = {k: torch.tensor(v, device=self.device)
                       for k, v in nets.constants(scale).items()}
         self.family, self.scale, self.ops = family, scale, TorchOps(torch)
@@ -533,7 +541,8 @@ class TorchSteps:
         low, high = (patches(flat, d[:, i], d[:, i + 1], d[:, 4], grid)[..., None].float()
                      / 255 for i, flat, grid in ((0, self.low, self.grids[0]),
                                                  (2, self.high, self.grids[1])))
-        loss = (torch.abs(self.network(low) - high) * self.pixel_weights).sum() / low.shape[0]
+        loss = (self.pixel_loss(self.network(low) - high) * self.pixel_weights).sum() \
+            / low.shape[0]
         grad, = torch.autograd.grad(loss, self.flat)
         b1, b2, eps = ADAM
         lr, c1, c2 = self.schedule
@@ -663,7 +672,7 @@ def train(args):
            f"pixel): {images.count} training images ({args.degradation}"
            f"{', downscaled copies' if args.copies else ''}), {len(val)} "
            f"validation images; bicubic {bicubic_psnr(val, args.scale):.2f} dB; "
-           f"{steps.where}, batch {args.batch}")
+           f"{steps.where}, batch {args.batch}, {args.loss.upper()} loss")
 
     def checkpoint(step):
         state = {"family": np.str_(family.name), "scale": np.int64(args.scale),
@@ -767,6 +776,9 @@ def main():
     t.add_argument("--copies", action="store_true",
                    help="also train on every image made smaller by 0.9, 0.8, 0.7 and 0.6 "
                    "(the FSRCNN paper's augmentation)")
+    t.add_argument("--loss", choices=sorted(LOSSES), default="l1",
+                   help="each pixel's error: absolute (l1, the default) or squared (l2, for "
+                   "a last phase: PSNR measures squared error)")
     t.add_argument("--threads", type=int, default=os.cpu_count())
     t.add_argument("--val-every", type=int, default=1000)
     t.add_argument("--checkpoint-seconds", type=float, default=120,

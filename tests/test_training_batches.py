@@ -118,3 +118,20 @@ def test_pan4_pairs_take_the_last_four_frames_windows_in_turn():
 
 def test_degradations_without_a_pan_keep_the_whole_image():
     assert train.target(PAN_IMAGE, 4, "mix", 3) is PAN_IMAGE
+
+
+# --- Losses and files ---------------------------------------------------------------------
+
+def test_l1_loss_is_each_pixels_absolute_error_and_l2_its_square():
+    error = np.array([-0.5, 0.0, 0.25])
+    assert train.LOSSES["l1"](error).tolist() == [0.5, 0.0, 0.25]
+    assert train.LOSSES["l2"](error).tolist() == [0.25, 0.0, 0.0625]
+
+
+def test_saving_a_cache_leaves_another_processs_temporary_file_alone(tmp_path):
+    path = tmp_path / "train_x4_mix_8bit.npz"
+    theirs = path.with_suffix(".tmp.npz")       # another run, writing the same cache
+    theirs.write_bytes(b"half written")
+    train.save_npz(path, {"a": np.arange(3)})
+    assert theirs.read_bytes() == b"half written"
+    assert np.load(path)["a"].tolist() == [0, 1, 2]
