@@ -234,9 +234,9 @@ MODEL_CHECKSUMS = {
     "hq-upscalepy_x2.pb":
         "sha256:181c9da6bd17dc1047cb52ea33e2afe97898d8cb118d51ed55eda477e4f9a38e",
     "hq-upscalepy_x3.pb":
-        "sha256:96163a3958a6c4d00615a330e81119d90ff50e99c29605a6b2961863fc75cba7",
+        "sha256:724e84478b68fb5e7b3d12c0febe9817e8ea49a76c77644d4893f4d859c8be08",
     "hq-upscalepy_x4.pb":
-        "sha256:c64b6ad0641325f43c7b5365af101a158262eac06dfb312f4fd89802dbf6bdc5",
+        "sha256:51f2689febb9233e4c31cce2136eeeeb297227674a5400454fb1bc7b4e6fed70",
     "FSRCNN-upscalepy_x2.pb":
         "sha256:6717ad6403eb2099e20db1b911cce087f45b29c05d683f4c714dd541f8fe0c52",
     "FSRCNN-upscalepy_x3.pb":
