@@ -2316,6 +2316,17 @@ def container_of(path, fmt=None):
         CONTAINERS["mp4"]
 
 
+# Colour tags that OpenCV's own FFmpeg converts away as it decodes to BGR (its swscale 9, in
+# the 4.14 and 5.0 wheels alike): a picture with these primaries (wide gamut: BT.2020 as
+# phones record HDR, DCI-P3, ...) or transfers (HDR: PQ, HLG) comes out as a BT.709 SDR one,
+# its gamut mapped into BT.709's and HDR brought down to SDR. Such frames must be tagged as
+# what they have become; other tags pass through OpenCV untouched and are kept.
+# tests/test_fidelity.py checks both sets against OpenCV's decoder.
+OPENCV_CONVERTED_PRIMARIES = frozenset(
+    "bt2020 film jedec-p22 smpte428 smpte431 smpte432 ebu3213".split())
+OPENCV_CONVERTED_TRANSFERS = frozenset(("smpte2084", "arib-std-b67"))
+BT709_SDR = {"primaries": "bt709", "transfer": "bt709", "space": "bt709"}
+
 # Matrices swscale can convert to, by the name ffmpeg reports for a stream's colour space.
 SWS_MATRICES = {"bt709": "bt709", "fcc": "fcc", "bt470bg": "bt601", "smpte170m": "bt601",
                 "smpte240m": "smpte240m", "bt2020nc": "bt2020"}
@@ -2325,6 +2336,31 @@ SETPARAMS_NAMES = {"primaries": "color_primaries", "transfer": "color_trc",
                    "space": "colorspace", "range": "range"}
 
 
+def opencv_converts_color(color):
+    """Whether OpenCV's decoder turns a picture with these colour tags into BT.709 SDR."""
+    return color.get("primaries") in OPENCV_CONVERTED_PRIMARIES or \
+        color.get("transfer") in OPENCV_CONVERTED_TRANSFERS
+
+
+def decoded_color(color):
+    """The colour tags of the BGR frames OpenCV decodes from a stream tagged color."""
+    return dict(color, **BT709_SDR) if opencv_converts_color(color) else color
+
+
+def color_warning(stream, through_opencv):
+    """What the user should hear about the output's colours ("is HDR ...: the output is
+    ..."), or "" when it keeps the source's."""
+    deep = re.search(r"p(9|1[0-6])(le|be)$", stream.pix_fmt or "")
+    if through_opencv and opencv_converts_color(stream.color):
+        hdr = stream.color.get("transfer") in OPENCV_CONVERTED_TRANSFERS
+        tags = "/".join(stream.color[k] for k in ("primaries", "transfer") if k in stream.color)
+        return (f"is {'HDR' if hdr else 'wide-gamut'} ({tags}): the output is SDR BT.709, "
+                "8-bit, as OpenCV decodes it (--model ffmpeg keeps the source's colours)")
+    if deep:
+        return f"is {deep.group(1)}-bit ({stream.pix_fmt}): the output is 8-bit"
+    return ""
+
+
 def color_args(stream, reencode, written_by_opencv=True):
     """(video filter args, tag args) that make the output look like the source.
 
@@ -2332,10 +2368,14 @@ def color_args(stream, reencode, written_by_opencv=True):
     right; what matters is how they go back to YUV. cv2.VideoWriter always uses BT.601,
     limited range: an mp4v output is tagged as exactly that (a BT.709 tag on BT.601 numbers
     would shift colours). A re-encode converts with the source's matrix and range and tags
-    them. Primaries and transfer are properties of the picture and are kept either way.
-    The ffmpeg baseline scales YUV to YUV, so its stream keeps the source's matrix.
+    them. Primaries and transfer are properties of the picture and are kept either way,
+    unless OpenCV's decoder converted them (wide gamut, HDR): then the frames, and so the
+    output, are BT.709 SDR. The ffmpeg baseline scales YUV to YUV, so its stream keeps the
+    source's tags.
     """
     color = stream.color if stream else {}
+    if written_by_opencv:
+        color = decoded_color(color)
     tags = {key: color[key] for key in ("primaries", "transfer")
             if color.get(key) not in (None, "", "unknown", "reserved")}
     space = color.get("space", "")
@@ -2516,10 +2556,6 @@ def upscale_file(job, settings, ffmpeg, upscalers):
     source, info, out_path = job.source, job.info, job.out_path
     if len(info.video) > 1:
         console.say(f"note: {source} has {len(info.video)} video streams; upscaling the first")
-    if info.video[0].pix_fmt and re.search(r"(10|12|16)(le|be)$", info.video[0].pix_fmt) or \
-            info.video[0].color.get("transfer") in ("smpte2084", "arib-std-b67"):
-        console.warn(f"{source} is {info.video[0].pix_fmt} "
-                     f"{info.video[0].color.get('transfer', '')}: output is 8-bit SDR")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     stale = remove_stale_temps(out_path.parent)
     if stale:
@@ -2534,6 +2570,9 @@ def upscale_file(job, settings, ffmpeg, upscalers):
         temps.append(temp_name(out_path, tag))
         return temps[-1]
     upscaler = upscalers(job.plan)
+    warning = color_warning(info.video[0], through_opencv=not upscaler.whole_files)
+    if warning:
+        console.warn(f"{source} {warning}")
     try:
         if upscaler.whole_files:
             temp_video = new_temp("video.mp4")

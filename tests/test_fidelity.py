@@ -259,7 +259,75 @@ def test_ten_bit_source_warns_of_8_bit_output(ffmpeg, tmp_path):
                     vcodec=("-c:v", "ffv1", "-pix_fmt", "yuv420p10le"))
     result = run_cli(src, "--scale", "2")
     assert result.returncode == 0, result.stderr
-    assert "8-bit SDR" in result.stderr
+    assert "is 10-bit (yuv420p10le): the output is 8-bit" in result.stderr
+
+
+def red_clip(ffmpeg, path, primaries, transfer, matrix="bt709", pix_fmt="yuv420p",
+             size="16x16", pattern=False):
+    """A short ffv1 clip, RGB (200, 50, 50) or the moving test pattern, converted with the
+    BT.709 or BT.2020 matrix and tagged with these primaries and transfer."""
+    space = {"bt709": "bt709", "bt2020": "bt2020nc"}[matrix]
+    return make_clip(ffmpeg, path, size=size, seconds=0.2, audio=False,
+                     vcodec=("-c:v", "ffv1"), extra=(
+                         "-vf", ("" if pattern else "geq=r=200:g=50:b=50,") +
+                         f"format=rgb24,scale=out_color_matrix={matrix}:flags=accurate_rnd,"
+                         f"format={pix_fmt},setparams=colorspace={space}:"
+                         f"color_primaries={primaries}:color_trc={transfer}"))
+
+
+def opencv_first_frame(path):
+    ok, frame = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG).read()
+    assert ok, path
+    return frame.astype(float)
+
+
+@pytest.mark.parametrize("primaries,transfer", [
+    *((p, "bt709") for p in sorted(upscale.OPENCV_CONVERTED_PRIMARIES)),
+    *(("bt709", t) for t in sorted(upscale.OPENCV_CONVERTED_TRANSFERS)),
+    ("bt709", "bt709"), ("smpte170m", "smpte170m"), ("bt470bg", "bt709"),
+    ("bt709", "bt2020-10"), ("bt709", "iec61966-2-1")])
+def test_opencv_turns_exactly_the_tags_in_its_table_into_bt709_sdr(ffmpeg, tmp_path,
+                                                                   primaries, transfer):
+    # The tables describe OpenCV's decoder, not this tool: if a new OpenCV decodes
+    # differently, they must change with it.
+    src = red_clip(ffmpeg, tmp_path / "red.mkv", primaries, transfer)
+    red = opencv_first_frame(src)[8, 8][::-1]
+    converted = np.abs(red - (200, 50, 50)).max() > 8
+    assert converted == upscale.opencv_converts_color(
+        {"primaries": primaries, "transfer": transfer}), red
+
+
+@pytest.mark.parametrize("codec", ["h264", "mp4v"])
+@pytest.mark.parametrize("source", [("bt2020", "smpte2084", "yuv420p10le"),
+                                    ("bt2020", "arib-std-b67", "yuv420p10le"),
+                                    ("bt2020", "bt709", "yuv420p")])
+def test_wide_gamut_or_hdr_source_comes_out_as_opencv_shows_it_tagged_bt709_sdr(
+        ffmpeg, tmp_path, source, codec):
+    # OpenCV hands over such frames as BT.709 SDR; kept BT.2020 or HDR tags made players
+    # show them oversaturated (block colours off by 10-40 levels).
+    primaries, transfer, pix_fmt = source
+    src = red_clip(ffmpeg, tmp_path / "wide.mkv", primaries, transfer, "bt2020", pix_fmt,
+                   size="64x48", pattern=True)
+    out = tmp_path / "out.mkv"
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--codec", codec, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "the output is SDR BT.709" in result.stderr
+    color = probe(ffmpeg, out).video[0].color
+    assert (color.get("primaries"), color.get("transfer")) == ("bt709", "bt709")
+    # OpenCV's decoder manages colour as a player does: it shows both as BT.709 SDR.
+    before, after = (cv2.resize(opencv_first_frame(p), (16, 12), interpolation=cv2.INTER_AREA)
+                     for p in (src, out))
+    assert np.abs(after - before).mean() < 5.0
+
+
+def test_the_ffmpeg_baseline_keeps_an_hdr_sources_tags(ffmpeg, tmp_path):
+    src = red_clip(ffmpeg, tmp_path / "hdr.mkv", "bt2020", "smpte2084", "bt2020",
+                   "yuv420p10le", size="64x48", pattern=True)
+    result = run_cli(src, "--model", "ffmpeg", "--scale", "2", "-o", tmp_path / "out.mkv")
+    assert result.returncode == 0, result.stderr
+    color = probe(ffmpeg, tmp_path / "out.mkv").video[0].color
+    assert (color.get("primaries"), color.get("transfer")) == ("bt2020", "smpte2084")
+    assert "is 10-bit (yuv420p10le): the output is 8-bit" in result.stderr
 
 
 def test_timescale_choice_is_exact_for_common_rates():
