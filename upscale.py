@@ -106,8 +106,9 @@ EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                      if hasattr(signal, name))
 
+# An animated GIF is a video here (each frame's delay kept; the output is MP4).
 VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .ts .m2ts .mts .3gp .ogv".split())
+    ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .ts .m2ts .mts .3gp .ogv .gif".split())
 IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .tif .tiff .webp".split())
 # A picture's output format: JPEG and WebP stay themselves (at high quality); the rest
 # (PNG, BMP, TIFF) become PNG, lossless and small.
@@ -2527,7 +2528,7 @@ def prepare_job(source, settings, ffmpeg):
         kinds = ", ".join(sorted({s.kind for s in info.streams})) or "nothing"
         raise UpscaleError(f"{source}: has no video stream (only {kinds}); nothing to upscale "
                            "here, give the video file instead")
-    if info.format.endswith("_pipe") or info.format in ("image2", "gif"):
+    if info.format.endswith("_pipe") or info.format == "image2":
         raise UpscaleError(f"{source}: is a picture ({info.video[0].codec}) named like a "
                            f"video; name it .{info.video[0].codec.replace('mjpeg', 'jpg')} to "
                            "upscale it as a picture")

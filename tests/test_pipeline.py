@@ -1,5 +1,6 @@
 """The core pipeline on real clips: frames, size, duration and audio come through."""
 import subprocess
+from fractions import Fraction
 
 import pytest
 
@@ -28,6 +29,24 @@ def test_every_container_gives_all_frames_scaled_size_and_audio(ffmpeg, tmp_path
     assert video_size(out) == (128, 96)
     assert len(probe(ffmpeg, out).of_kind("audio")) == 1
     assert leftovers(tmp_path) == []
+
+
+def test_an_animated_gif_in_a_folder_becomes_an_mp4_with_every_frame_at_its_time(ffmpeg,
+                                                                                 tmp_path):
+    # GIF delays differ frame to frame: 10 frames of 1/10 s, then 5 of 3/10 s
+    folder = tmp_path / "in"
+    folder.mkdir()
+    src = make_clip(ffmpeg, folder / "anim.gif", rate="10", seconds=1.5, audio=False,
+                    vcodec=("-c:v", "gif"),
+                    vfilter="setpts='if(lt(N,10),N/10/TB,(1+(N-10)*3/10)/TB)'",
+                    extra=("-fps_mode", "vfr"))
+    result = run_cli(folder, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    out = folder / "anim_fast_x2.mp4"
+    assert video_size(out) == (128, 96)
+    before, after = packet_times(ffmpeg, src), packet_times(ffmpeg, out)
+    assert len(after) == len(before) == 15
+    assert max(abs(a - b) for a, b in zip(before, after)) <= Fraction(1, 20)
 
 
 def test_duration_is_within_one_frame_of_source(ffmpeg, tmp_path):
