@@ -2680,7 +2680,27 @@ def video_length(info, start):
     return max(0.0, (info.video[0].end or info.duration) - start)
 
 
-def source_video(source, settings, duration_s, exact_count, measured=0.0):
+def ffmpeg_decodes(ffmpeg, path):
+    """Whether ffmpeg decodes a frame of the file's first video stream."""
+    out, _ = ffmpeg_output(ffmpeg_args(ffmpeg, "-i", path, "-map", "0:v:0", "-frames:v", "1",
+                                       "-f", "framecrc", "-"), "decoding", check=False)
+    return any(line and not line.startswith(b"#") for line in out.splitlines())
+
+
+def no_frame_error(ffmpeg, source):
+    """The error for a video OpenCV decodes no frame of. OpenCV's wheels bring an FFmpeg
+    without some decoders (AV1's): when ffmpeg decodes it, the way on is to convert it."""
+    if not ffmpeg_decodes(ffmpeg, source):
+        return UpscaleError(f"{source}: no frame could be decoded; the file is damaged or not "
+                            "a video")
+    name, codec = Path(source).name, probe(ffmpeg, source).video[0].codec
+    return UpscaleError(
+        f"{source}: OpenCV's decoder cannot read its {codec} video (ffmpeg can); convert it "
+        f"first, then upscale that: ffmpeg -i {shlex.quote(name)} -map 0:v:0 -map '0:a?' -c:a copy "
+        f"-c:v libx264 -crf 12 {shlex.quote(Path(name).stem + '-h264.mkv')}")
+
+
+def source_video(source, settings, duration_s, exact_count, ffmpeg, measured=0.0):
     """(SourceVideo, the first frame's time in ms) as OpenCV reads source; measured: the
     rate its first packets come at (measured_rate)."""
     cap = open_capture(source)
@@ -2696,8 +2716,7 @@ def source_video(source, settings, duration_s, exact_count, measured=0.0):
     finally:
         cap.release()
     if first is None:
-        raise UpscaleError(f"{source}: no frame could be decoded; the file is damaged or not "
-                           "a video")
+        raise no_frame_error(ffmpeg, source)
     return video, first[1]
 
 
@@ -2719,7 +2738,7 @@ def upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset, measur
     duration_s = video_length(info, offset)
     # An MP4's (or QuickTime's) frame count is its sample table's: exact.
     video, first_ms = source_video(source, settings, duration_s,
-                                   info.format.startswith("mov,mp4"), measured)
+                                   info.format.startswith("mov,mp4"), ffmpeg, measured)
     check_workload(source, video, settings, plan)
     frames_hint = f", about {video.frame_count_hint} frames" \
         if video.frame_count_hint > 0 else ""
@@ -3531,7 +3550,7 @@ def measure_benchmark(source, settings, repeats=BENCHMARK_REPEATS):
     cap.release()
     n = len(frames)
     if n == 0:
-        raise UpscaleError(f"{source}: no frame could be decoded")
+        raise no_frame_error(ffmpeg, source)
     t_prepare, prepared = timed(lambda: [upscaler.prepare(f) for f in frames])
     t_infer_one, inferred = timed(lambda: [upscaler.infer(p) for p in prepared])
     t_infer_thread = timed(single_threaded, lambda: [upscaler.infer(p) for p in prepared])[0]
@@ -3974,6 +3993,8 @@ def compare_one(task, path, kind, tmp, grid_video, picture):
     low.close()
     if truth:
         truth.close()
+    if count == 0 and kind == "video":
+        raise no_frame_error(ffmpeg, path)
     if count == 0:
         raise UpscaleError(f"{path}: no frame could be read")
     # What each method must make: the truth's size, or the input's times the scale.

@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import (SCRIPT, cli_env, leftovers, make_clip, recording_ffmpeg, run_cli,
-                      video_size, wait_until_writing, work_folders)
+from conftest import (SCRIPT, cli_env, leftovers, make_clip, probe, recording_ffmpeg,
+                      run_cli, video_size, wait_until_writing, work_folders)
 
 
 def error_lines(result):
@@ -64,6 +65,24 @@ def test_text_file_named_mp4_is_an_error(tmp_path):
     (tmp_path / "fake.mp4").write_text("this is not a video\n" * 100)
     assert_one_clear_error(run_cli(tmp_path / "fake.mp4"), 1, "fake.mp4", "not a video")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.mp4"]
+
+
+def test_av1_that_opencv_cannot_decode_says_how_to_convert_it_and_that_works(ffmpeg,
+                                                                           tmp_path):
+    # OpenCV's wheels (4.14, 5.0) bring an FFmpeg without an AV1 decoder; ffmpeg has one.
+    src = make_clip(ffmpeg, tmp_path / "clip.mkv", seconds=0.3, vcodec=(
+        "-c:v", "libaom-av1", "-cpu-used", "8", "-pix_fmt", "yuv420p"), acodec=("-c:a", "flac"))
+    result = run_cli(src, "--scale", "2")
+    assert_one_clear_error(result, 1, "clip.mkv", "cannot read its av1 video", "ffmpeg -i")
+    assert leftovers(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["clip.mkv"]
+    advice = shlex.split(result.stderr.split("upscale that: ", 1)[1])
+    assert advice[0] == "ffmpeg"
+    subprocess.run([ffmpeg, "-v", "error", *advice[1:]], cwd=tmp_path, check=True,
+                   stdin=subprocess.DEVNULL)
+    result = run_cli(tmp_path / "clip-h264.mkv", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert len(probe(ffmpeg, tmp_path / "clip-h264_fast_x2.mp4").of_kind("audio")) == 1
 
 
 def test_audio_only_file_is_an_error(ffmpeg, tmp_path):
