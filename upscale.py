@@ -872,6 +872,7 @@ class Stream:
     height: int = 0
     sar: float = 1.0           # sample (pixel) aspect ratio: width of a pixel over its height
     rotation: float = 0.0      # degrees its display matrix turns the picture
+    field_order: str = ""      # "top first", "bottom first"...: interlaced; "" otherwise
 
 
 @dataclass
@@ -939,6 +940,13 @@ def parse_color(rest):
     return pix_fmt, color
 
 
+def parse_field_order(rest):
+    """"top first", "bottom first", "top coded first" or "bottom coded first" when ffmpeg's
+    video stream line calls the stream interlaced; "" when progressive or not said."""
+    match = re.search(r"\b(top|bottom)( coded)? first\b", rest)
+    return match.group(0) if match else ""
+
+
 def parse_video_size(rest):
     """(width, height, sample aspect ratio) from the part of ffmpeg's video stream line after
     the codec name (', yuv420p(tv), 720x480 [SAR 32:27 DAR 16:9], ...'); (0, 0, 1.0) when
@@ -988,6 +996,7 @@ def parse_probe(text):
                             dispositions=tuple(DISPOSITION_RE.findall(rest)))
             if stream.kind == "video":
                 stream.pix_fmt, stream.color = parse_color(rest)
+                stream.field_order = parse_field_order(rest)
                 stream.width, stream.height, stream.sar = parse_video_size(rest)
             streams.append(stream)
     return Probe(streams, duration, fmt, matrix, tags)
@@ -2532,6 +2541,8 @@ def prepare_job(source, settings, ffmpeg):
         raise UpscaleError(f"{source}: is a picture ({info.video[0].codec}) named like a "
                            f"video; name it .{info.video[0].codec.replace('mjpeg', 'jpg')} to "
                            "upscale it as a picture")
+    if not settings.method.kind.whole_files:
+        check_progressive(source, info.video[0])
     video = info.video[0]
     orientation = display_orientation(ffmpeg, source, video.index) \
         if info.display_matrix else "as decoded"
@@ -2678,6 +2689,19 @@ def video_length(info, start):
     whose video simply starts later or ends sooner than its sound: to its own end when the
     container tags it (Matroska), else to the end of the file."""
     return max(0.0, (info.video[0].end or info.duration) - start)
+
+
+def check_progressive(source, stream):
+    """UpscaleError for an interlaced stream: OpenCV's FFmpeg (swscale 9, in the 4.14 and
+    5.0 wheels) will not convert interlaced frames to BGR and hands over black ones, and
+    upscaling the two fields as one picture would enlarge their combing anyway."""
+    if stream.field_order:
+        name = Path(source).name
+        raise UpscaleError(
+            f"{source}: is interlaced ({stream.field_order}), which OpenCV's decoder turns into "
+            f"black frames; deinterlace it first, then upscale that: ffmpeg -i "
+            f"{shlex.quote(name)} -map 0:v:0 -map '0:a?' -c:a copy -vf bwdif=mode=send_frame "
+            f"-c:v libx264 -crf 12 {shlex.quote(Path(name).stem + '-progressive.mkv')}")
 
 
 def ffmpeg_decodes(ffmpeg, path):
@@ -3977,6 +4001,8 @@ def compare_one(task, path, kind, tmp, grid_video, picture):
     """Compare every method on one input (a Comparison's); returns (its report rows, the
     frames compared). Works in the folder tmp; writes grid_video (if given) and picture."""
     label, scale, ffmpeg, reference = path.name, task.scale, task.ffmpeg, task.reference
+    if kind == "video":
+        check_progressive(path, (probe(ffmpeg, path).video or [Stream(0, "video", "")])[0])
     # The low-resolution frames go to disk first: ffmpeg's scaler works on whole files,
     # and every other method reads them back frame by frame.
     low = LosslessWriter(tmp / "low.mkv")

@@ -85,6 +85,48 @@ def test_av1_that_opencv_cannot_decode_says_how_to_convert_it_and_that_works(ffm
     assert len(probe(ffmpeg, tmp_path / "clip-h264_fast_x2.mp4").of_kind("audio")) == 1
 
 
+def interlaced_clip(ffmpeg, path):
+    """A PAL-like interlaced H.264 stream in MPEG-TS (as broadcast and camcorders make)."""
+    return make_clip(ffmpeg, path, size="64x48", rate="50", seconds=0.4, vcodec=(
+        "-c:v", "libx264", "-flags", "+ildct+ilme", "-x264opts", "tff=1", "-pix_fmt",
+        "yuv420p"), acodec=("-c:a", "mp2"), vfilter="tinterlace=mode=interleave_top")
+
+
+def test_opencv_cannot_convert_interlaced_frames(ffmpeg, tmp_path):
+    # Why interlaced video is refused: OpenCV's FFmpeg says so for each frame and hands over
+    # a frame it did not fill (black, or whatever its buffer held). If a new OpenCV decodes
+    # them, the refusal can go.
+    src = interlaced_clip(ffmpeg, tmp_path / "tv.ts")
+    read = subprocess.run([sys.executable, "-c", "import cv2, sys; print(cv2.VideoCapture("
+                           "sys.argv[1], cv2.CAP_FFMPEG).read()[0])", str(src)],
+                          capture_output=True, text=True, env=cli_env(
+                              OPENCV_FFMPEG_LOGLEVEL="24", OPENCV_LOG_LEVEL="ERROR"))
+    assert read.stdout.split()[-1] == "True"        # (OpenCV logs FFmpeg's words to stdout)
+    assert "Cannot convert interlaced to progressive frames" in read.stdout + read.stderr
+
+
+def test_interlaced_video_says_how_to_deinterlace_it_and_that_works(ffmpeg, tmp_path):
+    src = interlaced_clip(ffmpeg, tmp_path / "tv.ts")
+    result = run_cli(src, "--scale", "2")
+    assert_one_clear_error(result, 1, "tv.ts", "interlaced (top first)", "bwdif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tv.ts"]
+    advice = shlex.split(result.stderr.split("upscale that: ", 1)[1])
+    assert advice[0] == "ffmpeg"
+    subprocess.run([ffmpeg, "-v", "error", *advice[1:]], cwd=tmp_path, check=True,
+                   stdin=subprocess.DEVNULL)
+    result = run_cli(tmp_path / "tv-progressive.mkv", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    ok, frame = cv2.VideoCapture(str(tmp_path / "tv-progressive_fast_x2.mp4")).read()
+    assert ok and frame.shape[:2] == (96, 128) and frame.mean() > 20
+
+
+def test_the_ffmpeg_baseline_scales_interlaced_video_as_it_is(ffmpeg, tmp_path):
+    src = interlaced_clip(ffmpeg, tmp_path / "tv.ts")
+    result = run_cli(src, "--model", "ffmpeg", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert video_size(tmp_path / "tv_ffmpeg_x2.mp4") == (128, 96)
+
+
 def test_audio_only_file_is_an_error(ffmpeg, tmp_path):
     src = tmp_path / "song.m4a"
     subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=d=0.5", "-c:a", "aac",

@@ -39,6 +39,16 @@ def test_probe_reads_matroska_stream_end_times_and_subtitles(version):
     assert "ENCODER" in info.tags and "DURATION" not in info.tags     # a stream's, not ours
 
 
+@pytest.mark.parametrize("rest,order", [
+    (", yuv420p(tv, top first), 720x576 [SAR 16:15 DAR 4:3], 25 fps", "top first"),
+    (", yuv420p(bottom first), 720x480", "bottom first"),
+    (", yuv420p(tv, top coded first (swapped)), 720x480", "top coded first"),
+    (" (High), yuv420p(tv, bt709, progressive), 1920x1080", ""),
+    (" (Main), yuv420p(tv, bt709), 1280x720", "")])
+def test_field_order_is_read_from_the_video_stream_line(rest, order):
+    assert upscale.parse_field_order(rest) == order
+
+
 def test_both_ffmpeg_versions_read_the_same():
     for name in ("phone_rot", "film"):
         assert recorded(f"ffmpeg5.1_{name}") == recorded(f"ffmpeg9_{name}")
