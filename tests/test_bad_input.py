@@ -67,8 +67,8 @@ def test_text_file_named_mp4_is_an_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.mp4"]
 
 
-def test_av1_that_opencv_cannot_decode_says_how_to_convert_it_and_that_works(ffmpeg,
-                                                                           tmp_path):
+def test_av1_that_opencv_cannot_decode_says_how_to_convert_it_and_that_works(
+        ffmpeg, tmp_path):
     # OpenCV's wheels (4.14, 5.0) bring an FFmpeg without an AV1 decoder; ffmpeg has one.
     src = make_clip(ffmpeg, tmp_path / "clip.mkv", seconds=0.3, vcodec=(
         "-c:v", "libaom-av1", "-cpu-used", "8", "-pix_fmt", "yuv420p"), acodec=("-c:a", "flac"))
