@@ -67,6 +67,14 @@ def test_text_file_named_mp4_is_an_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.mp4"]
 
 
+def follow_the_advice(result, ffmpeg, folder):
+    """Run the ffmpeg command an error line gave ("... then upscale that: ffmpeg ...")."""
+    advice = shlex.split(result.stderr.split("upscale that: ", 1)[1])
+    assert advice[0] == "ffmpeg"
+    subprocess.run([ffmpeg, "-v", "error", *advice[1:]], cwd=folder, check=True,
+                   stdin=subprocess.DEVNULL)
+
+
 def test_av1_that_opencv_cannot_decode_says_how_to_convert_it_and_that_works(
         ffmpeg, tmp_path):
     # OpenCV's wheels (4.14, 5.0) bring an FFmpeg without an AV1 decoder; ffmpeg has one.
@@ -76,10 +84,7 @@ def test_av1_that_opencv_cannot_decode_says_how_to_convert_it_and_that_works(
     assert_one_clear_error(result, 1, "clip.mkv", "cannot read its av1 video", "ffmpeg -i")
     assert leftovers(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == \
         ["clip.mkv"]
-    advice = shlex.split(result.stderr.split("upscale that: ", 1)[1])
-    assert advice[0] == "ffmpeg"
-    subprocess.run([ffmpeg, "-v", "error", *advice[1:]], cwd=tmp_path, check=True,
-                   stdin=subprocess.DEVNULL)
+    follow_the_advice(result, ffmpeg, tmp_path)
     result = run_cli(tmp_path / "clip-h264.mkv", "--scale", "2")
     assert result.returncode == 0, result.stderr
     assert len(probe(ffmpeg, tmp_path / "clip-h264_fast_x2.mp4").of_kind("audio")) == 1
@@ -110,10 +115,7 @@ def test_interlaced_video_says_how_to_deinterlace_it_and_that_works(ffmpeg, tmp_
     result = run_cli(src, "--scale", "2")
     assert_one_clear_error(result, 1, "tv.ts", "interlaced (top first)", "bwdif")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tv.ts"]
-    advice = shlex.split(result.stderr.split("upscale that: ", 1)[1])
-    assert advice[0] == "ffmpeg"
-    subprocess.run([ffmpeg, "-v", "error", *advice[1:]], cwd=tmp_path, check=True,
-                   stdin=subprocess.DEVNULL)
+    follow_the_advice(result, ffmpeg, tmp_path)
     result = run_cli(tmp_path / "tv-progressive.mkv", "--scale", "2")
     assert result.returncode == 0, result.stderr
     ok, frame = cv2.VideoCapture(str(tmp_path / "tv-progressive_fast_x2.mp4")).read()
