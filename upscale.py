@@ -243,7 +243,7 @@ MODEL_CHECKSUMS = {
     "FSRCNN-upscalepy_x3.pb":
         "sha256:eeb6eee33f29bdba583a1423c0ed4cade291f640d941791df6afb3fbb2f1c90e",
     "FSRCNN-upscalepy_x4.pb":
-        "sha256:af6281f803db73bcaedf25d4a199534e7a50943b0fdc7eb6c1d8ccb72804df9e",
+        "sha256:da66e5e5933c4d33f565980f8708fd1822cba39ca40131d1b93528d97427a09f",
     "ESPCN_x2.pb": "sha256:59f77351e1d7c0057bf6fe088b4a8a07e42c468c8c8aebb674a6b4ea1823221d",
     "ESPCN_x3.pb": "sha256:0e667db7a431d14c32568ed79bf21701a64df8b1d162e48ca1f8800affe2c2b3",
     "ESPCN_x4.pb": "sha256:e403f06309229cf36009cd8fb0da032ba7643fae9f15cf94fe562e8edf8fef47",
