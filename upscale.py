@@ -37,7 +37,7 @@ How to read this file: its sections follow a frame from input to output.
   9. Segments: the work folder, resume, --part.
  10. Timing and muxing: the frames' own times put back, the source's other streams added.
  11. One file end to end: a Job (probe, orientation, size plan, output path) through
-     steps 7-10, and the same for pictures.
+     steps 7-10, and the same for pictures (an animated PNG or WebP frame by frame).
  12. Many files: inputs expanded, runs one by one or by --jobs children, progress.
  13. Benchmark and compare, which measure the same pipeline.
  14. Appendix: the official graphs rewritten into faster equivalents (self-contained).
@@ -115,6 +115,11 @@ IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .tif .tiff .webp".split())
 PICTURE_OUTPUTS = {".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp"}
 PICTURE_WRITES = (".png", ".jpg", ".jpeg", ".webp")     # what -o may name for a picture
 PICTURE_QUALITY = 95
+# An animated PNG or WebP stays animated, in its own format, each frame shown as long as it
+# was. OpenCV encodes an animation whole in memory (imencodeanimation), so one whose
+# upscaled frames would take more than ANIMATION_MEMORY is refused before any work.
+ANIMATED_PICTURES = (".png", ".webp")
+ANIMATION_MEMORY = 4 << 30
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL_DIR = HERE / "models"
@@ -2917,11 +2922,52 @@ class Picture:
     alpha: np.ndarray = None   # 8-bit, oriented like bgr
     gray: bool = False
     notes: tuple = ()          # what the output does not keep
+    animation: object = None   # an animated PNG or WebP's cv2.Animation: every frame, times
+
+
+def animation_frame_count(data):
+    """How many frames an animated PNG (its acTL chunk) or WebP (its ANMF chunks) holds;
+    1 for a still picture of any format."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        at = 8
+        while at + 12 <= len(data):
+            length, kind = struct.unpack(">I4s", data[at:at + 8])
+            if kind == b"acTL":
+                return max(1, struct.unpack(">I", data[at + 8:at + 12])[0])
+            if kind in (b"IDAT", b"IEND"):      # acTL comes before the image data or never
+                break
+            at += 12 + length
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        count, at = 0, 12
+        while at + 8 <= len(data):
+            kind, length = data[at:at + 4], struct.unpack("<I", data[at + 4:at + 8])[0]
+            count += kind == b"ANMF"
+            at += 8 + length + length % 2
+        return max(1, count)
+    return 1
+
+
+def read_animation(path, data):
+    """The Picture of an animated PNG or WebP: its first frame, and the whole animation."""
+    ok, animation = cv2.imdecodeanimation(data.reshape(1, -1))   # (OpenCV 4.14: one row)
+    if not ok or not animation.frames:
+        raise UpscaleError(f"{path}: an animated picture OpenCV cannot decode; check that it "
+                           "plays in a browser")
+    # Frames come as BGRA wherever the format can hold transparency; keep it where it is used.
+    opaque = all(f.ndim == 2 or f.shape[2] == 3 or f[:, :, 3].min() == 255
+                 for f in animation.frames)
+    if opaque:
+        animation.frames = [f[:, :, :3] if f.ndim == 3 else cv2.cvtColor(f, cv2.COLOR_GRAY2BGR)
+                            for f in animation.frames]
+    first = animation.frames[0]
+    return Picture(first[:, :, :3], None if opaque else first[:, :, 3], animation=animation)
 
 
 def read_picture(path):
     """The Picture in an image file; UpscaleError when OpenCV cannot decode it."""
     data = np.fromfile(str(path), np.uint8)          # (any file name the OS allows)
+    if animation_frame_count(data.tobytes()) > 1:
+        return read_animation(path, data)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)       # applies EXIF orientation, 8-bit
     raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if bgr is None or raw is None:
@@ -2956,8 +3002,25 @@ def prepare_picture(source, settings):
         plan = plan_frames(settings.size, settings.method, w, h)
     except UpscaleError as exc:
         raise UpscaleError(f"{source}: {exc}") from None
-    return Job(Path(source), None, "as decoded", plan,
-               output_path_for(source, settings, plan.label), picture)
+    out_path = output_path_for(source, settings, plan.label)
+    if picture.animation is not None:
+        check_animation(source, len(picture.animation.frames), plan, out_path)
+    return Job(Path(source), None, "as decoded", plan, out_path, picture)
+
+
+def check_animation(source, count, plan, out_path):
+    """UpscaleError, before any work, when an animation's output could not be written: a
+    format that cannot animate, or more frames than fit in memory at the size asked."""
+    if out_path.suffix.lower() not in ANIMATED_PICTURES:
+        raise UpscaleError(f"{source}: is animated ({count} frames), and "
+                           f"{out_path.suffix} pictures are not; name the output .webp or "
+                           ".png with -o to keep it animated")
+    needed = count * plan.width * plan.height * 4
+    if needed > ANIMATION_MEMORY:
+        raise UpscaleError(f"{source}: {count} frames at {plan.width}x{plan.height} would take "
+                           f"{needed / 2**30:.1f} GB of memory (at most "
+                           f"{ANIMATION_MEMORY / 2**30:.0f} GB); ask for a smaller size "
+                           "(--scale, --height)")
 
 
 def upscaled_picture(picture, upscaler, size):
@@ -2972,10 +3035,37 @@ def upscaled_picture(picture, upscaler, size):
     return out
 
 
+def upscaled_animation(picture, upscaler, size, progress):
+    """A cv2.Animation of picture's frames, each through upscaled_picture, shown as long
+    as the source's, looping as it does."""
+    out = cv2.Animation()
+    frames = []
+    for frame in picture.animation.frames:
+        layers = Picture(frame[:, :, :3], None if picture.alpha is None else frame[:, :, 3])
+        frames.append(upscaled_picture(layers, upscaler, size))
+        progress.update(len(frames))
+    out.frames, out.durations = frames, list(picture.animation.durations)
+    out.loop_count, out.bgcolor = picture.animation.loop_count, picture.animation.bgcolor
+    return out
+
+
+def picture_params(extension):
+    """cv2.imencode's parameters for a picture of that format."""
+    return {".jpg": [cv2.IMWRITE_JPEG_QUALITY, PICTURE_QUALITY],
+            ".webp": [cv2.IMWRITE_WEBP_QUALITY, PICTURE_QUALITY]}.get(extension, [])
+
+
+def encoded_animation(animation, extension, fingerprint):
+    """The bytes of an animated PNG or WebP file, recording fingerprint."""
+    ok, data = cv2.imencodeanimation(extension, animation, picture_params(extension))
+    if not ok:
+        raise UpscaleError(f"OpenCV could not encode an animated {extension} picture")
+    return tag_picture(bytes(data), extension, f"{SETTINGS_TAG}\0{fingerprint}".encode())
+
+
 def encoded_picture(image, extension, fingerprint):
     """The bytes of an image file of that format, recording fingerprint."""
-    params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, PICTURE_QUALITY],
-              ".webp": [cv2.IMWRITE_WEBP_QUALITY, PICTURE_QUALITY]}.get(extension, [])
+    params = picture_params(extension)
     if extension == ".jpg" and hasattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR"):
         params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
     if extension == ".jpg" and image.ndim == 3 and image.shape[2] == 4:
@@ -3047,16 +3137,29 @@ def picture_settings(path):
 
 
 def upscale_picture(job, settings, upscalers):
-    """Upscale one prepared picture Job; the output appears complete or not at all."""
+    """Upscale one prepared picture Job; the output appears complete or not at all. Returns
+    an animation's FrameResult, None for a still picture."""
     picture, out_path = job.picture, job.out_path
     for note in picture.notes:
         console.warn(f"{job.source.name}: {note}")
     upscaler = upscalers(job.plan)
     console.say(f"{job.source.name}: {picture.bgr.shape[1]}x{picture.bgr.shape[0]} -> "
                 f"{job.plan.width}x{job.plan.height} with {how_line(settings.method, job.plan)}")
-    image = upscaled_picture(picture, upscaler, (job.plan.width, job.plan.height))
+    size, result = (job.plan.width, job.plan.height), None
     extension = out_path.suffix.lower().replace(".jpeg", ".jpg")
-    data = encoded_picture(image, extension, settings.fingerprint(job.plan, picture=True))
+    fingerprint = settings.fingerprint(job.plan, picture=True)
+    if picture.animation is None:
+        data = encoded_picture(upscaled_picture(picture, upscaler, size), extension,
+                               fingerprint)
+    else:
+        count = len(picture.animation.frames)
+        progress = Progress(job.source.name, count)
+        try:
+            animation = upscaled_animation(picture, upscaler, size, progress)
+        finally:
+            progress.close()
+        data = encoded_animation(animation, extension, fingerprint)
+        result = FrameResult(count, [], *size, fresh=count)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_name(out_path, "part" + extension)
     try:
@@ -3065,6 +3168,7 @@ def upscale_picture(job, settings, upscalers):
         publish(temp, out_path, settings.overwrite)
     finally:
         temp.unlink(missing_ok=True)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -3787,9 +3891,12 @@ def compare_inputs(paths):
 
 
 def read_source(path, kind, max_frames):
-    """Frames of an image (one) or a video (up to max_frames; 0 means all)."""
+    """Frames of a picture (one, or an animation's) or a video (up to max_frames; 0 means
+    all)."""
     if kind == "image":
-        yield read_picture(path).bgr
+        picture = read_picture(path)
+        frames = [picture.bgr] if picture.animation is None else picture.animation.frames
+        yield from (np.ascontiguousarray(f[:, :, :3]) for f in frames[:max_frames or None])
         return
     check_source(path)
     cap = open_capture(path)

@@ -116,6 +116,18 @@ def test_folder_of_images_is_compared_image_by_image(tmp_path):
         "a_compare_x2.png", "b_compare_x2.png"]
 
 
+def test_an_animated_picture_is_compared_over_every_frame(tmp_path):
+    animation = cv2.Animation()
+    animation.frames = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(4)]
+    animation.durations, animation.loop_count = [100] * 4, 0
+    ok, data = cv2.imencodeanimation(".webp", animation, [])
+    assert ok
+    (tmp_path / "anim.webp").write_bytes(bytes(data))
+    _, rows = report_of(tmp_path, tmp_path / "anim.webp", "--scale", "2", "--methods", "cubic")
+    assert rows[0]["frames"] == 4
+    assert (tmp_path / "out" / "anim_compare_x2.png").is_file()
+
+
 def test_comparing_a_folder_again_leaves_out_the_pictures_it_wrote_there(tmp_path):
     folder = tmp_path / "set"
     folder.mkdir()

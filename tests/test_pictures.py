@@ -142,3 +142,112 @@ def test_a_video_with_a_picture_output_name_is_a_clear_error(ffmpeg, tmp_path):
     result = run_cli(src, "-o", tmp_path / "big.png")
     assert result.returncode == 1 and "-o must name a video too" in result.stderr
     assert not (tmp_path / "big.png").exists()
+
+
+# --- Animated PNG and WebP ---------------------------------------------------------------
+
+def animation_of(frames, durations, loops=0):
+    animation = cv2.Animation()
+    animation.frames, animation.durations, animation.loop_count = frames, durations, loops
+    return animation
+
+
+def write_animation(path, animation):
+    """An animated PNG or WebP file made by OpenCV's own encoder (lossless WebP)."""
+    params = [cv2.IMWRITE_WEBP_QUALITY, 101] if path.suffix == ".webp" else []
+    ok, data = cv2.imencodeanimation(path.suffix, animation, params)
+    assert ok
+    path.write_bytes(bytes(data))
+
+
+def read_animation_file(path):
+    ok, animation = cv2.imdecodeanimation(np.fromfile(str(path), np.uint8).reshape(1, -1))
+    assert ok, path
+    return animation
+
+
+def moving_frames(count=4, width=80, height=60):
+    """Frames that differ: a photo sliding to the right a few pixels a frame."""
+    wide = photo(width + 3 * count, height)
+    return [np.ascontiguousarray(wide[:, 3 * i:3 * i + width]) for i in range(count)]
+
+
+@pytest.mark.parametrize("name", ["anim.png", "anim.webp"])
+def test_an_animated_picture_stays_animated_with_every_frame_upscaled_at_its_time(
+        tmp_path, name):
+    frames = moving_frames()
+    write_animation(tmp_path / name, animation_of(frames, [40, 120, 40, 300], loops=3))
+    result = run_cli(tmp_path / name, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert "4 frames" in result.stderr
+    out = read_animation_file(tmp_path / name.replace("anim", "anim_fast_x2"))
+    assert list(out.durations) == [40, 120, 40, 300] and out.loop_count == 3
+    method = upscale.METHODS["fast"]
+    network = upscale.NetworkUpscaler(method, 2, upscale.locate_model(method, 2))
+    assert len(out.frames) == 4
+    for source, made in zip(frames, out.frames):
+        expected = network.upscale(source)
+        if name.endswith(".png"):                           # lossless: the very pixels
+            assert np.array_equal(made[:, :, :3], expected)
+        else:                                               # WebP at quality 95
+            assert cv2.PSNR(np.ascontiguousarray(made[:, :, :3]), expected) > 35
+
+
+def test_an_animated_webp_from_ffmpeg_is_upscaled_frame_by_frame(ffmpeg, tmp_path):
+    # Made by another encoder than OpenCV's, as most animated WebP files are (lossy).
+    src = make_clip(ffmpeg, tmp_path / "clip.webp", size="64x48", rate="10", seconds=0.5,
+                    audio=False, vcodec=("-c:v", "libwebp_anim", "-loop", "0"))
+    count = len(read_animation_file(src).frames)
+    result = run_cli(src, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    out = read_animation_file(tmp_path / "clip_cubic_x2.webp")
+    assert count == 5 and len(out.frames) == count
+    assert out.frames[0].shape[:2] == (96, 128)
+    assert list(out.durations) == [100] * count
+
+
+def test_every_frame_of_an_animation_keeps_its_transparency(tmp_path):
+    frames = [np.dstack([f, np.full(f.shape[:2], 60 * i + 40, np.uint8)])
+              for i, f in enumerate(moving_frames(3))]
+    write_animation(tmp_path / "ghost.png", animation_of(frames, [100] * 3))
+    assert run_cli(tmp_path / "ghost.png", "--scale", "2").returncode == 0
+    out = read_animation_file(tmp_path / "ghost_fast_x2.png")
+    assert [int(f[:, :, 3].mean()) for f in out.frames] == [40, 100, 160]
+
+
+def test_a_rerun_skips_an_animation_made_the_same_way(tmp_path):
+    write_animation(tmp_path / "anim.webp", animation_of(moving_frames(2), [100, 100]))
+    assert run_cli(tmp_path / "anim.webp", "--scale", "2").returncode == 0
+    again = run_cli(tmp_path / "anim.webp", "--scale", "2")
+    assert again.returncode == 0 and "skip:" in again.stderr
+
+
+def test_an_animation_asked_for_as_a_jpeg_is_refused_before_any_work(tmp_path):
+    write_animation(tmp_path / "anim.webp", animation_of(moving_frames(2), [100, 100]))
+    result = run_cli(tmp_path / "anim.webp", "-o", tmp_path / "big.jpg")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "is animated (2 frames)" in result.stderr and "name the output .webp" in \
+        result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anim.webp"]
+
+
+def test_an_animation_too_big_for_memory_is_refused_before_any_work(tmp_path):
+    # 20 frames of 1024x1024 at x8: 20 GB of frames, over the 4 GB an animation may take.
+    flat = [np.full((1024, 1024, 3), 12 * i, np.uint8) for i in range(20)]
+    write_animation(tmp_path / "big.png", animation_of(flat, [50] * 20))
+    result = run_cli(tmp_path / "big.png", "--model", "cubic", "--scale", "8")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "20 frames at 8192x8192 would take 5.0 GB" in result.stderr
+    assert "--scale" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png"]
+
+
+def test_the_frame_count_of_animated_and_still_pictures(tmp_path):
+    frames = moving_frames(3)
+    for extension in (".png", ".webp"):
+        write_animation(tmp_path / f"a{extension}", animation_of(frames, [100] * 3))
+        cv2.imwrite(str(tmp_path / f"s{extension}"), frames[0])
+        assert upscale.animation_frame_count((tmp_path / f"a{extension}").read_bytes()) == 3
+        assert upscale.animation_frame_count((tmp_path / f"s{extension}").read_bytes()) == 1
+    cv2.imwrite(str(tmp_path / "s.jpg"), frames[0])
+    assert upscale.animation_frame_count((tmp_path / "s.jpg").read_bytes()) == 1
