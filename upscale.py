@@ -2701,12 +2701,19 @@ def check_progressive(source, stream):
     5.0 wheels) will not convert interlaced frames to BGR and hands over black ones, and
     upscaling the two fields as one picture would enlarge their combing anyway."""
     if stream.field_order:
-        name = Path(source).name
         raise UpscaleError(
             f"{source}: is interlaced ({stream.field_order}), which OpenCV's decoder turns into "
-            f"black frames; deinterlace it first, then upscale that: ffmpeg -i "
-            f"{shlex.quote(name)} -map 0:v:0 -map '0:a?' -c:a copy -vf bwdif=mode=send_frame "
-            f"-c:v libx264 -crf 12 {shlex.quote(Path(name).stem + '-progressive.mkv')}")
+            "black frames; deinterlace it first, then upscale that: " +
+            conversion_command(source, "-progressive", "-vf", "bwdif=mode=send_frame"))
+
+
+def conversion_command(source, tag, *video_options):
+    """The shell command that re-encodes source, beside it, into an H.264 Matroska file
+    OpenCV reads (nearly lossless, every audio stream copied), for an error to suggest."""
+    name = Path(source).name
+    return shlex.join(["ffmpeg", "-i", name, "-map", "0:v:0", "-map", "0:a?", "-c:a", "copy",
+                       *video_options, "-c:v", "libx264", "-crf", "12",
+                       Path(name).stem + tag + ".mkv"])
 
 
 def ffmpeg_decodes(ffmpeg, path):
@@ -2722,11 +2729,10 @@ def no_frame_error(ffmpeg, source):
     if not ffmpeg_decodes(ffmpeg, source):
         return UpscaleError(f"{source}: no frame could be decoded; the file is damaged or not "
                             "a video")
-    name, codec = Path(source).name, probe(ffmpeg, source).video[0].codec
+    codec = probe(ffmpeg, source).video[0].codec
     return UpscaleError(
         f"{source}: OpenCV's decoder cannot read its {codec} video (ffmpeg can); convert it "
-        f"first, then upscale that: ffmpeg -i {shlex.quote(name)} -map 0:v:0 -map '0:a?' -c:a copy "
-        f"-c:v libx264 -crf 12 {shlex.quote(Path(name).stem + '-h264.mkv')}")
+        "first, then upscale that: " + conversion_command(source, "-h264"))
 
 
 def source_video(source, settings, duration_s, exact_count, ffmpeg, measured=0.0):
