@@ -2929,6 +2929,7 @@ class Picture:
     gray: bool = False
     notes: tuple = ()          # what the output does not keep
     animation: object = None   # an animated PNG or WebP's cv2.Animation: every frame, times
+    profile: bytes = None      # the ICC colour profile the pixels are in, kept in the output
 
 
 def animation_frame_count(data):
@@ -2966,7 +2967,9 @@ def read_animation(path, data):
         animation.frames = [f[:, :, :3] if f.ndim == 3 else cv2.cvtColor(f, cv2.COLOR_GRAY2BGR)
                             for f in animation.frames]
     first = animation.frames[0]
-    return Picture(first[:, :, :3], None if opaque else first[:, :, 3], animation=animation)
+    profile, notes = kept_profile(data.tobytes(), gray=False)
+    return Picture(first[:, :, :3], None if opaque else first[:, :, 3], notes=notes,
+                   animation=animation, profile=profile)
 
 
 def read_picture(path):
@@ -2997,7 +3000,8 @@ def read_picture(path):
             notes.append("its transparency is dropped")
         else:
             alpha = turn(alpha)
-    return Picture(bgr, alpha, raw.ndim == 2, tuple(notes))
+    profile, dropped = kept_profile(data.tobytes(), gray=raw.ndim == 2)
+    return Picture(bgr, alpha, raw.ndim == 2, tuple(notes) + dropped, profile=profile)
 
 
 def prepare_picture(source, settings):
@@ -3061,16 +3065,16 @@ def picture_params(extension):
             ".webp": [cv2.IMWRITE_WEBP_QUALITY, PICTURE_QUALITY]}.get(extension, [])
 
 
-def encoded_animation(animation, extension, fingerprint):
-    """The bytes of an animated PNG or WebP file, recording fingerprint."""
+def encoded_animation(animation, extension):
+    """The bytes of an animated PNG or WebP file."""
     ok, data = cv2.imencodeanimation(extension, animation, picture_params(extension))
     if not ok:
         raise UpscaleError(f"OpenCV could not encode an animated {extension} picture")
-    return tag_picture(bytes(data), extension, f"{SETTINGS_TAG}\0{fingerprint}".encode())
+    return bytes(data)
 
 
-def encoded_picture(image, extension, fingerprint):
-    """The bytes of an image file of that format, recording fingerprint."""
+def encoded_picture(image, extension):
+    """The bytes of an image file of that format."""
     params = picture_params(extension)
     if extension == ".jpg" and hasattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR"):
         params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
@@ -3079,7 +3083,15 @@ def encoded_picture(image, extension, fingerprint):
     ok, data = cv2.imencode(extension, image, params)
     if not ok:
         raise UpscaleError(f"OpenCV could not encode a {extension} picture")
-    return tag_picture(bytes(data), extension, f"{SETTINGS_TAG}\0{fingerprint}".encode())
+    return bytes(data)
+
+
+def finished_picture(data, extension, fingerprint, profile=None):
+    """An encoded picture's bytes with the source's colour profile (when it had one) and
+    the settings that made it (fingerprint) added."""
+    if profile:
+        data = with_profile(data, extension, profile)
+    return tag_picture(data, extension, f"{SETTINGS_TAG}\0{fingerprint}".encode())
 
 
 def png_chunk(kind, body):
@@ -3100,6 +3112,12 @@ def tag_picture(data, extension, text):
     if extension == ".jpg":
         at = 2 + (2 + struct.unpack(">H", data[4:6])[0] if data[2:4] == b"\xff\xe0" else 0)
         return data[:at] + b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text + data[at:]
+    return webp_file(extended_webp_chunks(data) + riff_chunk(b"UPSC", text))
+
+
+def extended_webp_chunks(data):
+    """A WebP file's chunks in the extended layout (VP8X first), which can carry more than
+    the image: a simple file (one VP8 or VP8L chunk) gets the VP8X header it lacks."""
     chunks = data[12:]
     if chunks[:4] != b"VP8X":
         width, height = picture_size(data)
@@ -3107,7 +3125,10 @@ def tag_picture(data, extension, text):
         header = struct.pack("<I", flags) + (width - 1).to_bytes(3, "little") + \
             (height - 1).to_bytes(3, "little")
         chunks = riff_chunk(b"VP8X", header) + chunks
-    chunks += riff_chunk(b"UPSC", text)
+    return chunks
+
+
+def webp_file(chunks):
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
 
 
@@ -3119,6 +3140,106 @@ def picture_size(webp):
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
     return (int.from_bytes(body[6:8], "little") & 0x3FFF,
             int.from_bytes(body[8:10], "little") & 0x3FFF)
+
+
+# Colour profiles. A picture's pixels mean colours only with its ICC profile: a phone's Display
+# P3 photo or a camera's Adobe RGB one shown without it looks dull. The output's pixels are
+# in the source's colour space still, so its profile goes into the output unchanged, where
+# it describes them (RGB for colour, GRAY for grey; a CMYK or Lab one does not).
+
+def icc_profile(data):
+    """The ICC profile embedded in a JPEG, PNG, WebP or TIFF file's bytes; None if none."""
+    try:
+        if data[:2] == b"\xff\xd8":
+            return jpeg_icc_profile(data)
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            return png_icc_profile(data)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return riff_chunks(data, 12).get(b"ICCP")
+        if data[:4] in (b"II*\0", b"MM\0*"):
+            return tiff_icc_profile(data)
+    except (struct.error, zlib.error, ValueError, IndexError):
+        pass                    # a damaged profile is no profile; the pixels still decode
+    return None
+
+
+def jpeg_icc_profile(data):
+    """JPEG keeps a profile in APP2 segments, numbered, each up to 64 KB."""
+    parts, at = {}, 2
+    while at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] not in (0xDA, 0xD9):
+        length = struct.unpack(">H", data[at + 2:at + 4])[0]
+        body = data[at + 4:at + 2 + length]
+        if data[at + 1] == 0xE2 and body[:12] == b"ICC_PROFILE\0":
+            parts[body[12]] = body[14:]
+        at += 2 + length
+    return b"".join(parts[k] for k in sorted(parts)) or None
+
+
+def png_icc_profile(data):
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        if kind == b"iCCP":                 # name, NUL, method 0 (zlib), the profile
+            body = data[at + 8:at + 8 + length]
+            return zlib.decompress(body[body.index(b"\0") + 2:])
+        if kind in (b"IDAT", b"IEND"):      # iCCP comes before the image data or never
+            return None
+        at += 12 + length
+    return None
+
+
+def riff_chunks(data, at):
+    """{kind: body} of the RIFF chunks from at on (the first of each kind)."""
+    chunks = {}
+    while at + 8 <= len(data):
+        kind, length = data[at:at + 4], struct.unpack("<I", data[at + 4:at + 8])[0]
+        chunks.setdefault(kind, data[at + 8:at + 8 + length])
+        at += 8 + length + length % 2
+    return chunks
+
+
+def tiff_icc_profile(data):
+    """TIFF keeps it in the first directory's tag 34675."""
+    order = "<" if data[:2] == b"II" else ">"
+    at = struct.unpack(order + "I", data[4:8])[0]
+    for i in range(struct.unpack(order + "H", data[at:at + 2])[0]):
+        tag, _, count, offset = struct.unpack(order + "HHII",
+                                              data[at + 2 + 12 * i:at + 14 + 12 * i])
+        if tag == 34675 and count > 4:
+            return data[offset:offset + count]
+    return None
+
+
+def kept_profile(data, gray):
+    """(the profile to write into the output, the notes for one that cannot be): a profile
+    describes pixels of one colour space, and the output's are RGB, or grey for grey."""
+    profile = icc_profile(data)
+    if profile is None or len(profile) < 128:
+        return None, ()
+    space = profile[16:20]
+    if space == (b"GRAY" if gray else b"RGB "):
+        return profile, ()
+    return None, (f"its {space.decode('latin-1').strip()} colour profile is not kept",)
+
+
+def with_profile(data, extension, profile):
+    """An encoded picture's bytes with an ICC profile added where the format keeps one: a
+    PNG iCCP chunk after the header, JPEG APP2 segments after the JFIF header, a WebP ICCP
+    chunk right after VP8X (whose flag announces it)."""
+    if extension == ".png":
+        return data[:33] + png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(profile)) + \
+            data[33:]
+    if extension == ".jpg":
+        at = 2 + (2 + struct.unpack(">H", data[4:6])[0] if data[2:4] == b"\xff\xe0" else 0)
+        pieces = [profile[i:i + 65519] for i in range(0, len(profile), 65519)]
+        segments = b"".join(
+            b"\xff\xe2" + struct.pack(">H", 16 + len(piece)) + b"ICC_PROFILE\0" +
+            bytes([n + 1, len(pieces)]) + piece for n, piece in enumerate(pieces))
+        return data[:at] + segments + data[at:]
+    chunks = extended_webp_chunks(data)
+    header = bytes([chunks[8] | 0x20]) + chunks[9:18]          # 0x20: has a profile
+    return webp_file(b"VP8X" + chunks[4:8] + header + riff_chunk(b"ICCP", profile) +
+                     chunks[18:])
 
 
 def picture_settings(path):
@@ -3155,8 +3276,7 @@ def upscale_picture(job, settings, upscalers):
     extension = out_path.suffix.lower().replace(".jpeg", ".jpg")
     fingerprint = settings.fingerprint(job.plan, picture=True)
     if picture.animation is None:
-        data = encoded_picture(upscaled_picture(picture, upscaler, size), extension,
-                               fingerprint)
+        data = encoded_picture(upscaled_picture(picture, upscaler, size), extension)
     else:
         count = len(picture.animation.frames)
         progress = Progress(job.source.name, count)
@@ -3164,8 +3284,9 @@ def upscale_picture(job, settings, upscalers):
             animation = upscaled_animation(picture, upscaler, size, progress)
         finally:
             progress.close()
-        data = encoded_animation(animation, extension, fingerprint)
+        data = encoded_animation(animation, extension)
         result = FrameResult(count, [], *size, fresh=count)
+    data = finished_picture(data, extension, fingerprint, picture.profile)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_name(out_path, "part" + extension)
     try:

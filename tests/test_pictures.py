@@ -1,6 +1,9 @@
 """Pictures: PNG, JPEG, WebP, BMP and TIFF files, alone or in folders with videos, upscaled
 with the same models, sizes, naming and rules as videos."""
+import re
 import struct
+import subprocess
+import zlib
 
 import cv2
 import numpy as np
@@ -131,7 +134,8 @@ def test_a_picture_with_a_video_output_name_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("extension", [".png", ".jpg", ".webp"])
 def test_the_settings_tag_leaves_the_picture_readable_and_is_read_back(tmp_path, extension):
     image = photo()
-    data = upscale.encoded_picture(image, extension, "model=fast scale=2")
+    data = upscale.finished_picture(upscale.encoded_picture(image, extension), extension,
+                                    "model=fast scale=2")
     (tmp_path / f"p{extension}").write_bytes(data)
     assert read(tmp_path / f"p{extension}").shape == image.shape
     assert upscale.picture_settings(tmp_path / f"p{extension}") == "model=fast scale=2"
@@ -251,3 +255,126 @@ def test_the_frame_count_of_animated_and_still_pictures(tmp_path):
         assert upscale.animation_frame_count((tmp_path / f"s{extension}").read_bytes()) == 1
     cv2.imwrite(str(tmp_path / "s.jpg"), frames[0])
     assert upscale.animation_frame_count((tmp_path / "s.jpg").read_bytes()) == 1
+
+
+# --- Colour profiles (ICC) ------------------------------------------------------------------
+
+def icc_profile(space=b"RGB ", size=600, seed=1):
+    """Bytes shaped like an ICC profile (its header says size and colour space), the rest
+    arbitrary: the tool copies a profile and never interprets it beyond its header."""
+    header = struct.pack(">I4sI4s4s4s", size, b"none", 0x02100000, b"mntr", space, b"XYZ ")
+    header = header.ljust(36, b"\0") + b"acsp"
+    body = np.random.default_rng(seed).integers(0, 256, size - 128 - 4, np.uint8).tobytes()
+    return header.ljust(128, b"\0") + struct.pack(">I", 0) + body
+
+
+def png_with_profile(png, profile):
+    body = b"sRGB IEC61966-2.1\0\0" + zlib.compress(profile)     # iCCP: name, method, data
+    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + \
+        struct.pack(">I", zlib.crc32(b"iCCP" + body))
+    return png[:33] + chunk + png[33:]
+
+
+def jpeg_with_profile(jpeg, profile):
+    """APP2 segments right after SOI, 60,000 bytes of profile each, numbered from 1."""
+    pieces = [profile[i:i + 60000] for i in range(0, len(profile), 60000)]
+    segments = b"".join(b"\xff\xe2" + struct.pack(">H", 16 + len(p)) + b"ICC_PROFILE\0" +
+                        bytes([i + 1, len(pieces)]) + p for i, p in enumerate(pieces))
+    return jpeg[:2] + segments + jpeg[2:]
+
+
+def tiff_with_profile(tiff, profile):
+    """A little-endian TIFF with tag 34675 added: the profile and a new first directory
+    (the old one's entries and the new one, in tag order) appended."""
+    first = struct.unpack("<I", tiff[4:8])[0]
+    count = struct.unpack("<H", tiff[first:first + 2])[0]
+    entries = [tiff[first + 2 + 12 * i:first + 14 + 12 * i] for i in range(count)]
+    following = tiff[first + 2 + 12 * count:first + 6 + 12 * count]
+    tiff += b"\0" * (len(tiff) % 2)
+    entries.append(struct.pack("<HHII", 34675, 7, len(profile), len(tiff)))
+    tiff += profile + b"\0" * (len(profile) % 2)
+    directory = struct.pack("<H", len(entries)) + b"".join(sorted(entries)) + following
+    return tiff[:4] + struct.pack("<I", len(tiff)) + tiff[8:] + directory
+
+
+def profile_ffmpeg_reads(ffmpeg, path):
+    """The size of the ICC profile ffmpeg's own decoder finds in a picture; None if none."""
+    log = subprocess.run([ffmpeg, "-hide_banner", "-i", str(path), "-vf", "showinfo", "-f",
+                          "null", "-"], capture_output=True, text=True).stderr
+    found = re.search(r"side data - ICC profile: \((\d+) bytes\)", log)
+    return int(found.group(1)) if found else None
+
+
+@pytest.mark.parametrize("source,output", [("p.jpg", "p_fast_x2.jpg"),
+                                           ("p.png", "p_fast_x2.png"),
+                                           ("p.tif", "p_fast_x2.png")])
+def test_a_pictures_colour_profile_is_kept_in_its_output(ffmpeg, tmp_path, source, output):
+    profile = icc_profile()
+    ok, data = cv2.imencode(source[1:], photo())
+    embed = {"p.jpg": jpeg_with_profile, "p.png": png_with_profile,
+             "p.tif": tiff_with_profile}[source]
+    (tmp_path / source).write_bytes(embed(bytes(data), profile))
+    assert upscale.icc_profile((tmp_path / source).read_bytes()) == profile
+    result = run_cli(tmp_path / source, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert upscale.icc_profile((tmp_path / output).read_bytes()) == profile
+    assert profile_ffmpeg_reads(ffmpeg, tmp_path / output) == len(profile)
+    assert read(tmp_path / output).shape == (120, 160, 3)
+
+
+def test_a_colour_profile_goes_into_a_webp_output_which_stays_readable(ffmpeg, tmp_path):
+    profile = icc_profile()
+    ok, data = cv2.imencode(".jpg", photo())
+    (tmp_path / "p.jpg").write_bytes(jpeg_with_profile(bytes(data), profile))
+    result = run_cli(tmp_path / "p.jpg", "--scale", "2", "-o", tmp_path / "big.webp")
+    assert result.returncode == 0, result.stderr
+    assert profile_ffmpeg_reads(ffmpeg, tmp_path / "big.webp") == len(profile)
+    data = (tmp_path / "big.webp").read_bytes()
+    assert upscale.icc_profile(data) == profile
+    assert data[12:16] == b"VP8X" and data[20] & 0x20    # the flag browsers look for first
+    assert read(tmp_path / "big.webp").shape == (120, 160, 3)
+    again = run_cli(tmp_path / "p.jpg", "--scale", "2", "-o", tmp_path / "big.webp")
+    assert again.returncode == 0 and "skip:" in again.stderr     # its settings read back
+
+
+def test_a_colour_profile_over_64_kb_is_kept_whole_in_a_jpeg(ffmpeg, tmp_path):
+    profile = icc_profile(size=150_000)                  # three APP2 segments each way
+    ok, data = cv2.imencode(".jpg", photo())
+    (tmp_path / "p.jpg").write_bytes(jpeg_with_profile(bytes(data), profile))
+    assert run_cli(tmp_path / "p.jpg", "--scale", "2").returncode == 0
+    assert upscale.icc_profile((tmp_path / "p_fast_x2.jpg").read_bytes()) == profile
+    assert profile_ffmpeg_reads(ffmpeg, tmp_path / "p_fast_x2.jpg") == len(profile)
+
+
+def test_an_animations_colour_profile_is_kept(tmp_path):
+    profile = icc_profile()
+    ok, data = cv2.imencodeanimation(".png", animation_of(moving_frames(2), [100, 100]), [])
+    (tmp_path / "anim.png").write_bytes(png_with_profile(bytes(data), profile))
+    assert run_cli(tmp_path / "anim.png", "--scale", "2").returncode == 0
+    out = (tmp_path / "anim_fast_x2.png").read_bytes()
+    assert upscale.icc_profile(out) == profile and upscale.animation_frame_count(out) == 2
+
+
+def test_a_grey_pictures_grey_profile_is_kept_and_a_colour_one_is_dropped_with_a_note(
+        tmp_path):
+    ok, data = cv2.imencode(".png", cv2.cvtColor(photo(), cv2.COLOR_BGR2GRAY))
+    (tmp_path / "g.png").write_bytes(png_with_profile(bytes(data), icc_profile(b"GRAY")))
+    (tmp_path / "c.png").write_bytes(png_with_profile(bytes(data), icc_profile(b"RGB ")))
+    result = run_cli(tmp_path / "g.png", tmp_path / "c.png", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert upscale.icc_profile((tmp_path / "g_fast_x2.png").read_bytes()) == \
+        icc_profile(b"GRAY")
+    assert upscale.icc_profile((tmp_path / "c_fast_x2.png").read_bytes()) is None
+    assert "c.png: its RGB colour profile is not kept" in result.stderr
+    assert "g.png: its" not in result.stderr
+
+
+def test_a_cmyk_profile_is_not_written_over_rgb_pixels():
+    assert upscale.kept_profile(jpeg_with_profile(b"\xff\xd8\xff\xd9", icc_profile(b"CMYK")),
+                                gray=False) == (None, ("its CMYK colour profile is not kept",))
+
+
+def test_a_damaged_profile_is_no_profile():
+    png = png_with_profile(cv2.imencode(".png", photo())[1].tobytes(), icc_profile())
+    broken = png.replace(b"sRGB IEC61966-2.1\0\0x", b"sRGB IEC61966-2.1\0\0!")
+    assert upscale.icc_profile(broken) is None
