@@ -37,7 +37,8 @@ How to read this file: its sections follow a frame from input to output.
   9. Segments: the work folder, resume, --part.
  10. Timing and muxing: the frames' own times put back, the source's other streams added.
  11. One file end to end: a Job (probe, orientation, size plan, output path) through
-     steps 7-10, and the same for pictures (an animated PNG or WebP frame by frame).
+     steps 7-10, and the same for pictures (an animated PNG, WebP or AVIF frame by
+     frame).
  12. Many files: inputs expanded, runs one by one or by --jobs children, progress.
  13. Benchmark and compare, which measure the same pipeline.
  14. Appendix: the official graphs rewritten into faster equivalents (self-contained).
@@ -109,17 +110,20 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 # An animated GIF is a video here (each frame's delay kept; the output is MP4).
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .ts .m2ts .mts .3gp .ogv .gif".split())
-IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .tif .tiff .webp".split())
-# A picture's output format: JPEG and WebP stay themselves (at high quality); the rest
+IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .tif .tiff .webp .avif".split())
+# A picture's output format: JPEG, WebP and AVIF stay themselves (at high quality); the rest
 # (PNG, BMP, TIFF) become PNG, lossless and small.
-PICTURE_OUTPUTS = {".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp"}
-PICTURE_WRITES = (".png", ".jpg", ".jpeg", ".webp")     # what -o may name for a picture
+PICTURE_OUTPUTS = {".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp", ".avif": ".avif"}
+PICTURE_WRITES = (".png", ".jpg", ".jpeg", ".webp", ".avif")  # what -o may name for one
 PICTURE_QUALITY = 95
-# An animated PNG or WebP stays animated, in its own format, each frame shown as long as it
-# was. OpenCV encodes an animation whole in memory (imencodeanimation), so one whose
+# An animated PNG, WebP or AVIF stays animated, in its own format, each frame shown as long
+# as it was. OpenCV encodes an animation whole in memory (imencodeanimation), so one whose
 # upscaled frames would take more than ANIMATION_MEMORY is refused before any work.
-ANIMATED_PICTURES = (".png", ".webp")
+ANIMATED_PICTURES = (".png", ".webp", ".avif")
 ANIMATION_MEMORY = 4 << 30
+# The outputs a picture's ICC colour profile is written into (an AVIF keeps its own colour
+# description in boxes the encoder writes).
+PROFILE_PICTURES = (".png", ".jpg", ".webp")
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL_DIR = HERE / "models"
@@ -2907,9 +2911,10 @@ def last_interval(times_ms, nominal_ms):
 
 
 # ---------------------------------------------------------------------------------------------
-# Pictures: a PNG, JPEG, WebP, BMP or TIFF file upscaled like one frame, its settings recorded
-#   in the file itself (a PNG tEXt chunk, a JPEG comment, a WebP chunk of our own) so that a
-#   rerun skips it exactly as it skips a video
+# Pictures: a PNG, JPEG, WebP, AVIF, BMP or TIFF file upscaled like one frame (an animation
+#   frame by frame), its colour profile kept, its settings recorded in the file itself (a PNG
+#   tEXt chunk, a JPEG comment, a WebP chunk of our own, an AVIF free box) so that a rerun
+#   skips it exactly as it skips a video
 # ---------------------------------------------------------------------------------------------
 
 def is_picture(path):
@@ -2928,13 +2933,19 @@ class Picture:
     alpha: np.ndarray = None   # 8-bit, oriented like bgr
     gray: bool = False
     notes: tuple = ()          # what the output does not keep
-    animation: object = None   # an animated PNG or WebP's cv2.Animation: every frame, times
+    animation: object = None   # an animation's cv2.Animation: every frame, its times
     profile: bytes = None      # the ICC colour profile the pixels are in, kept in the output
 
 
 def animation_frame_count(data):
-    """How many frames an animated PNG (its acTL chunk) or WebP (its ANMF chunks) holds;
-    1 for a still picture of any format."""
+    """How many frames an animated PNG (its acTL chunk), WebP (its ANMF chunks) or AVIF
+    (its first track's samples) holds; 1 for a still picture of any format."""
+    if data[4:8] == b"ftyp":
+        brands = isobmff_box(data, [b"ftyp"]) or b""
+        if b"avis" not in brands[:4] + brands[8:]:       # major, then compatible brands
+            return 1
+        sizes = isobmff_box(data, [b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsz"])
+        return max(1, struct.unpack(">I", sizes[8:12])[0]) if sizes else 1
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         at = 8
         while at + 12 <= len(data):
@@ -2954,8 +2965,32 @@ def animation_frame_count(data):
     return 1
 
 
+def isobmff_box(data, path):
+    """The body of the first box at path (box types, outermost first) in an ISO media file
+    (MP4, AVIF, HEIF); None if there is none."""
+    at, end = 0, len(data)
+    for i, kind in enumerate(path):
+        while at + 8 <= end:
+            size, found = struct.unpack(">I4s", data[at:at + 8])
+            head = 8
+            if size == 1:
+                size, head = struct.unpack(">Q", data[at + 8:at + 16])[0], 16
+            elif size == 0:
+                size = end - at
+            if size < head:
+                return None
+            if found == kind:
+                at, end = at + head, at + size
+                break
+            at += size
+        else:
+            return None
+    return data[at:end]
+
+
 def read_animation(path, data):
-    """The Picture of an animated PNG or WebP: its first frame, and the whole animation."""
+    """The Picture of an animated PNG, WebP or AVIF: its first frame, and the whole
+    animation."""
     ok, animation = cv2.imdecodeanimation(data.reshape(1, -1))   # (OpenCV 4.14: one row)
     if not ok or not animation.frames:
         raise UpscaleError(f"{path}: an animated picture OpenCV cannot decode; check that it "
@@ -3062,11 +3097,12 @@ def upscaled_animation(picture, upscaler, size, progress):
 def picture_params(extension):
     """cv2.imencode's parameters for a picture of that format."""
     return {".jpg": [cv2.IMWRITE_JPEG_QUALITY, PICTURE_QUALITY],
-            ".webp": [cv2.IMWRITE_WEBP_QUALITY, PICTURE_QUALITY]}.get(extension, [])
+            ".webp": [cv2.IMWRITE_WEBP_QUALITY, PICTURE_QUALITY],
+            ".avif": [cv2.IMWRITE_AVIF_QUALITY, PICTURE_QUALITY]}.get(extension, [])
 
 
 def encoded_animation(animation, extension):
-    """The bytes of an animated PNG or WebP file."""
+    """The bytes of an animated PNG, WebP or AVIF file."""
     ok, data = cv2.imencodeanimation(extension, animation, picture_params(extension))
     if not ok:
         raise UpscaleError(f"OpenCV could not encode an animated {extension} picture")
@@ -3089,7 +3125,7 @@ def encoded_picture(image, extension):
 def finished_picture(data, extension, fingerprint, profile=None):
     """An encoded picture's bytes with the source's colour profile (when it had one) and
     the settings that made it (fingerprint) added."""
-    if profile:
+    if profile and extension in PROFILE_PICTURES:
         data = with_profile(data, extension, profile)
     return tag_picture(data, extension, f"{SETTINGS_TAG}\0{fingerprint}".encode())
 
@@ -3106,7 +3142,10 @@ def riff_chunk(kind, body):
 def tag_picture(data, extension, text):
     """data with text added where the format keeps such things: a PNG tEXt chunk after the
     header, a JPEG comment after the JFIF header, a WebP chunk of our own (in the extended
-    layout, which readers skip)."""
+    layout, which readers skip), a free box at the end of an AVIF (which nothing points
+    into)."""
+    if extension == ".avif":
+        return data + struct.pack(">I", 8 + len(text)) + b"free" + text
     if extension == ".png":
         return data[:33] + png_chunk(b"tEXt", text) + data[33:]
     if extension == ".jpg":
@@ -3267,13 +3306,16 @@ def upscale_picture(job, settings, upscalers):
     """Upscale one prepared picture Job; the output appears complete or not at all. Returns
     an animation's FrameResult, None for a still picture."""
     picture, out_path = job.picture, job.out_path
-    for note in picture.notes:
+    extension = out_path.suffix.lower().replace(".jpeg", ".jpg")
+    notes = picture.notes + (("its colour profile is not kept in AVIF; name the output .jpg, "
+                              ".png or .webp with -o to keep it",)
+                             if picture.profile and extension not in PROFILE_PICTURES else ())
+    for note in notes:
         console.warn(f"{job.source.name}: {note}")
     upscaler = upscalers(job.plan)
     console.say(f"{job.source.name}: {picture.bgr.shape[1]}x{picture.bgr.shape[0]} -> "
                 f"{job.plan.width}x{job.plan.height} with {how_line(settings.method, job.plan)}")
     size, result = (job.plan.width, job.plan.height), None
-    extension = out_path.suffix.lower().replace(".jpeg", ".jpg")
     fingerprint = settings.fingerprint(job.plan, picture=True)
     if picture.animation is None:
         data = encoded_picture(upscaled_picture(picture, upscaler, size), extension)

@@ -1,4 +1,4 @@
-"""Pictures: PNG, JPEG, WebP, BMP and TIFF files, alone or in folders with videos, upscaled
+"""Pictures: PNG, JPEG, WebP, AVIF, BMP and TIFF files, alone or in folders with videos, upscaled
 with the same models, sizes, naming and rules as videos."""
 import re
 import struct
@@ -36,6 +36,7 @@ def with_exif_orientation(jpeg, orientation):
                                            ("photo.jpg", "photo_fast_x2.jpg"),
                                            ("photo.jpeg", "photo_fast_x2.jpg"),
                                            ("photo.webp", "photo_fast_x2.webp"),
+                                           ("photo.avif", "photo_fast_x2.avif"),
                                            ("photo.bmp", "photo_fast_x2.png"),
                                            ("photo.tif", "photo_fast_x2.png")])
 def test_each_picture_format_is_upscaled_into_its_named_output(tmp_path, source, output):
@@ -131,7 +132,7 @@ def test_a_picture_with_a_video_output_name_is_a_clear_error(tmp_path):
     assert not (tmp_path / "big.mp4").exists()
 
 
-@pytest.mark.parametrize("extension", [".png", ".jpg", ".webp"])
+@pytest.mark.parametrize("extension", [".png", ".jpg", ".webp", ".avif"])
 def test_the_settings_tag_leaves_the_picture_readable_and_is_read_back(tmp_path, extension):
     image = photo()
     data = upscale.finished_picture(upscale.encoded_picture(image, extension), extension,
@@ -148,7 +149,7 @@ def test_a_video_with_a_picture_output_name_is_a_clear_error(ffmpeg, tmp_path):
     assert not (tmp_path / "big.png").exists()
 
 
-# --- Animated PNG and WebP ---------------------------------------------------------------
+# --- Animated PNG, WebP and AVIF -----------------------------------------------------------
 
 def animation_of(frames, durations, loops=0):
     animation = cv2.Animation()
@@ -195,6 +196,17 @@ def test_an_animated_picture_stays_animated_with_every_frame_upscaled_at_its_tim
             assert np.array_equal(made[:, :, :3], expected)
         else:                                               # WebP at quality 95
             assert cv2.PSNR(np.ascontiguousarray(made[:, :, :3]), expected) > 35
+
+
+def test_an_animated_avif_stays_animated_with_every_frame_at_its_time(tmp_path):
+    # (OpenCV's AVIF encoder writes no loop count, so none is asked of it here.)
+    write_animation(tmp_path / "anim.avif", animation_of(moving_frames(), [40, 120, 40, 300]))
+    assert upscale.animation_frame_count((tmp_path / "anim.avif").read_bytes()) == 4
+    result = run_cli(tmp_path / "anim.avif", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    out = read_animation_file(tmp_path / "anim_fast_x2.avif")
+    assert list(out.durations) == [40, 120, 40, 300]
+    assert [f.shape[:2] for f in out.frames] == [(120, 160)] * 4
 
 
 def test_an_animated_webp_from_ffmpeg_is_upscaled_frame_by_frame(ffmpeg, tmp_path):
@@ -248,13 +260,18 @@ def test_an_animation_too_big_for_memory_is_refused_before_any_work(tmp_path):
 
 def test_the_frame_count_of_animated_and_still_pictures(tmp_path):
     frames = moving_frames(3)
-    for extension in (".png", ".webp"):
+    for extension in (".png", ".webp", ".avif"):
         write_animation(tmp_path / f"a{extension}", animation_of(frames, [100] * 3))
         cv2.imwrite(str(tmp_path / f"s{extension}"), frames[0])
         assert upscale.animation_frame_count((tmp_path / f"a{extension}").read_bytes()) == 3
         assert upscale.animation_frame_count((tmp_path / f"s{extension}").read_bytes()) == 1
     cv2.imwrite(str(tmp_path / "s.jpg"), frames[0])
     assert upscale.animation_frame_count((tmp_path / "s.jpg").read_bytes()) == 1
+
+
+def test_an_mp4_is_not_taken_for_an_animated_picture(ffmpeg, tmp_path):
+    clip = make_clip(ffmpeg, tmp_path / "c.mp4", seconds=0.2, audio=False)
+    assert upscale.animation_frame_count(clip.read_bytes()) == 1
 
 
 # --- Colour profiles (ICC) ------------------------------------------------------------------
@@ -367,6 +384,15 @@ def test_a_grey_pictures_grey_profile_is_kept_and_a_colour_one_is_dropped_with_a
     assert upscale.icc_profile((tmp_path / "c_fast_x2.png").read_bytes()) is None
     assert "c.png: its RGB colour profile is not kept" in result.stderr
     assert "g.png: its" not in result.stderr
+
+
+def test_an_avif_output_says_it_does_not_keep_the_colour_profile(tmp_path):
+    ok, data = cv2.imencode(".png", photo())
+    (tmp_path / "p.png").write_bytes(png_with_profile(bytes(data), icc_profile()))
+    result = run_cli(tmp_path / "p.png", "--scale", "2", "-o", tmp_path / "big.avif")
+    assert result.returncode == 0, result.stderr
+    assert "its colour profile is not kept in AVIF" in result.stderr
+    assert read(tmp_path / "big.avif").shape == (120, 160, 3)
 
 
 def test_a_cmyk_profile_is_not_written_over_rgb_pixels():
