@@ -786,8 +786,14 @@ def find_ffmpeg():
 def ffmpeg_args(ffmpeg, *args, level="error"):
     """Every ffmpeg command line: the binary, the options every call wants (no keyboard
     interaction, no banner, only `level` messages, outputs overwritten: they are always
-    this run's own temporary files), then args."""
-    return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", level, "-y", *map(str, args)]
+    this run's own temporary files), then args (ffmpeg_arg)."""
+    return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", level, "-y", *map(ffmpeg_arg, args)]
+
+
+def ffmpeg_arg(arg):
+    """An argument as ffmpeg is given it. A Path is a file, given absolute so that ffmpeg
+    never takes a name like `10:30.mp4` for a protocol ("10") and its address."""
+    return os.path.abspath(arg) if isinstance(arg, os.PathLike) else str(arg)
 
 
 def die_with_parent(signum=getattr(signal, "SIGKILL", 9)):
@@ -1014,7 +1020,7 @@ def parse_probe(text):
 def probe(ffmpeg, path):
     """Streams and duration of a media file, read from ffmpeg's own report (no ffprobe).
     `ffmpeg -i` with no output always exits 1: its report is what counts."""
-    _, report = ffmpeg_output(ffmpeg_args(ffmpeg, "-i", path, level="info"), "reading " +
+    _, report = ffmpeg_output(ffmpeg_args(ffmpeg, "-i", Path(path), level="info"), "reading " +
                               Path(path).name, check=False)
     info = parse_probe(report)
     if not info.streams:
@@ -1028,7 +1034,7 @@ def probe(ffmpeg, path):
 def first_packet_times(ffmpeg, path, stream_index, packets=64):
     """The times (seconds, sorted) of a video stream's first packets on the timeline ffmpeg
     gives the file's streams when muxing. Reads them only, decodes nothing."""
-    out, _ = ffmpeg_output(ffmpeg_args(ffmpeg, "-i", path, "-map", f"0:{stream_index}", "-c",
+    out, _ = ffmpeg_output(ffmpeg_args(ffmpeg, "-i", Path(path), "-map", f"0:{stream_index}", "-c",
                                        "copy", "-frames:v", packets, "-f", "framecrc", "-"),
                            "reading the first packets")
     timebase, times = None, []
@@ -1260,9 +1266,9 @@ class FfmpegScaler:
 
     def scale_file(self, ffmpeg, source, out, encoder_args, container_format):
         """Write the first video stream of source, scaled, to out."""
-        run_ffmpeg(ffmpeg_args(ffmpeg, "-i", source, "-map", "0:v:0", "-an", "-sn", "-dn",
+        run_ffmpeg(ffmpeg_args(ffmpeg, "-i", Path(source), "-map", "0:v:0", "-an", "-sn", "-dn",
                                *KEEP_FRAME_TIMES, "-vf", self.video_filter(), *encoder_args,
-                               "-f", container_format, out), "scaling with ffmpeg")
+                               "-f", container_format, Path(out)), "scaling with ffmpeg")
 
 
 @functools.lru_cache(maxsize=None)
@@ -1506,8 +1512,9 @@ def opencv_opens(path, opener):
     """opener(name) for a file OpenCV opens by name. OpenCV's Python binding takes only
     valid UTF-8 text (a name with other bytes, which Linux allows, fails or crashes it):
     such a path is opened through a symbolic link in a private temporary folder, which is
-    gone once the file is open."""
-    name = str(path)
+    gone once the file is open. The name is made absolute: OpenCV's FFmpeg, like ffmpeg,
+    takes a name like `10:30.mp4` for a protocol and its address (ffmpeg_arg)."""
+    name = os.path.abspath(path)
     try:
         name.encode("utf-8")
         return opener(name)
@@ -1587,7 +1594,7 @@ def display_orientation(ffmpeg, path, stream_index):
     cap = open_capture(path)
     ok, frame = cap.read()
     cap.release()
-    out, _ = ffmpeg_output(ffmpeg_args(ffmpeg, "-i", path, "-map", f"0:{stream_index}",
+    out, _ = ffmpeg_output(ffmpeg_args(ffmpeg, "-i", Path(path), "-map", f"0:{stream_index}",
                                        "-frames:v", 1, "-f", "rawvideo", "-pix_fmt", "bgr24",
                                        "-"), "decoding the first frame")
     shown = np.frombuffer(out, np.uint8)
@@ -1844,7 +1851,7 @@ def pipe_encoder(ffmpeg, settings, stream):
         return PipeWriter(ffmpeg_args(
             ffmpeg, "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}",
             "-framerate", f"{fps:.6f}", "-i", "pipe:0", *vfilter, *settings.codec.ffmpeg_args,
-            "-crf", settings.crf, "-preset", settings.preset, *tags, "-f", "mp4", path))
+            "-crf", settings.crf, "-preset", settings.preset, *tags, "-f", "mp4", Path(path)))
     return start
 
 
@@ -2145,8 +2152,8 @@ def join_segments(ffmpeg, videos, joined):
         # (a path's own bytes, whatever they are)
         listing.write_text(concat_list(Path(v).resolve() for v in videos),
                            encoding="utf-8", errors="surrogateescape")
-        run_ffmpeg(ffmpeg_args(ffmpeg, "-f", "concat", "-safe", "0", "-i", listing, "-map",
-                               "0:v:0", "-c", "copy", "-f", JOINED_FORMAT, joined),
+        run_ffmpeg(ffmpeg_args(ffmpeg, "-f", "concat", "-safe", "0", "-i", Path(listing),
+                               "-map", "0:v:0", "-c", "copy", "-f", JOINED_FORMAT, Path(joined)),
                    "joining the segments")
     finally:
         listing.unlink()
@@ -2483,7 +2490,7 @@ def mux_command(ffmpeg, job, settings, temp_video, out_path, video_offset=0.0, e
     args = ffmpeg_args(ffmpeg)
     if video_offset:
         args += ["-itsoffset", f"{video_offset:.6f}"]
-    args += ["-i", str(temp_video), "-i", str(source), "-map", "0:v:0"]
+    args += ["-i", ffmpeg_arg(Path(temp_video)), "-i", ffmpeg_arg(Path(source)), "-map", "0:v:0"]
     encode = bool(codec.ffmpeg_args) and not codec.piped    # else the stream is final
     if encode:
         args += list(codec.ffmpeg_args) + list(KEEP_FRAME_TIMES)
@@ -2507,7 +2514,7 @@ def mux_command(ffmpeg, job, settings, temp_video, out_path, video_offset=0.0, e
     if end:
         args += ["-t", f"{end:.6f}"]
     args += ["-f", container.ffmpeg_format]
-    return args + [str(out_path)], notes
+    return args + [ffmpeg_arg(Path(out_path))], notes
 
 
 def scaled_video_encoder(codec, crf=DEFAULT_CRF, preset=DEFAULT_PRESET):
@@ -2722,7 +2729,7 @@ def conversion_command(source, tag, *video_options):
 
 def ffmpeg_decodes(ffmpeg, path):
     """Whether ffmpeg decodes a frame of the file's first video stream."""
-    out, _ = ffmpeg_output(ffmpeg_args(ffmpeg, "-i", path, "-map", "0:v:0", "-frames:v", "1",
+    out, _ = ffmpeg_output(ffmpeg_args(ffmpeg, "-i", Path(path), "-map", "0:v:0", "-frames:v", "1",
                                        "-f", "framecrc", "-"), "decoding", check=False)
     return any(line and not line.startswith(b"#") for line in out.splitlines())
 
@@ -4154,7 +4161,7 @@ def vmaf_score(ffmpeg, test_video, truth_video):
     """Mean VMAF of test against truth (two lossless videos of the same frames)."""
     try:
         _, report = ffmpeg_output(ffmpeg_args(
-            ffmpeg, "-i", test_video, "-i", truth_video, "-lavfi",
+            ffmpeg, "-i", Path(test_video), "-i", Path(truth_video), "-lavfi",
             "[0:v]format=yuv420p[d];[1:v]format=yuv420p[r];[d][r]libvmaf", "-f", "null", "-",
             level="info"), "measuring VMAF")
     except UpscaleError as exc:            # a measurement lost, not the comparison

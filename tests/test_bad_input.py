@@ -681,6 +681,20 @@ def test_a_file_name_that_is_not_utf8_is_upscaled_like_any_other(ffmpeg, tmp_pat
     assert video_size(tmp_path / "check.mp4") == (128, 96)
 
 
+@pytest.mark.parametrize("options", [(), ("--model", "ffmpeg"), ("--codec", "mp4v"),
+                                     ("--compare", "--methods", "cubic")])
+def test_a_file_name_ffmpeg_could_take_for_a_protocol_is_upscaled_like_any_other(
+        ffmpeg, tmp_path, options):
+    # ffmpeg and OpenCV's FFmpeg read "10:30.mp4" as the address 30.mp4 of a protocol "10".
+    make_clip(ffmpeg, tmp_path / "10:30.mp4", seconds=0.2)
+    result = run_cli("10:30.mp4", "--scale", "2", *options, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    made = [p.name for p in tmp_path.iterdir() if p.name.startswith("10:30_")]
+    assert made and all(video_size(tmp_path / m) == (128, 96)
+                        for m in made if m.endswith(".mp4") and "compare" not in m)
+    assert leftovers(tmp_path) == []
+
+
 def test_long_input_name_works_when_the_output_name_fits(ffmpeg, tmp_path):
     stem = "a-long-name-" * 20                                # 240 characters
     src = make_clip(ffmpeg, tmp_path / f"{stem}.mp4", seconds=0.2)
