@@ -110,10 +110,14 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 # An animated GIF is a video here (each frame's delay kept; the output is MP4).
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .ts .m2ts .mts .3gp .ogv .gif".split())
-IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .tif .tiff .webp .avif".split())
-# A picture's output format: JPEG, WebP and AVIF stay themselves (at high quality); the rest
-# (PNG, BMP, TIFF) become PNG, lossless and small.
-PICTURE_OUTPUTS = {".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp", ".avif": ".avif"}
+IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .tif .tiff .webp .avif .heic .heif".split())
+# A picture's output format: JPEG, WebP and AVIF stay themselves (at high quality); HEIC and
+# HEIF (a phone's photos) become JPEG; the rest (PNG, BMP, TIFF) PNG, lossless and small.
+PICTURE_OUTPUTS = {".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp", ".avif": ".avif",
+                   ".heic": ".jpg", ".heif": ".jpg"}
+# Pictures OpenCV cannot decode, and ffmpeg (7.1 or newer, as imageio-ffmpeg's) can: HEIC
+# and HEIF, whose tile grids and rotation it puts together.
+FFMPEG_PICTURES = (".heic", ".heif")
 PICTURE_WRITES = (".png", ".jpg", ".jpeg", ".webp", ".avif")  # what -o may name for one
 PICTURE_QUALITY = 95
 # An animated PNG, WebP or AVIF stays animated, in its own format, each frame shown as long
@@ -2918,10 +2922,10 @@ def last_interval(times_ms, nominal_ms):
 
 
 # ---------------------------------------------------------------------------------------------
-# Pictures: a PNG, JPEG, WebP, AVIF, BMP or TIFF file upscaled like one frame (an animation
-#   frame by frame), its colour profile kept, its settings recorded in the file itself (a PNG
-#   tEXt chunk, a JPEG comment, a WebP chunk of our own, an AVIF free box) so that a rerun
-#   skips it exactly as it skips a video
+# Pictures: a PNG, JPEG, WebP, AVIF, HEIC, BMP or TIFF file upscaled like one frame (an
+#   animation frame by frame), its colour profile kept, its settings recorded in the file
+#   itself (a PNG tEXt chunk, a JPEG comment, a WebP chunk of our own, an AVIF free box) so
+#   that a rerun skips it exactly as it skips a video
 # ---------------------------------------------------------------------------------------------
 
 def is_picture(path):
@@ -2972,27 +2976,31 @@ def animation_frame_count(data):
     return 1
 
 
+def isobmff_boxes(data):
+    """(type, body) of each box in data, one after the other (ISO media: MP4, AVIF, HEIF)."""
+    at = 0
+    while at + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[at:at + 8])
+        head = 8
+        if size == 1:
+            size, head = struct.unpack(">Q", data[at + 8:at + 16])[0], 16
+        elif size == 0:
+            size = len(data) - at
+        if size < head:
+            return
+        yield kind, data[at + head:at + size]
+        at += size
+
+
 def isobmff_box(data, path):
-    """The body of the first box at path (box types, outermost first) in an ISO media file
-    (MP4, AVIF, HEIF); None if there is none."""
-    at, end = 0, len(data)
-    for i, kind in enumerate(path):
-        while at + 8 <= end:
-            size, found = struct.unpack(">I4s", data[at:at + 8])
-            head = 8
-            if size == 1:
-                size, head = struct.unpack(">Q", data[at + 8:at + 16])[0], 16
-            elif size == 0:
-                size = end - at
-            if size < head:
-                return None
-            if found == kind:
-                at, end = at + head, at + size
-                break
-            at += size
-        else:
+    """The body of the first box at path (box types, outermost first); None if none."""
+    for kind in path:
+        data = next((body for found, body in isobmff_boxes(data) if found == kind), None)
+        if data is None:
             return None
-    return data[at:end]
+        if kind == b"meta":          # a full box: its version and flags come first
+            data = data[4:]
+    return data
 
 
 def read_animation(path, data):
@@ -3017,6 +3025,8 @@ def read_animation(path, data):
 def read_picture(path):
     """The Picture in an image file; UpscaleError when OpenCV cannot decode it."""
     data = np.fromfile(str(path), np.uint8)          # (any file name the OS allows)
+    if Path(path).suffix.lower() in FFMPEG_PICTURES:
+        return read_through_ffmpeg(path, data.tobytes())
     if animation_frame_count(data.tobytes()) > 1:
         return read_animation(path, data)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)       # applies EXIF orientation, 8-bit
@@ -3044,6 +3054,24 @@ def read_picture(path):
             alpha = turn(alpha)
     profile, dropped = kept_profile(data.tobytes(), gray=raw.ndim == 2)
     return Picture(bgr, alpha, raw.ndim == 2, tuple(notes) + dropped, profile=profile)
+
+
+def read_through_ffmpeg(path, data):
+    """The Picture of a HEIC or HEIF file (data: its bytes), decoded by ffmpeg into one PNG,
+    its tiles joined and its rotation applied; its colour profile, which ffmpeg leaves out,
+    read from data."""
+    png, _ = ffmpeg_output(ffmpeg_args(find_ffmpeg(), "-i", Path(path), "-frames:v", 1,
+                                       "-c:v", "png", "-pix_fmt", "rgb24", "-f", "image2pipe",
+                                       "-"), "decoding", check=False)
+    # (Rotated once already: an EXIF orientation ffmpeg passed on must not turn it again.)
+    bgr = cv2.imdecode(np.frombuffer(png, np.uint8),
+                       cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if png else None
+    if bgr is None:
+        raise UpscaleError(f"{path}: not a picture this ffmpeg can decode (HEIC needs ffmpeg "
+                           "7.1 or newer, as pip's imageio-ffmpeg brings); or convert it to "
+                           "JPEG in a photo app, then upscale that")
+    profile, notes = kept_profile(data, gray=False)
+    return Picture(bgr, notes=notes, profile=profile)
 
 
 def prepare_picture(source, settings):
@@ -3204,6 +3232,8 @@ def icc_profile(data):
             return riff_chunks(data, 12).get(b"ICCP")
         if data[:4] in (b"II*\0", b"MM\0*"):
             return tiff_icc_profile(data)
+        if data[4:8] == b"ftyp":
+            return heif_icc_profile(data)
     except (struct.error, zlib.error, ValueError, IndexError):
         pass                    # a damaged profile is no profile; the pixels still decode
     return None
@@ -3254,6 +3284,13 @@ def tiff_icc_profile(data):
         if tag == 34675 and count > 4:
             return data[offset:offset + count]
     return None
+
+
+def heif_icc_profile(data):
+    """HEIF and AVIF keep it as a colr property of type prof (or rICC, restricted)."""
+    properties = isobmff_box(data, [b"meta", b"iprp", b"ipco"]) or b""
+    return next((body[4:] for kind, body in isobmff_boxes(properties)
+                 if kind == b"colr" and body[:4] in (b"prof", b"rICC")), None)
 
 
 def kept_profile(data, gray):

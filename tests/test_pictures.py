@@ -1,5 +1,5 @@
-"""Pictures: PNG, JPEG, WebP, AVIF, BMP and TIFF files, alone or in folders with videos, upscaled
-with the same models, sizes, naming and rules as videos."""
+"""Pictures: PNG, JPEG, WebP, AVIF, HEIC, BMP and TIFF files, alone or in folders with videos,
+upscaled with the same models, sizes, naming and rules as videos."""
 import re
 import struct
 import subprocess
@@ -404,3 +404,108 @@ def test_a_damaged_profile_is_no_profile():
     png = png_with_profile(cv2.imencode(".png", photo())[1].tobytes(), icc_profile())
     broken = png.replace(b"sRGB IEC61966-2.1\0\0x", b"sRGB IEC61966-2.1\0\0!")
     assert upscale.icc_profile(broken) is None
+
+
+# --- HEIC (read through ffmpeg) -------------------------------------------------------------
+
+def box(kind, body, version=None, flags=0):
+    """An ISO media box; a full box when it has a version."""
+    if version is not None:
+        body = bytes([version]) + flags.to_bytes(3, "big") + body
+    return struct.pack(">I", 8 + len(body)) + kind + body
+
+
+def hevc_units(ffmpeg, image):
+    """The NAL units of one libx265 intra frame of image (BGR)."""
+    h, w = image.shape[:2]
+    stream = subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}",
+         "-i", "-", "-c:v", "libx265", "-x265-params", "log-level=error", "-pix_fmt",
+         "yuv420p", "-f", "hevc", "-"], input=image.tobytes(), capture_output=True,
+        check=True).stdout
+    units = (u.rstrip(b"\0") for u in stream.split(b"\0\0\1"))
+    return [u for u in units if u]
+
+
+def heic_file(ffmpeg, path, image, tile=64, rotation=0, profile=None):
+    """A HEIC file as phones write them: image (its sides multiples of 2) cut into tiles of
+    HEVC pictures joined by a grid item, rotated by rotation quarter turns (irot), with an
+    ICC profile (colr) if one is given."""
+    h, w = image.shape[:2]
+    rows, cols = -(-h // tile), -(-w // tile)
+    padded = cv2.copyMakeBorder(image, 0, rows * tile - h, 0, cols * tile - w,
+                                cv2.BORDER_REPLICATE)
+    tiles = [hevc_units(ffmpeg, np.ascontiguousarray(
+        padded[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile]))
+        for r in range(rows) for c in range(cols)]
+    kind = {(u[0] >> 1) & 0x3F: u for u in tiles[0]}              # VPS 32, SPS 33, PPS 34
+    hvcc = bytes([1]) + kind[33][3:15] + struct.pack(">HBBBBHB", 0xF000, 0xFC, 0xFD, 0xF8,
+                                                     0xF8, 0, 0x0F) + bytes([3])
+    hvcc += b"".join(bytes([0x80 | t]) + struct.pack(">HH", 1, len(kind[t])) + kind[t]
+                     for t in (32, 33, 34))
+    datas = [b"".join(struct.pack(">I", len(u)) + u for u in units if (u[0] >> 1) & 0x3F < 32)
+             for units in tiles]
+    datas.append(bytes([0, 0, rows - 1, cols - 1]) + struct.pack(">HH", w, h))
+    n, grid = len(tiles), len(tiles) + 1
+    properties = box(b"hvcC", hvcc) + box(b"ispe", struct.pack(">II", tile, tile), 0) + \
+        box(b"ispe", struct.pack(">II", w, h), 0) + \
+        box(b"irot", bytes([rotation])) + box(b"colr", b"prof" + (profile or b""))
+    grid_properties = [3] + [4] * bool(rotation) + [5] * bool(profile)
+    ipma = struct.pack(">I", n + 1) + b"".join(struct.pack(">HBBB", i, 2, 0x81, 0x02)
+                                               for i in range(1, n + 1))
+    ipma += struct.pack(">HB", grid, len(grid_properties)) + bytes(grid_properties)
+    infe = [box(b"infe", struct.pack(">HH", i, 0) + b"hvc1\0", 2, flags=1)
+            for i in range(1, n + 1)] + [box(b"infe", struct.pack(">HH", grid, 0) + b"grid\0", 2)]
+
+    def meta(data_at):
+        extents, at = b"", data_at
+        for i, data in enumerate(datas, 1):
+            extents += struct.pack(">HHHII", i, 0, 1, at, len(data))
+            at += len(data)
+        return box(b"meta", box(b"hdlr", b"\0" * 4 + b"pict" + b"\0" * 13, 0) +
+                   box(b"pitm", struct.pack(">H", grid), 0) +
+                   box(b"iloc", struct.pack(">BBH", 0x44, 0, n + 1) + extents, 0) +
+                   box(b"iinf", struct.pack(">H", n + 1) + b"".join(infe), 0) +
+                   box(b"iref", box(b"dimg", struct.pack(">HH", grid, n) + b"".join(
+                       struct.pack(">H", i) for i in range(1, n + 1))), 0) +
+                   box(b"iprp", box(b"ipco", properties) + box(b"ipma", ipma, 0)), 0)
+
+    ftyp = box(b"ftyp", b"heic\0\0\0\0mif1heic")
+    head = len(ftyp) + len(meta(0)) + 8
+    path.write_bytes(ftyp + meta(head) + box(b"mdat", b"".join(datas)))
+    return path
+
+
+def test_a_heic_photo_of_tiles_is_upscaled_whole_into_a_jpeg(ffmpeg, tmp_path):
+    image = photo(200, 136)                      # 4 x 3 tiles of 64, the last ones cut
+    heic_file(ffmpeg, tmp_path / "IMG_0001.HEIC", image)
+    result = run_cli(tmp_path / "IMG_0001.HEIC", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    out = read(tmp_path / "IMG_0001_fast_x2.jpg")
+    method = upscale.METHODS["fast"]
+    expected = upscale.NetworkUpscaler(method, 2, upscale.locate_model(method, 2)).upscale(image)
+    assert out.shape == (272, 400, 3) and cv2.PSNR(out, expected) > 30
+
+
+def test_a_heic_photos_rotation_is_applied_as_phones_show_it(ffmpeg, tmp_path):
+    image = photo(200, 136)
+    heic_file(ffmpeg, tmp_path / "turned.heic", image, rotation=1)      # 90 degrees, anticlockwise
+    assert run_cli(tmp_path / "turned.heic", "--model", "cubic", "--scale", "2").returncode == 0
+    out = read(tmp_path / "turned_cubic_x2.jpg")
+    expected = cv2.resize(cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE), (272, 400),
+                          interpolation=cv2.INTER_CUBIC)
+    assert out.shape == (400, 272, 3) and cv2.PSNR(out, expected) > 30
+
+
+def test_a_heic_photos_colour_profile_is_kept(ffmpeg, tmp_path):
+    heic_file(ffmpeg, tmp_path / "p3.heic", photo(128, 64), profile=icc_profile())
+    assert run_cli(tmp_path / "p3.heic", "--scale", "2").returncode == 0
+    assert upscale.icc_profile((tmp_path / "p3_fast_x2.jpg").read_bytes()) == icc_profile()
+
+
+def test_a_heic_ffmpeg_cannot_decode_is_one_clear_error(tmp_path):
+    (tmp_path / "broken.heic").write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64)
+    result = run_cli(tmp_path / "broken.heic", "--scale", "2")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "not a picture this ffmpeg can decode" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.heic"]
