@@ -125,9 +125,9 @@ PICTURE_QUALITY = 95
 # upscaled frames would take more than ANIMATION_MEMORY is refused before any work.
 ANIMATED_PICTURES = (".png", ".webp", ".avif")
 ANIMATION_MEMORY = 4 << 30
-# The outputs a picture's ICC colour profile is written into (an AVIF keeps its own colour
-# description in boxes the encoder writes).
-PROFILE_PICTURES = (".png", ".jpg", ".webp")
+# The outputs a picture's ICC colour profile and EXIF are written into (an AVIF keeps them
+# in boxes its encoder writes).
+METADATA_PICTURES = (".png", ".jpg", ".webp")
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL_DIR = HERE / "models"
@@ -2946,6 +2946,7 @@ class Picture:
     notes: tuple = ()          # what the output does not keep
     animation: object = None   # an animation's cv2.Animation: every frame, its times
     profile: bytes = None      # the ICC colour profile the pixels are in, kept in the output
+    exif: bytes = None         # its EXIF block (when, with what, where), kept in the output
 
 
 def animation_frame_count(data):
@@ -2958,14 +2959,8 @@ def animation_frame_count(data):
         sizes = isobmff_box(data, [b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsz"])
         return max(1, struct.unpack(">I", sizes[8:12])[0]) if sizes else 1
     if data[:8] == b"\x89PNG\r\n\x1a\n":
-        at = 8
-        while at + 12 <= len(data):
-            length, kind = struct.unpack(">I4s", data[at:at + 8])
-            if kind == b"acTL":
-                return max(1, struct.unpack(">I", data[at + 8:at + 12])[0])
-            if kind in (b"IDAT", b"IEND"):      # acTL comes before the image data or never
-                break
-            at += 12 + length
+        control = png_chunks(data).get(b"acTL", b"")
+        return max(1, struct.unpack(">I", control[:4])[0]) if len(control) >= 4 else 1
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         count, at = 0, 12
         while at + 8 <= len(data):
@@ -3053,7 +3048,8 @@ def read_picture(path):
         else:
             alpha = turn(alpha)
     profile, dropped = kept_profile(data.tobytes(), gray=raw.ndim == 2)
-    return Picture(bgr, alpha, raw.ndim == 2, tuple(notes) + dropped, profile=profile)
+    return Picture(bgr, alpha, raw.ndim == 2, tuple(notes) + dropped, profile=profile,
+                   exif=exif_of(data.tobytes()))
 
 
 def read_through_ffmpeg(path, data):
@@ -3157,11 +3153,13 @@ def encoded_picture(image, extension):
     return bytes(data)
 
 
-def finished_picture(data, extension, fingerprint, profile=None):
-    """An encoded picture's bytes with the source's colour profile (when it had one) and
-    the settings that made it (fingerprint) added."""
-    if profile and extension in PROFILE_PICTURES:
+def finished_picture(data, extension, fingerprint, profile=None, exif=None):
+    """An encoded picture's bytes with the source's colour profile and EXIF (when it had
+    them) and the settings that made it (fingerprint) added."""
+    if profile and extension in METADATA_PICTURES:
         data = with_profile(data, extension, profile)
+    if exif and extension in METADATA_PICTURES:
+        data = with_exif(data, extension, exif)
     return tag_picture(data, extension, f"{SETTINGS_TAG}\0{fingerprint}".encode())
 
 
@@ -3184,9 +3182,15 @@ def tag_picture(data, extension, text):
     if extension == ".png":
         return data[:33] + png_chunk(b"tEXt", text) + data[33:]
     if extension == ".jpg":
-        at = 2 + (2 + struct.unpack(">H", data[4:6])[0] if data[2:4] == b"\xff\xe0" else 0)
-        return data[:at] + b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text + data[at:]
+        return jpeg_with_segment(data, 0xFE, text)
     return webp_file(extended_webp_chunks(data) + riff_chunk(b"UPSC", text))
+
+
+def jpeg_with_segment(data, marker, body):
+    """JPEG bytes with a segment added after the JFIF header (which must come first)."""
+    at = 2 + (2 + struct.unpack(">H", data[4:6])[0] if data[2:4] == b"\xff\xe0" else 0)
+    return data[:at] + bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body + \
+        data[at:]
 
 
 def extended_webp_chunks(data):
@@ -3241,27 +3245,36 @@ def icc_profile(data):
 
 def jpeg_icc_profile(data):
     """JPEG keeps a profile in APP2 segments, numbered, each up to 64 KB."""
-    parts, at = {}, 2
-    while at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] not in (0xDA, 0xD9):
-        length = struct.unpack(">H", data[at + 2:at + 4])[0]
-        body = data[at + 4:at + 2 + length]
-        if data[at + 1] == 0xE2 and body[:12] == b"ICC_PROFILE\0":
-            parts[body[12]] = body[14:]
-        at += 2 + length
+    parts = {body[12]: body[14:] for marker, body in jpeg_segments(data)
+             if marker == 0xE2 and body[:12] == b"ICC_PROFILE\0"}
     return b"".join(parts[k] for k in sorted(parts)) or None
 
 
 def png_icc_profile(data):
-    at = 8
+    body = png_chunks(data).get(b"iCCP")    # name, NUL, method 0 (zlib), the profile
+    return zlib.decompress(body[body.index(b"\0") + 2:]) if body else None
+
+
+def jpeg_segments(data):
+    """(marker, body) of each segment of a JPEG file before its image data."""
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] not in (0xDA, 0xD9):
+        length = struct.unpack(">H", data[at + 2:at + 4])[0]
+        yield data[at + 1], data[at + 4:at + 2 + length]
+        at += 2 + length
+
+
+def png_chunks(data):
+    """{kind: body} of a PNG file's chunks before its image data (the first of each kind),
+    where everything that describes the picture comes."""
+    chunks, at = {}, 8
     while at + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[at:at + 8])
-        if kind == b"iCCP":                 # name, NUL, method 0 (zlib), the profile
-            body = data[at + 8:at + 8 + length]
-            return zlib.decompress(body[body.index(b"\0") + 2:])
-        if kind in (b"IDAT", b"IEND"):      # iCCP comes before the image data or never
-            return None
+        if kind in (b"IDAT", b"IEND"):
+            break
+        chunks.setdefault(kind, data[at + 8:at + 8 + length])
         at += 12 + length
-    return None
+    return chunks
 
 
 def riff_chunks(data, at):
@@ -3313,16 +3326,80 @@ def with_profile(data, extension, profile):
         return data[:33] + png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(profile)) + \
             data[33:]
     if extension == ".jpg":
-        at = 2 + (2 + struct.unpack(">H", data[4:6])[0] if data[2:4] == b"\xff\xe0" else 0)
         pieces = [profile[i:i + 65519] for i in range(0, len(profile), 65519)]
-        segments = b"".join(
-            b"\xff\xe2" + struct.pack(">H", 16 + len(piece)) + b"ICC_PROFILE\0" +
-            bytes([n + 1, len(pieces)]) + piece for n, piece in enumerate(pieces))
-        return data[:at] + segments + data[at:]
+        for n, piece in reversed(list(enumerate(pieces))):    # each goes in first
+            data = jpeg_with_segment(data, 0xE2, b"ICC_PROFILE\0" +
+                                     bytes([n + 1, len(pieces)]) + piece)
+        return data
     chunks = extended_webp_chunks(data)
     header = bytes([chunks[8] | 0x20]) + chunks[9:18]          # 0x20: has a profile
     return webp_file(b"VP8X" + chunks[4:8] + header + riff_chunk(b"ICCP", profile) +
                      chunks[18:])
+
+
+# EXIF: when, with what and where a photo was taken, kept in the output as it was but for
+# what the output changed: its orientation is applied (so it is 1, as shown), its pixel size
+# is the new one, and the old thumbnail (the next directory) is left out.
+
+def exif_of(data):
+    """The EXIF block (a TIFF structure) of a JPEG, PNG or WebP file's bytes; None if none."""
+    if data[:2] == b"\xff\xd8":
+        block = next((body[6:] for marker, body in jpeg_segments(data)
+                      if marker == 0xE1 and body[:6] == b"Exif\0\0"), None)
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        block = png_chunks(data).get(b"eXIf")
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        block = riff_chunks(data, 12).get(b"EXIF")
+        block = block[6:] if block and block[:6] == b"Exif\0\0" else block  # (some write it)
+    else:
+        block = None
+    return block if block and block[:4] in (b"II*\0", b"MM\0*") else None
+
+
+def exif_for_output(exif, width, height):
+    """The output's EXIF block from the source's: orientation 1, pixel size width x height,
+    no thumbnail; None when the block is damaged (better none than a broken one)."""
+    order = "<" if exif[:2] == b"II" else ">"
+    out = bytearray(exif)
+
+    def entries(at):
+        count = struct.unpack_from(order + "H", out, at)[0]
+        for i in range(count):
+            tag, kind = struct.unpack_from(order + "HH", out, at + 2 + 12 * i)
+            yield tag, kind, at + 10 + 12 * i            # where its value is
+        yield None, None, at + 2 + 12 * count            # where the next directory's offset is
+
+    try:
+        first, details = struct.unpack_from(order + "I", out, 4)[0], None
+        for tag, kind, value_at in entries(first):
+            if tag == 0x0112 and kind == 3:                          # Orientation
+                struct.pack_into(order + "H", out, value_at, 1)
+            elif tag == 0x8769:                                      # the Exif directory
+                details = struct.unpack_from(order + "I", out, value_at)[0]
+            elif tag is None:                                        # the thumbnail's
+                struct.pack_into(order + "I", out, value_at, 0)
+        for tag, kind, value_at in entries(details) if details else ():
+            size = {0xA002: width, 0xA003: height}.get(tag)         # PixelX/YDimension
+            if size is not None and kind == 4:
+                struct.pack_into(order + "I", out, value_at, size)
+            elif size is not None and kind == 3 and size < 65536:
+                struct.pack_into(order + "H", out, value_at, size)
+    except struct.error:
+        return None
+    return bytes(out)
+
+
+def with_exif(data, extension, exif):
+    """An encoded picture's bytes with an EXIF block added: a JPEG APP1 segment (unless over
+    its 64 KB), a PNG eXIf chunk, a WebP EXIF chunk (whose flag VP8X sets)."""
+    if extension == ".jpg":
+        return jpeg_with_segment(data, 0xE1, b"Exif\0\0" + exif) if len(exif) < 65000 \
+            else data
+    if extension == ".png":
+        return data[:33] + png_chunk(b"eXIf", exif) + data[33:]
+    chunks = extended_webp_chunks(data)
+    return webp_file(chunks[:8] + bytes([chunks[8] | 0x08]) + chunks[9:] +
+                     riff_chunk(b"EXIF", exif))
 
 
 def picture_settings(path):
@@ -3351,9 +3428,11 @@ def upscale_picture(job, settings, upscalers):
     an animation's FrameResult, None for a still picture."""
     picture, out_path = job.picture, job.out_path
     extension = out_path.suffix.lower().replace(".jpeg", ".jpg")
-    notes = picture.notes + (("its colour profile is not kept in AVIF; name the output .jpg, "
-                              ".png or .webp with -o to keep it",)
-                             if picture.profile and extension not in PROFILE_PICTURES else ())
+    lost = [] if extension in METADATA_PICTURES else \
+        [what for what, kept in (("colour profile", picture.profile), ("EXIF", picture.exif))
+         if kept]
+    notes = picture.notes + ((f"its {' and '.join(lost)} cannot be kept in AVIF; name the "
+                              "output .jpg, .png or .webp with -o to keep them",) if lost else ())
     for note in notes:
         console.warn(f"{job.source.name}: {note}")
     upscaler = upscalers(job.plan)
@@ -3372,7 +3451,8 @@ def upscale_picture(job, settings, upscalers):
             progress.close()
         data = encoded_animation(animation, extension)
         result = FrameResult(count, [], *size, fresh=count)
-    data = finished_picture(data, extension, fingerprint, picture.profile)
+    exif = exif_for_output(picture.exif, *size) if picture.exif else None
+    data = finished_picture(data, extension, fingerprint, picture.profile, exif)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_name(out_path, "part" + extension)
     try:

@@ -391,7 +391,7 @@ def test_an_avif_output_says_it_does_not_keep_the_colour_profile(tmp_path):
     (tmp_path / "p.png").write_bytes(png_with_profile(bytes(data), icc_profile()))
     result = run_cli(tmp_path / "p.png", "--scale", "2", "-o", tmp_path / "big.avif")
     assert result.returncode == 0, result.stderr
-    assert "its colour profile is not kept in AVIF" in result.stderr
+    assert "its colour profile cannot be kept in AVIF" in result.stderr
     assert read(tmp_path / "big.avif").shape == (120, 160, 3)
 
 
@@ -509,3 +509,86 @@ def test_a_heic_ffmpeg_cannot_decode_is_one_clear_error(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "not a picture this ffmpeg can decode" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.heic"]
+
+
+# --- EXIF -------------------------------------------------------------------------------------
+
+DATE_TAKEN = b"2024:05:01 10:30:00\0"
+
+
+def exif_block(orientation, width, height):
+    """A little-endian EXIF block as cameras write one: the orientation, then the Exif
+    directory (date taken, pixel width as LONG and height as SHORT), then a thumbnail's."""
+    def directory(entries, following):
+        return struct.pack("<H", len(entries)) + b"".join(
+            struct.pack("<HHI", tag, kind, 1 if kind != 2 else 20) + value
+            for tag, kind, value in entries) + struct.pack("<I", following)
+    first = directory([(0x0112, 3, struct.pack("<HH", orientation, 0)),
+                       (0x8769, 4, struct.pack("<I", 38))], 100)
+    details = directory([(0x9003, 2, struct.pack("<I", 80)),
+                         (0xA002, 4, struct.pack("<I", width)),
+                         (0xA003, 3, struct.pack("<HH", height, 0))], 0)
+    thumbnail = directory([(0x0103, 3, struct.pack("<HH", 6, 0))], 0)
+    return b"II*\0" + struct.pack("<I", 8) + first + details + DATE_TAKEN + thumbnail
+
+
+def exif_value(block, directory_at, tag):
+    """(type, the 4 value bytes) of a tag in a little-endian EXIF directory."""
+    count = struct.unpack("<H", block[directory_at:directory_at + 2])[0]
+    for i in range(count):
+        entry = block[directory_at + 2 + 12 * i:directory_at + 14 + 12 * i]
+        if struct.unpack("<H", entry[:2])[0] == tag:
+            return struct.unpack("<H", entry[2:4])[0], entry[8:12]
+    return None
+
+
+def photo_with_exif(path, orientation=6):
+    ok, jpeg = cv2.imencode(".jpg", photo(80, 60))
+    block = exif_block(orientation, 80, 60)
+    path.write_bytes(jpeg[:2].tobytes() + b"\xff\xe1" + struct.pack(">H", len(block) + 8) +
+                     b"Exif\0\0" + block + jpeg[2:].tobytes())
+    return path
+
+
+@pytest.mark.parametrize("output", ["big.jpg", "big.png", "big.webp"])
+def test_exif_is_kept_with_its_orientation_applied_and_its_size_the_outputs(tmp_path, output):
+    photo_with_exif(tmp_path / "cam.jpg", orientation=6)                 # 90 degrees cw
+    result = run_cli(tmp_path / "cam.jpg", "--scale", "2", "-o", tmp_path / output)
+    assert result.returncode == 0, result.stderr
+    block = upscale.exif_of((tmp_path / output).read_bytes())
+    assert block is not None and DATE_TAKEN in block
+    assert exif_value(block, 8, 0x0112) == (3, struct.pack("<HH", 1, 0))
+    assert exif_value(block, 38, 0xA002) == (4, struct.pack("<I", 120))
+    assert exif_value(block, 38, 0xA003) == (3, struct.pack("<HH", 160, 0))
+    assert block[34:38] == b"\0\0\0\0"                # no thumbnail of the old picture
+    assert read(tmp_path / output).shape[:2] == (160, 120)      # not turned a second time
+
+
+def test_a_webp_output_says_it_holds_exif(tmp_path):
+    photo_with_exif(tmp_path / "cam.jpg")
+    assert run_cli(tmp_path / "cam.jpg", "--scale", "2", "-o", tmp_path / "big.webp"
+                   ).returncode == 0
+    data = (tmp_path / "big.webp").read_bytes()
+    assert data[12:16] == b"VP8X" and data[20] & 0x08
+
+
+def test_exif_is_read_from_png_and_webp_sources_too(tmp_path):
+    block = exif_block(1, 80, 60)
+    ok, png = cv2.imencode(".png", photo())
+    png = png.tobytes()
+    chunk = struct.pack(">I", len(block)) + b"eXIf" + block + \
+        struct.pack(">I", zlib.crc32(b"eXIf" + block))
+    assert upscale.exif_of(png[:33] + chunk + png[33:]) == block
+    ok, webp = cv2.imencode(".webp", photo())
+    webp = upscale.with_exif(webp.tobytes(), ".webp", block)
+    assert upscale.exif_of(webp) == block and read_webp_bytes(tmp_path, webp).shape[0] == 60
+
+
+def read_webp_bytes(tmp_path, data):
+    (tmp_path / "x.webp").write_bytes(data)
+    return read(tmp_path / "x.webp")
+
+
+def test_a_damaged_exif_block_is_left_out_rather_than_written_broken():
+    block = exif_block(6, 80, 60)
+    assert upscale.exif_for_output(block[:20], 160, 120) is None
