@@ -3067,7 +3067,7 @@ def read_through_ffmpeg(path, data):
                            "7.1 or newer, as pip's imageio-ffmpeg brings); or convert it to "
                            "JPEG in a photo app, then upscale that")
     profile, notes = kept_profile(data, gray=False)
-    return Picture(bgr, notes=notes, profile=profile)
+    return Picture(bgr, notes=notes, profile=profile, exif=exif_of(data))
 
 
 def prepare_picture(source, settings):
@@ -3351,9 +3351,55 @@ def exif_of(data):
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         block = riff_chunks(data, 12).get(b"EXIF")
         block = block[6:] if block and block[:6] == b"Exif\0\0" else block  # (some write it)
+    elif data[4:8] == b"ftyp":
+        try:
+            block = heif_exif(data)
+        except (struct.error, ValueError):
+            block = None
     else:
         block = None
     return block if block and block[:4] in (b"II*\0", b"MM\0*") else None
+
+
+def heif_exif(data):
+    """The EXIF block of a HEIC or HEIF file: the data of its item of type Exif, found
+    through the item list (iinf) and the item locations (iloc); None if none."""
+    meta = isobmff_box(data, [b"meta"]) or b""
+    items = isobmff_box(meta, [b"iinf"]) or b""
+    wanted = None
+    for kind, body in isobmff_boxes(items[6 if items[:1] == b"\0" else 8:]):
+        if kind == b"infe" and body[0] >= 2:              # version 2: 16-bit IDs; 3: 32
+            wide = body[0] == 3
+            item, at = struct.unpack(">I" if wide else ">H", body[4:8 if wide else 6])[0], \
+                8 if wide else 6
+            if body[at + 2:at + 6] == b"Exif":
+                wanted = item
+    places = isobmff_box(meta, [b"iloc"])
+    if wanted is None or not places:
+        return None
+    version, at = places[0], 4
+    sizes = places[at] >> 4, places[at] & 15, places[at + 1] >> 4, \
+        (places[at + 1] & 15) if version else 0
+    offset_size, length_size, base_size, index_size = sizes
+    at += 2
+
+    def number(size):
+        nonlocal at
+        at += size
+        return int.from_bytes(places[at - size:at], "big")
+
+    for _ in range(number(2 if version < 2 else 4)):
+        item = number(2 if version < 2 else 4)
+        method = number(2) & 15 if version else 0
+        number(2)                                          # data_reference_index
+        base = number(base_size)
+        extents = [(number(index_size), base + number(offset_size), number(length_size))
+                   for _ in range(number(2))]
+        if item == wanted and method == 0 and extents:
+            _, start, length = extents[0]
+            body = data[start:start + length]
+            return body[4 + struct.unpack(">I", body[:4])[0]:]    # after its header's offset
+    return None
 
 
 def exif_for_output(exif, width, height):

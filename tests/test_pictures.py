@@ -427,10 +427,10 @@ def hevc_units(ffmpeg, image):
     return [u for u in units if u]
 
 
-def heic_file(ffmpeg, path, image, tile=64, rotation=0, profile=None):
+def heic_file(ffmpeg, path, image, tile=64, rotation=0, profile=None, exif=None):
     """A HEIC file as phones write them: image (its sides multiples of 2) cut into tiles of
     HEVC pictures joined by a grid item, rotated by rotation quarter turns (irot), with an
-    ICC profile (colr) if one is given."""
+    ICC profile (colr) and an EXIF item if they are given."""
     h, w = image.shape[:2]
     rows, cols = -(-h // tile), -(-w // tile)
     padded = cv2.copyMakeBorder(image, 0, rows * tile - h, 0, cols * tile - w,
@@ -446,6 +446,8 @@ def heic_file(ffmpeg, path, image, tile=64, rotation=0, profile=None):
     datas = [b"".join(struct.pack(">I", len(u)) + u for u in units if (u[0] >> 1) & 0x3F < 32)
              for units in tiles]
     datas.append(bytes([0, 0, rows - 1, cols - 1]) + struct.pack(">HH", w, h))
+    if exif:                               # its header's offset, then "Exif\0\0", then TIFF
+        datas.append(struct.pack(">I", 6) + b"Exif\0\0" + exif)
     n, grid = len(tiles), len(tiles) + 1
     properties = box(b"hvcC", hvcc) + box(b"ispe", struct.pack(">II", tile, tile), 0) + \
         box(b"ispe", struct.pack(">II", w, h), 0) + \
@@ -456,6 +458,7 @@ def heic_file(ffmpeg, path, image, tile=64, rotation=0, profile=None):
     ipma += struct.pack(">HB", grid, len(grid_properties)) + bytes(grid_properties)
     infe = [box(b"infe", struct.pack(">HH", i, 0) + b"hvc1\0", 2, flags=1)
             for i in range(1, n + 1)] + [box(b"infe", struct.pack(">HH", grid, 0) + b"grid\0", 2)]
+    infe += [box(b"infe", struct.pack(">HH", grid + 1, 0) + b"Exif\0", 2)] if exif else []
 
     def meta(data_at):
         extents, at = b"", data_at
@@ -464,8 +467,8 @@ def heic_file(ffmpeg, path, image, tile=64, rotation=0, profile=None):
             at += len(data)
         return box(b"meta", box(b"hdlr", b"\0" * 4 + b"pict" + b"\0" * 13, 0) +
                    box(b"pitm", struct.pack(">H", grid), 0) +
-                   box(b"iloc", struct.pack(">BBH", 0x44, 0, n + 1) + extents, 0) +
-                   box(b"iinf", struct.pack(">H", n + 1) + b"".join(infe), 0) +
+                   box(b"iloc", struct.pack(">BBH", 0x44, 0, len(datas)) + extents, 0) +
+                   box(b"iinf", struct.pack(">H", len(infe)) + b"".join(infe), 0) +
                    box(b"iref", box(b"dimg", struct.pack(">HH", grid, n) + b"".join(
                        struct.pack(">H", i) for i in range(1, n + 1))), 0) +
                    box(b"iprp", box(b"ipco", properties) + box(b"ipma", ipma, 0)), 0)
@@ -592,3 +595,13 @@ def read_webp_bytes(tmp_path, data):
 def test_a_damaged_exif_block_is_left_out_rather_than_written_broken():
     block = exif_block(6, 80, 60)
     assert upscale.exif_for_output(block[:20], 160, 120) is None
+
+
+def test_a_heic_photos_exif_is_kept_with_its_rotation_applied(ffmpeg, tmp_path):
+    heic_file(ffmpeg, tmp_path / "IMG.heic", photo(128, 64), rotation=3,
+              exif=exif_block(6, 128, 64))                 # 90 degrees clockwise, both ways
+    assert run_cli(tmp_path / "IMG.heic", "--scale", "2").returncode == 0
+    block = upscale.exif_of((tmp_path / "IMG_fast_x2.jpg").read_bytes())
+    assert block is not None and DATE_TAKEN in block
+    assert exif_value(block, 8, 0x0112) == (3, struct.pack("<HH", 1, 0))
+    assert read(tmp_path / "IMG_fast_x2.jpg").shape[:2] == (256, 128)
