@@ -479,8 +479,10 @@ def describe(exc, source=None):
 # Settings, sizes and output names: what a run was asked, and what each file's output becomes
 # ---------------------------------------------------------------------------------------------
 
-# Without a size asked for, the output stays within 4K UHD (either way round).
+# Without a size asked for, a video's output stays within 4K UHD (either way round), and a
+# picture's within 50 megapixels (a 12-megapixel phone photo at x2).
 FIT_WITHIN = (3840, 2160)
+PICTURE_FIT_PIXELS = 50_000_000
 # --scale, as a number or as a height ("1080p"); --height and --width bounds.
 MAX_SCALE = 8.0
 MIN_SIDE, MAX_SIDE = 16, 7680
@@ -507,20 +509,29 @@ class SizeRequest:
                 "width": f"w{self.value:g}", "fit": ""}[self.kind]
 
 
-def fit_scale(method, width, height, bound=FIT_WITHIN):
+def fit_scale(method, width, height, picture=False):
     """SizeRequest("scale", s) for the largest scale of the method's (at most 4) whose output
-    stays within bound either way round, saying so when the bound chose it; UpscaleError
-    when even the smallest does not fit."""
+    stays within 4K either way round (FIT_WITHIN), or for a picture within
+    PICTURE_FIT_PIXELS, saying so when the bound chose it; UpscaleError when even the
+    smallest does not fit."""
     long_side, short_side = max(width, height), min(width, height)
-    fitting = [s for s in method.scales if s <= 4 and long_side * s <= max(bound) and
-               short_side * s <= min(bound)]
+    bound = f"{PICTURE_FIT_PIXELS / 1e6:g} megapixels" if picture else "4K"
+
+    def fits(s):
+        if picture:
+            return width * height * s * s <= PICTURE_FIT_PIXELS
+        return long_side * s <= max(FIT_WITHIN) and short_side * s <= min(FIT_WITHIN)
+
+    fitting = [s for s in method.scales if s <= 4 and fits(s)]
     if not fitting:
-        raise UpscaleError(f"is already {width}x{height}: even x{min(method.scales)} would "
-                           f"go beyond {bound[0]}x{bound[1]}; say the size wanted, e.g. "
-                           "--height 2160 or --scale 1.5")
+        example = "--height 2160 or --scale 1.5" if short_side < 2160 and not picture \
+            else "--scale 1.5"
+        raise UpscaleError(f"is already {round(width)}x{round(height)}: even "
+                           f"x{min(method.scales)} would go beyond {bound}; say the size "
+                           f"wanted, e.g. {example}")
     largest = max(s for s in method.scales if s <= 4)
     return SizeRequest("scale", max(fitting),
-                       "to stay within 4K" if max(fitting) < largest else "")
+                       f"to stay within {bound}" if max(fitting) < largest else "")
 
 
 def codec_side(length, exact=False):
@@ -542,14 +553,14 @@ class FramePlan:
     why: str = ""              # a fit's reason, for the start line
 
 
-def plan_frames(request, method, width, height, sar=1.0):
+def plan_frames(request, method, width, height, sar=1.0, picture=False):
     """The FramePlan for frames of width x height (as shown: rotation applied) whose pixels
     are sar times as wide as high. The output has square pixels at the display aspect
     ratio. A network runs at the smallest scale it has that reaches the size (its largest
     when none does)."""
     shown_w = width * sar
     if request.kind == "fit":
-        request = fit_scale(method, shown_w, height)
+        request = fit_scale(method, shown_w, height, picture)
     if request.kind == "scale":
         whole = request.value == int(request.value)
         out_w = codec_side(shown_w * request.value, whole and sar == 1.0)
@@ -3075,7 +3086,7 @@ def prepare_picture(source, settings):
     picture = read_picture(source)
     h, w = picture.bgr.shape[:2]
     try:
-        plan = plan_frames(settings.size, settings.method, w, h)
+        plan = plan_frames(settings.size, settings.method, w, h, picture=True)
     except UpscaleError as exc:
         raise UpscaleError(f"{source}: {exc}") from None
     out_path = output_path_for(source, settings, plan.label)
@@ -5124,8 +5135,8 @@ def build_parser():
     size.add_argument("--width", type=side_arg("width"), dest="size", metavar="W",
                       help="output width in pixels; the height follows")
     parser.add_argument("-o", "--output", metavar="PATH",
-                        help="output file (one input only); .mkv gives Matroska; .png, .jpg "
-                             "or .webp for a picture")
+                        help="output file (one input only); .mkv gives Matroska; .png, .jpg, "
+                             ".webp or .avif for a picture")
     parser.add_argument("--output-dir", type=Path, metavar="DIR",
                         help="folder for outputs (created if missing); default: beside "
                              "each input")

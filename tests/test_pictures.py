@@ -605,3 +605,19 @@ def test_a_heic_photos_exif_is_kept_with_its_rotation_applied(ffmpeg, tmp_path):
     assert block is not None and DATE_TAKEN in block
     assert exif_value(block, 8, 0x0112) == (3, struct.pack("<HH", 1, 0))
     assert read(tmp_path / "IMG_fast_x2.jpg").shape[:2] == (256, 128)
+
+
+def test_a_photo_too_big_for_4k_gets_the_largest_scale_within_50_megapixels(tmp_path):
+    cv2.imwrite(str(tmp_path / "camera.jpg"), cv2.resize(photo(), (3000, 2000)))
+    result = run_cli(tmp_path / "camera.jpg", "--model", "cubic")
+    assert result.returncode == 0, result.stderr
+    assert "x2, to stay within 50 megapixels" in result.stderr
+    assert read(tmp_path / "camera_cubic_x2.jpg").shape == (4000, 6000, 3)
+
+
+def test_a_photo_over_50_megapixels_at_x2_needs_a_size_said(tmp_path):
+    cv2.imwrite(str(tmp_path / "huge.jpg"), cv2.resize(photo(), (6000, 4000)))
+    result = run_cli(tmp_path / "huge.jpg", "--model", "cubic")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "is already 6000x4000: even x2 would go beyond 50 megapixels" in result.stderr
+    assert "--scale 1.5" in result.stderr

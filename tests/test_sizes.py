@@ -68,10 +68,20 @@ def test_the_default_is_the_largest_scale_within_4k(size, scale):
     assert plan.label == f"x{scale}" and max(plan.width, plan.height) <= 3840
 
 
-@pytest.mark.parametrize("size", [(3840, 2160), (2560, 1440)])
-def test_a_source_too_big_for_any_scale_within_4k_asks_for_the_size_wanted(size):
-    with pytest.raises(upscale.UpscaleError, match="--height"):
+@pytest.mark.parametrize("size,example", [((3840, 2160), "e.g. --scale 1.5"),
+                                          ((2560, 1440), "e.g. --height 2160 or --scale 1.5")])
+def test_a_source_too_big_for_any_scale_within_4k_asks_for_the_size_wanted(size, example):
+    # (--height 2160 would not enlarge a source already 2160 high.)
+    with pytest.raises(upscale.UpscaleError) as error:
         upscale.fit_scale(FAST_LIKE, *size)
+    assert str(error.value).endswith(example)
+    assert f"is already {size[0]}x{size[1]}:" in str(error.value)
+
+
+def test_a_picture_gets_the_largest_scale_within_50_megapixels():
+    assert upscale.fit_scale(FAST_LIKE, 4032, 3024, picture=True).value == 2
+    assert upscale.fit_scale(FAST_LIKE, 1000, 750, picture=True).value == 4
+    assert upscale.fit_scale(FAST_LIKE, 1000, 750, picture=True).why == ""
 
 
 @pytest.mark.parametrize("text,kind,value", [("2", "scale", 2), ("1.5", "scale", 1.5),
