@@ -2228,20 +2228,26 @@ def run_length(deltas):
     return runs
 
 
+def isobmff_boxes(data):
+    """(type, body) of each box in data, one after the other (ISO media: MP4, AVIF, HEIF)."""
+    at = 0
+    while at + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[at:at + 8])
+        head = 8
+        if size == 1:
+            size, head = struct.unpack(">Q", data[at + 8:at + 16])[0], 16
+        elif size == 0:
+            size = len(data) - at
+        if size < head:
+            return
+        yield kind, data[at + head:at + size]
+        at += size
+
+
 def parse_boxes(data):
     """[(type, payload or children)] for an MP4 byte string; containers are parsed."""
-    boxes, pos = [], 0
-    while pos + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        header = 8
-        if size == 1:
-            size, header = struct.unpack(">Q", data[pos + 8:pos + 16])[0], 16
-        elif size == 0:
-            size = len(data) - pos
-        body = data[pos + header:pos + size]
-        boxes.append((kind, parse_boxes(body) if kind in CONTAINER_BOXES else body))
-        pos += size
-    return boxes
+    return [(kind, parse_boxes(body) if kind in CONTAINER_BOXES else body)
+            for kind, body in isobmff_boxes(data)]
 
 
 def build_boxes(boxes):
@@ -2980,22 +2986,6 @@ def animation_frame_count(data):
             at += 8 + length + length % 2
         return max(1, count)
     return 1
-
-
-def isobmff_boxes(data):
-    """(type, body) of each box in data, one after the other (ISO media: MP4, AVIF, HEIF)."""
-    at = 0
-    while at + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[at:at + 8])
-        head = 8
-        if size == 1:
-            size, head = struct.unpack(">Q", data[at + 8:at + 16])[0], 16
-        elif size == 0:
-            size = len(data) - at
-        if size < head:
-            return
-        yield kind, data[at + head:at + size]
-        at += size
 
 
 def isobmff_box(data, path):
