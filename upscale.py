@@ -3002,7 +3002,8 @@ def isobmff_box(data, path):
 def read_animation(path, data):
     """The Picture of an animated PNG, WebP or AVIF: its first frame, and the whole
     animation."""
-    ok, animation = cv2.imdecodeanimation(data.reshape(1, -1))   # (OpenCV 4.14: one row)
+    # (OpenCV 4.14 takes the bytes only as one row.)
+    ok, animation = cv2.imdecodeanimation(np.frombuffer(data, np.uint8).reshape(1, -1))
     if not ok or not animation.frames:
         raise UpscaleError(f"{path}: an animated picture OpenCV cannot decode; check that it "
                            "plays in a browser")
@@ -3013,18 +3014,19 @@ def read_animation(path, data):
         animation.frames = [f[:, :, :3] if f.ndim == 3 else cv2.cvtColor(f, cv2.COLOR_GRAY2BGR)
                             for f in animation.frames]
     first = animation.frames[0]
-    profile, notes = kept_profile(data.tobytes(), gray=False)
+    profile, notes = kept_profile(data, gray=False)
     return Picture(first[:, :, :3], None if opaque else first[:, :, 3], notes=notes,
                    animation=animation, profile=profile)
 
 
 def read_picture(path):
     """The Picture in an image file; UpscaleError when OpenCV cannot decode it."""
-    data = np.fromfile(str(path), np.uint8)          # (any file name the OS allows)
+    contents = Path(path).read_bytes()
     if Path(path).suffix.lower() in FFMPEG_PICTURES:
-        return read_through_ffmpeg(path, data.tobytes())
-    if animation_frame_count(data.tobytes()) > 1:
-        return read_animation(path, data)
+        return read_through_ffmpeg(path, contents)
+    if animation_frame_count(contents) > 1:
+        return read_animation(path, contents)
+    data = np.frombuffer(contents, np.uint8)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)       # applies EXIF orientation, 8-bit
     raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if bgr is None or raw is None:
@@ -3048,9 +3050,9 @@ def read_picture(path):
             notes.append("its transparency is dropped")
         else:
             alpha = turn(alpha)
-    profile, dropped = kept_profile(data.tobytes(), gray=raw.ndim == 2)
+    profile, dropped = kept_profile(contents, gray=raw.ndim == 2)
     return Picture(bgr, alpha, raw.ndim == 2, tuple(notes) + dropped, profile=profile,
-                   exif=exif_of(data.tobytes()))
+                   exif=exif_of(contents))
 
 
 def read_through_ffmpeg(path, data):
