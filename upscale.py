@@ -12,7 +12,8 @@ Usage:
     python upscale.py clip.mp4                       # fast network, x4 -> clip_fast_x4.mp4
     python upscale.py clip720.mp4 --height 1080      # -> clip720_fast_1080p.mp4
     python upscale.py clip.mp4 --model espcn --scale 2
-    python upscale.py videos/ --output-dir out/      # every video directly inside videos/
+    python upscale.py IMG_0001.HEIC                  # a photo -> IMG_0001_fast_x2.jpg
+    python upscale.py videos/ --output-dir out/      # every video and picture inside videos/
     for f in clips/*.mp4; do python upscale.py "$f" --scale 2; done
     python upscale.py --compare clip.mp4 --scale 4   # which method is best, measured
     python upscale.py clip.mp4 --benchmark           # each stage's speed, side by side
@@ -4989,7 +4990,10 @@ examples:
   python upscale.py clip.mp4 --model fsrcnn --scale 2 FSRCNN x2 -> clip_fsrcnn_x2.mp4
   python upscale.py clip.mp4 --model hq --scale 2     sharper still, about 3x the time
   python upscale.py clip.mov -o big.mkv --codec h265  choose the output name and codec
-  python upscale.py clips/ --output-dir big/          every video directly inside clips/
+  python upscale.py IMG_0001.HEIC                     a phone photo (any picture too)
+                                                      -> IMG_0001_fast_x2.jpg
+  python upscale.py clips/ --output-dir big/          every video and picture directly
+                                                      inside clips/
   for f in clips/*.mp4; do python upscale.py "$f" --quiet; done
   python upscale.py film.mkv                          stopped by anything? the same command
                                                       goes on from the last finished segment
