@@ -108,7 +108,9 @@ EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                      if hasattr(signal, name))
 
-# An animated GIF is a video here (each frame's delay kept; the output is MP4).
+# An animated GIF is a video here (each frame's delay kept; the output is MP4), or, with -o
+# naming an animated picture's format (ANIMATED_PICTURES), a picture that keeps its
+# transparency.
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .ts .m2ts .mts .3gp .ogv .gif".split())
 IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .tif .tiff .webp .avif .heic .heif".split())
@@ -2950,6 +2952,13 @@ def is_picture(path):
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def upscaled_as_picture(source, settings):
+    """Whether source is upscaled as a picture: a picture's file, or a GIF that -o asks
+    for as an animated PNG, WebP or AVIF."""
+    return is_picture(source) or Path(source).suffix.lower() == ".gif" and bool(
+        settings.output) and Path(settings.output).suffix.lower() in ANIMATED_PICTURES
+
+
 def picture_extension(source):
     return PICTURE_OUTPUTS.get(Path(source).suffix.lower(), ".png")
 
@@ -3025,7 +3034,7 @@ def read_picture(path):
     contents = Path(path).read_bytes()
     if Path(path).suffix.lower() in FFMPEG_PICTURES:
         return read_through_ffmpeg(path, contents)
-    if animation_frame_count(contents) > 1:
+    if animation_frame_count(contents) > 1 or contents[:4] == b"GIF8":
         return read_animation(path, contents)
     data = np.frombuffer(contents, np.uint8)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)       # applies EXIF orientation, 8-bit
@@ -3818,7 +3827,7 @@ def run(settings, inputs):
                             "again, name the result with -o")
                 skipped += 1
                 continue
-            picture = is_picture(source)
+            picture = upscaled_as_picture(source, settings)
             job = prepare_picture(source, settings) if picture else \
                 prepare_job(source, settings, ffmpeg)
             out_path, wanted = job.out_path, settings.fingerprint(job.plan, picture)
@@ -3829,7 +3838,9 @@ def run(settings, inputs):
             claimed[out_path] = Path(source).name
             if picture != (out_path.suffix.lower() in PICTURE_WRITES):
                 kind, endings = ("picture", PICTURE_WRITES) if picture else \
-                    ("video", [e for c in CONTAINERS.values() for e in c.extensions])
+                    ("video", [e for c in CONTAINERS.values() for e in c.extensions] +
+                     (list(ANIMATED_PICTURES) if Path(source).suffix.lower() == ".gif"
+                      else []))
                 raise UpscaleError(f"{source} is a {kind}; -o must name a {kind} too "
                                    f"({', '.join(endings)}), not {out_path.name}")
             if same_file(source, out_path) or Path(source).resolve() == out_path.resolve():

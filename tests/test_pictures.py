@@ -209,6 +209,29 @@ def test_an_animated_avif_stays_animated_with_every_frame_at_its_time(tmp_path):
     assert [f.shape[:2] for f in out.frames] == [(120, 160)] * 4
 
 
+def test_a_gif_asked_for_as_an_animated_webp_keeps_its_transparency_and_times(tmp_path):
+    frames = []
+    for i in range(3):
+        frame = np.zeros((48, 64, 4), np.uint8)
+        frame[:, :, :3], frame[:, 32:, 3] = (40 * i, 200, 90), 255      # left half clear
+        frames.append(frame)
+    ok, data = cv2.imencodeanimation(".gif", animation_of(frames, [100, 250, 100]), [])
+    (tmp_path / "sticker.gif").write_bytes(bytes(data))
+    result = run_cli(tmp_path / "sticker.gif", "--scale", "2", "-o", tmp_path / "big.webp")
+    assert result.returncode == 0, result.stderr
+    out = read_animation_file(tmp_path / "big.webp")
+    assert list(out.durations) == [100, 250, 100]
+    assert [f.shape for f in out.frames] == [(96, 128, 4)] * 3
+    assert out.frames[0][:, :60, 3].max() == 0 and out.frames[0][:, 68:, 3].min() == 255
+
+
+def test_a_gif_asked_for_as_a_jpeg_names_what_it_can_be(tmp_path):
+    ok, data = cv2.imencodeanimation(".gif", animation_of(moving_frames(2), [100, 100]), [])
+    (tmp_path / "a.gif").write_bytes(bytes(data))
+    result = run_cli(tmp_path / "a.gif", "-o", tmp_path / "a.jpg")
+    assert result.returncode == 1 and ".mp4" in result.stderr and ".webp" in result.stderr
+
+
 def test_an_animated_webp_from_ffmpeg_is_upscaled_frame_by_frame(ffmpeg, tmp_path):
     # Made by another encoder than OpenCV's, as most animated WebP files are (lossy).
     src = make_clip(ffmpeg, tmp_path / "clip.webp", size="64x48", rate="10", seconds=0.5,
