@@ -2988,13 +2988,8 @@ def animation_frame_count(data):
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         control = png_chunks(data).get(b"acTL", b"")
         return max(1, struct.unpack(">I", control[:4])[0]) if len(control) >= 4 else 1
-    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        count, at = 0, 12
-        while at + 8 <= len(data):
-            kind, length = data[at:at + 4], struct.unpack("<I", data[at + 4:at + 8])[0]
-            count += kind == b"ANMF"
-            at += 8 + length + length % 2
-        return max(1, count)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return max(1, sum(kind == b"ANMF" for kind, _ in riff_chunk_list(data, 12)))
     return 1
 
 
@@ -3010,7 +3005,7 @@ def isobmff_box(data, path):
 
 
 def read_animation(path, data):
-    """The Picture of an animated PNG, WebP or AVIF: its first frame, and the whole
+    """The Picture of an animated PNG, WebP, AVIF or GIF: its first frame, and the whole
     animation."""
     # (OpenCV 4.14 takes the bytes only as one row.)
     ok, animation = cv2.imdecodeanimation(np.frombuffer(data, np.uint8).reshape(1, -1))
@@ -3290,13 +3285,19 @@ def png_chunks(data):
     return chunks
 
 
+def riff_chunk_list(data, at):
+    """(kind, body) of each RIFF chunk from at on (WebP's from 12)."""
+    while at + 8 <= len(data):
+        kind, length = data[at:at + 4], struct.unpack("<I", data[at + 4:at + 8])[0]
+        yield kind, data[at + 8:at + 8 + length]
+        at += 8 + length + length % 2
+
+
 def riff_chunks(data, at):
     """{kind: body} of the RIFF chunks from at on (the first of each kind)."""
     chunks = {}
-    while at + 8 <= len(data):
-        kind, length = data[at:at + 4], struct.unpack("<I", data[at + 4:at + 8])[0]
-        chunks.setdefault(kind, data[at + 8:at + 8 + length])
-        at += 8 + length + length % 2
+    for kind, body in riff_chunk_list(data, at):
+        chunks.setdefault(kind, body)
     return chunks
 
 
