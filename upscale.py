@@ -3483,17 +3483,22 @@ def picture_settings(path):
     return data[at + len(key):end].decode("utf-8", "replace")
 
 
+def metadata_lost(picture, extension):
+    """The note (a tuple of one, or none) for a colour profile or EXIF that an output of
+    that format cannot hold."""
+    lost = [] if extension in METADATA_PICTURES else \
+        [what for what, kept in (("colour profile", picture.profile), ("EXIF", picture.exif))
+         if kept]
+    return (f"its {' and '.join(lost)} cannot be kept in AVIF; name the output .jpg, .png "
+            "or .webp with -o to keep them",) if lost else ()
+
+
 def upscale_picture(job, settings, upscalers):
     """Upscale one prepared picture Job; the output appears complete or not at all. Returns
     an animation's FrameResult, None for a still picture."""
     picture, out_path = job.picture, job.out_path
     extension = out_path.suffix.lower().replace(".jpeg", ".jpg")
-    lost = [] if extension in METADATA_PICTURES else \
-        [what for what, kept in (("colour profile", picture.profile), ("EXIF", picture.exif))
-         if kept]
-    notes = picture.notes + ((f"its {' and '.join(lost)} cannot be kept in AVIF; name the "
-                              "output .jpg, .png or .webp with -o to keep them",) if lost else ())
-    for note in notes:
+    for note in picture.notes + metadata_lost(picture, extension):
         console.warn(f"{job.source.name}: {note}")
     upscaler = upscalers(job.plan)
     console.say(f"{job.source.name}: {picture.bgr.shape[1]}x{picture.bgr.shape[0]} -> "
