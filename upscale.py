@@ -512,29 +512,38 @@ class SizeRequest:
                 "width": f"w{self.value:g}", "fit": ""}[self.kind]
 
 
-def fit_scale(method, width, height, picture=False):
+def fit_scale(method, width, height, pixels=None, within="within 4K"):
     """SizeRequest("scale", s) for the largest scale of the method's (at most 4) whose output
-    stays within 4K either way round (FIT_WITHIN), or for a picture within
-    PICTURE_FIT_PIXELS, saying so when the bound chose it; UpscaleError when even the
-    smallest does not fit."""
+    stays within 4K either way round (FIT_WITHIN), or, given pixels, has at most that many
+    (a picture's bound, which `within` words), saying so when the bound chose it;
+    UpscaleError when even the smallest does not fit."""
     long_side, short_side = max(width, height), min(width, height)
-    bound = f"{PICTURE_FIT_PIXELS / 1e6:g} megapixels" if picture else "4K"
 
     def fits(s):
-        if picture:
-            return width * height * s * s <= PICTURE_FIT_PIXELS
+        if pixels:
+            return width * height * s * s <= pixels
         return long_side * s <= max(FIT_WITHIN) and short_side * s <= min(FIT_WITHIN)
 
     fitting = [s for s in method.scales if s <= 4 and fits(s)]
     if not fitting:
-        example = "--height 2160 or --scale 1.5" if short_side < 2160 and not picture \
+        example = "--height 2160 or --scale 1.5" if short_side < 2160 and not pixels \
             else "--scale 1.5"
         raise UpscaleError(f"is already {round(width)}x{round(height)}: even "
-                           f"x{min(method.scales)} would go beyond {bound}; say the size "
+                           f"x{min(method.scales)} would not stay {within}; say the size "
                            f"wanted, e.g. {example}")
     largest = max(s for s in method.scales if s <= 4)
     return SizeRequest("scale", max(fitting),
-                       f"to stay within {bound}" if max(fitting) < largest else "")
+                       f"to stay {within}" if max(fitting) < largest else "")
+
+
+def picture_fit(frames):
+    """(pixels, how it is worded) an output frame of a picture of that many frames may have
+    when no size is asked: PICTURE_FIT_PIXELS, or fewer for an animation, all of whose
+    frames must fit in ANIMATION_MEMORY (4 bytes a pixel)."""
+    pixels = ANIMATION_MEMORY // (4 * frames)
+    if pixels >= PICTURE_FIT_PIXELS:
+        return PICTURE_FIT_PIXELS, f"within {PICTURE_FIT_PIXELS / 1e6:g} megapixels"
+    return pixels, f"within {ANIMATION_MEMORY / 2**30:g} GB for its {frames} frames"
 
 
 def codec_side(length, exact=False):
@@ -556,14 +565,15 @@ class FramePlan:
     why: str = ""              # a fit's reason, for the start line
 
 
-def plan_frames(request, method, width, height, sar=1.0, picture=False):
+def plan_frames(request, method, width, height, sar=1.0, fit=(None, "within 4K")):
     """The FramePlan for frames of width x height (as shown: rotation applied) whose pixels
     are sar times as wide as high. The output has square pixels at the display aspect
     ratio. A network runs at the smallest scale it has that reaches the size (its largest
-    when none does)."""
+    when none does). fit: fit_scale's bound when no size is asked, a picture's from
+    picture_fit; a video's is 4K."""
     shown_w = width * sar
     if request.kind == "fit":
-        request = fit_scale(method, shown_w, height, picture)
+        request = fit_scale(method, shown_w, height, *fit)
     if request.kind == "scale":
         whole = request.value == int(request.value)
         out_w = codec_side(shown_w * request.value, whole and sar == 1.0)
@@ -3083,7 +3093,8 @@ def prepare_picture(source, settings):
     picture = read_picture(source)
     h, w = picture.bgr.shape[:2]
     try:
-        plan = plan_frames(settings.size, settings.method, w, h, picture=True)
+        frames = 1 if picture.animation is None else len(picture.animation.frames)
+        plan = plan_frames(settings.size, settings.method, w, h, fit=picture_fit(frames))
     except UpscaleError as exc:
         raise UpscaleError(f"{source}: {exc}") from None
     out_path = output_path_for(source, settings, plan.label)

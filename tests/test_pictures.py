@@ -281,6 +281,15 @@ def test_an_animation_too_big_for_memory_is_refused_before_any_work(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png"]
 
 
+def test_an_animation_with_no_size_asked_gets_a_scale_its_frames_fit_in_memory(
+        tmp_path, monkeypatch):
+    write_animation(tmp_path / "anim.png", animation_of(moving_frames(4), [100] * 4))
+    monkeypatch.setattr(upscale, "ANIMATION_MEMORY", 600_000)   # x2's 4 frames fit, x3's not
+    args = upscale.build_parser().parse_args([str(tmp_path / "anim.png"), "--quiet"])
+    job = upscale.prepare_picture(tmp_path / "anim.png", upscale.settings_from_args(args))
+    assert job.plan.label == "x2" and "for its 4 frames" in job.plan.why
+
+
 def test_the_frame_count_of_animated_and_still_pictures(tmp_path):
     frames = moving_frames(3)
     for extension in (".png", ".webp", ".avif"):
@@ -642,5 +651,6 @@ def test_a_photo_over_50_megapixels_at_x2_needs_a_size_said(tmp_path):
     cv2.imwrite(str(tmp_path / "huge.jpg"), cv2.resize(photo(), (6000, 4000)))
     result = run_cli(tmp_path / "huge.jpg", "--model", "cubic")
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "is already 6000x4000: even x2 would go beyond 50 megapixels" in result.stderr
+    assert "is already 6000x4000: even x2 would not stay within 50 megapixels" in \
+        result.stderr
     assert "--scale 1.5" in result.stderr

@@ -79,9 +79,18 @@ def test_a_source_too_big_for_any_scale_within_4k_asks_for_the_size_wanted(size,
 
 
 def test_a_picture_gets_the_largest_scale_within_50_megapixels():
-    assert upscale.fit_scale(FAST_LIKE, 4032, 3024, picture=True).value == 2
-    assert upscale.fit_scale(FAST_LIKE, 1000, 750, picture=True).value == 4
-    assert upscale.fit_scale(FAST_LIKE, 1000, 750, picture=True).why == ""
+    still = upscale.picture_fit(1)
+    assert still == (50_000_000, "within 50 megapixels")
+    assert upscale.fit_scale(FAST_LIKE, 4032, 3024, *still).value == 2
+    assert upscale.fit_scale(FAST_LIKE, 1000, 750, *still).value == 4
+    assert upscale.fit_scale(FAST_LIKE, 1000, 750, *still).why == ""
+
+
+def test_an_animation_gets_the_largest_scale_whose_frames_all_fit_in_memory():
+    pixels, within = upscale.picture_fit(100)                  # 4 GB over 100 frames
+    assert pixels == (4 << 30) // 400 and within == "within 4 GB for its 100 frames"
+    fit = upscale.fit_scale(FAST_LIKE, 1000, 750, pixels, within)
+    assert fit.value == 3 and fit.why == "to stay within 4 GB for its 100 frames"
 
 
 @pytest.mark.parametrize("text,kind,value", [("2", "scale", 2), ("1.5", "scale", 1.5),
