@@ -3174,12 +3174,15 @@ def encoded_picture(image, extension):
 
 def finished_picture(data, extension, fingerprint, profile=None, exif=None):
     """An encoded picture's bytes with the source's colour profile and EXIF (when it had
-    them) and the settings that made it (fingerprint) added."""
+    them) and the settings that made it (fingerprint) added. Each goes in right after a
+    JPEG's or PNG's header, so the last added comes first: EXIF, where readers look for it
+    first, then the profile, then the settings."""
+    data = tag_picture(data, extension, f"{SETTINGS_TAG}\0{fingerprint}".encode())
     if profile and extension in METADATA_PICTURES:
         data = with_profile(data, extension, profile)
     if exif and extension in METADATA_PICTURES:
         data = with_exif(data, extension, exif)
-    return tag_picture(data, extension, f"{SETTINGS_TAG}\0{fingerprint}".encode())
+    return data
 
 
 def png_chunk(kind, body):
