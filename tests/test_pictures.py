@@ -597,6 +597,9 @@ def test_exif_is_kept_with_its_orientation_applied_and_its_size_the_outputs(tmp_
     assert exif_value(block, 38, 0xA003) == (3, struct.pack("<HH", 160, 0))
     assert block[34:38] == b"\0\0\0\0"                # no thumbnail of the old picture
     assert read(tmp_path / output).shape[:2] == (160, 120)      # not turned a second time
+    if output.endswith(".jpg"):                 # first after JFIF, where readers look
+        markers = [m for m, _ in upscale.jpeg_segments((tmp_path / output).read_bytes())]
+        assert markers[:2] == [0xE0, 0xE1]
 
 
 def test_a_webp_output_says_it_holds_exif(tmp_path):
