@@ -113,9 +113,11 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 # transparency.
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .ts .m2ts .mts .3gp .ogv .gif".split())
-IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .tif .tiff .webp .avif .heic .heif".split())
+IMAGE_EXTENSIONS = frozenset(
+    ".png .jpg .jpeg .bmp .tif .tiff .webp .avif .heic .heif .jp2 .ppm .pgm .pnm".split())
 # A picture's output format: JPEG, WebP and AVIF stay themselves (at high quality); HEIC and
-# HEIF (a phone's photos) become JPEG; the rest (PNG, BMP, TIFF) PNG, lossless and small.
+# HEIF (a phone's photos) become JPEG; the rest (PNG, BMP, TIFF, JPEG 2000, PPM/PGM) PNG,
+# lossless and small.
 PICTURE_OUTPUTS = {".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp", ".avif": ".avif",
                    ".heic": ".jpg", ".heif": ".jpg"}
 # Pictures OpenCV cannot decode, and ffmpeg (7.1 or newer, as imageio-ffmpeg's) can: HEIC
@@ -2952,8 +2954,8 @@ def last_interval(times_ms, nominal_ms):
 
 
 # ---------------------------------------------------------------------------------------------
-# Pictures: a PNG, JPEG, WebP, AVIF, HEIC, BMP or TIFF file upscaled like one frame (an
-#   animation frame by frame), its colour profile kept, its settings recorded in the file
+# Pictures: a picture's file (IMAGE_EXTENSIONS) upscaled like one frame (an animation
+#   frame by frame), its colour profile kept, its settings recorded in the file
 #   itself (a PNG tEXt chunk, a JPEG comment, a WebP chunk of our own, an AVIF free box) so
 #   that a rerun skips it exactly as it skips a video
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Pictures: PNG, JPEG, WebP, AVIF, HEIC, BMP and TIFF files, alone or in folders with videos,
-upscaled with the same models, sizes, naming and rules as videos."""
+"""Pictures: PNG, JPEG, WebP, AVIF, HEIC, BMP, TIFF, JPEG 2000 and PPM files, alone or in
+folders with videos, upscaled with the same models, sizes, naming and rules as videos."""
 import re
 import struct
 import subprocess
@@ -38,7 +38,9 @@ def with_exif_orientation(jpeg, orientation):
                                            ("photo.webp", "photo_fast_x2.webp"),
                                            ("photo.avif", "photo_fast_x2.avif"),
                                            ("photo.bmp", "photo_fast_x2.png"),
-                                           ("photo.tif", "photo_fast_x2.png")])
+                                           ("photo.tif", "photo_fast_x2.png"),
+                                           ("photo.jp2", "photo_fast_x2.png"),
+                                           ("photo.ppm", "photo_fast_x2.png")])
 def test_each_picture_format_is_upscaled_into_its_named_output(tmp_path, source, output):
     cv2.imwrite(str(tmp_path / source), photo())
     result = run_cli(tmp_path / source, "--scale", "2")
