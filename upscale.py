@@ -2955,7 +2955,7 @@ def last_interval(times_ms, nominal_ms):
 
 # ---------------------------------------------------------------------------------------------
 # Pictures: a picture's file (IMAGE_EXTENSIONS) upscaled like one frame (an animation
-#   frame by frame), its colour profile kept, its settings recorded in the file
+#   frame by frame), its colour profile and EXIF kept, its settings recorded in the file
 #   itself (a PNG tEXt chunk, a JPEG comment, a WebP chunk of our own, an AVIF free box) so
 #   that a rerun skips it exactly as it skips a video
 # ---------------------------------------------------------------------------------------------
