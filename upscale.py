@@ -33,8 +33,9 @@ How to read this file: its sections follow a frame from input to output.
   6. Model files: found, downloaded, verified.
   7. Upscalers, one class per kind (UPSCALER_KINDS): resize, network, a network fitted
      to a size, ffmpeg's scaler (whole files).
-  8. Reading frames (cv2.VideoCapture) and the pipeline: a reader thread, workers that
-     upscale and encode in order.
+  8. Reading frames (cv2.VideoCapture; ffmpeg through a pipe for what OpenCV cannot decode:
+     AV1, interlaced video, deinterlaced on the way) and the pipeline: a reader thread,
+     workers that upscale and encode in order.
   9. Segments: the work folder, resume, --part.
  10. Timing and muxing: the frames' own times put back, the source's other streams added.
  11. One file end to end: a Job (probe, orientation, size plan, output path) through
@@ -843,13 +844,14 @@ CHILD_SETUP = die_with_parent if os.name == "posix" else None
 
 
 def start_ffmpeg(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.PIPE, tied=True):
+                 stderr=subprocess.PIPE, tied=True, pass_fds=()):
     """The one place an ffmpeg process starts. tied: it dies with this tool (die_with_parent).
     The piped encoder is not tied, since a worker thread starts it and the kernel's signal
     follows the thread that started a child; if the tool dies, its input pipe closes and
-    ffmpeg, at the end of its input, finishes by itself."""
+    ffmpeg, at the end of its input, finishes by itself. pass_fds: more pipes it writes to
+    (as pipe:N)."""
     return subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=stderr,
-                            preexec_fn=CHILD_SETUP if tied else None)
+                            preexec_fn=CHILD_SETUP if tied else None, pass_fds=pass_fds)
 
 
 def failure_detail(returncode, stderr_text):
@@ -1522,7 +1524,7 @@ UPSCALER_KINDS = {"resize": ResizeUpscaler, "ffmpeg": FfmpegScaler,
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading frames
+# Reading frames: a frame reader per source (frame_reader), OpenCV's own or ffmpeg's
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
@@ -1602,6 +1604,165 @@ def read_frames(cap, stats=None):
         yield frame, cap.get(cv2.CAP_PROP_POS_MSEC)
 
 
+def opencv_decodes(path):
+    """Whether OpenCV's own FFmpeg opens path and decodes a frame of it."""
+    cap = opencv_opens(path, lambda name: cv2.VideoCapture(name, cv2.CAP_FFMPEG))
+    try:
+        return cap.isOpened() and next(read_frames(cap), None) is not None
+    finally:
+        cap.release()
+
+
+# A frame reader says how a source's frames are decoded; each opens a capture that reads
+# like cv2.VideoCapture (read, get, set(CAP_PROP_POS_MSEC), release), on the same timeline.
+@dataclass(frozen=True)
+class OpenCVReader:
+    """Frames as OpenCV's own FFmpeg decodes them: the usual way. It turns wide-gamut and
+    HDR pictures into BT.709 SDR (opencv_converts_color), applies a display matrix's
+    rotation but not its reflection (display_orientation)."""
+    path: Path
+    converts_color = True
+    shows_as_players = False    # a display matrix's reflection is left to display_orientation
+    note = ""
+
+    def open(self):
+        return open_capture(self.path)
+
+
+@dataclass(frozen=True)
+class FfmpegReader:
+    """Frames ffmpeg decodes and pipes over (FfmpegCapture), for a video OpenCV's FFmpeg
+    cannot decode (the wheels have no AV1 decoder) or spoils (interlaced frames come out
+    black), deinterlaced on the way with bwdif, one frame for each frame. ffmpeg turns and
+    mirrors them as a player shows them, and keeps their colours as they are."""
+    ffmpeg: str
+    path: Path
+    stream: int
+    start: float                # seconds the video starts after the file (video_start)
+    deinterlace: bool = False
+    converts_color = False
+    shows_as_players = True
+
+    @property
+    def note(self):
+        return "interlaced: deinterlaced by ffmpeg (bwdif) as it is read" if self.deinterlace \
+            else "decoded by ffmpeg, since OpenCV's decoder cannot read it"
+
+    def open(self):
+        return FfmpegCapture(self)
+
+
+# ffmpeg hands frames over by two pipes: their pixels (raw BGR) and their times (framecrc's
+# lines, a microsecond clock), since raw video carries no times. Windows gives a child no
+# more than its standard streams, so there these sources are refused with a way to convert
+# them.
+PIPES_TO_FFMPEG = os.name == "posix"
+DEINTERLACE = "bwdif=mode=send_frame:deint=interlaced"
+
+
+class FfmpegCapture:
+    """cv2.VideoCapture's reading interface over an ffmpeg that decodes reader's stream.
+
+    A frame's time is OpenCV's: milliseconds from the video's own start. set(POS_MSEC)
+    starts ffmpeg again with -ss before the input (a seek to a keyframe, then frames before
+    that time decoded and dropped), as OpenCV seeks."""
+
+    def __init__(self, reader, from_ms=0.0):
+        self.reader, self.proc, self.time_ms = reader, None, 0.0
+        self.start(from_ms)
+
+    def start(self, from_ms):
+        reader = self.reader
+        seek = max(0.0, from_ms / 1000.0 + reader.start)
+        # Times come out counted from the file's start plus the seek: shifted back to OpenCV's.
+        self.shift_ms = (seek - reader.start) * 1000.0
+        graph = f"[0:{reader.stream}]" + (DEINTERLACE + "," if reader.deinterlace else "") + \
+            "format=bgr24,split[t][f]"
+        times_in, times_out = os.pipe()
+        try:
+            # The times' output comes first: ffmpeg 5.1 writes its outputs in turn, and the
+            # first frame's size is read from its header before the frame's pixels.
+            command = ffmpeg_args(
+                reader.ffmpeg, *(["-ss", f"{seek:.6f}"] if seek else []), "-i", reader.path,
+                "-filter_complex", graph,
+                "-map", "[t]", "-fps_mode", "passthrough", "-enc_time_base", "1/1000000",
+                "-c:v", "wrapped_avframe", "-flush_packets", 1, "-f", "framecrc",
+                f"pipe:{times_out}",
+                "-map", "[f]", "-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1")
+            # (its decoder's complaints about damaged frames are not the user's to read)
+            self.proc = start_ffmpeg(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     pass_fds=(times_out,))
+        except BaseException:
+            os.close(times_in)
+            raise
+        finally:
+            os.close(times_out)
+        self.times = queue.Queue()
+        self.size = None
+        self.timer = threading.Thread(target=self.read_times, args=(times_in,), daemon=True)
+        self.timer.start()
+
+    def read_times(self, fd):
+        """Puts the frames' size, then each frame's time in ms, then None at the end."""
+        with os.fdopen(fd, "rb") as lines:
+            for line in lines:
+                if line.startswith(b"#dimensions 0:"):
+                    w, h = line.split(b":", 1)[1].strip().split(b"x")
+                    self.times.put((int(w), int(h)))
+                elif line[:1].isdigit():
+                    self.times.put(int(line.split(b",")[2]) / 1000.0)
+        self.times.put(None)
+
+    def frame_size(self):
+        if self.size is None:
+            first = self.times.get()
+            self.size = first if isinstance(first, tuple) else (0, 0)
+        return self.size
+
+    def isOpened(self):
+        return self.proc is not None
+
+    def read(self):
+        w, h = self.frame_size()
+        if not w or self.proc.stdout.closed:
+            return False, None
+        frame = np.empty((h, w, 3), np.uint8)
+        view, got = memoryview(frame).cast("B"), 0
+        while got < view.nbytes:
+            n = self.proc.stdout.readinto(view[got:])
+            if not n:
+                self.proc.stdout.close()
+                return False, None
+            got += n
+        t = self.times.get()
+        # (a frame with no time line after it, its process killed, is given none)
+        self.time_ms = t + self.shift_ms if isinstance(t, float) else math.nan
+        return True, frame
+
+    def get(self, prop):
+        if prop == cv2.CAP_PROP_POS_MSEC:
+            return self.time_ms
+        if prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT):
+            return self.frame_size()[prop == cv2.CAP_PROP_FRAME_HEIGHT]
+        return 0.0              # frame rate and count: not known (the caller measures them)
+
+    def set(self, prop, value):
+        if prop != cv2.CAP_PROP_POS_MSEC:
+            return False
+        self.release()
+        self.start(value)
+        return True
+
+    def release(self):
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+        self.timer.join()
+        self.proc = None
+
+
 # The eight ways a display matrix can turn or mirror a picture, as OpenCV calls.
 ORIENTATIONS = {
     "as decoded": lambda f: f,
@@ -1638,6 +1799,25 @@ def display_orientation(ffmpeg, path, stream_index):
     best = min(errors, key=errors.get)
     # A picture that looks the same every way round (a flat colour) stays as decoded.
     return best if errors[best] < errors["as decoded"] - 1.0 else "as decoded"
+
+
+def frame_reader(ffmpeg, path, info):
+    """The frame reader for the first video stream of path (probed as info): OpenCV's own
+    decoder when it reads it, else ffmpeg's (FfmpegReader). UpscaleError when neither
+    decodes a frame, or, where ffmpeg cannot pipe frames over (Windows), how to convert it."""
+    path, stream = Path(path), info.video[0]
+    if not stream.field_order and opencv_decodes(path):
+        return OpenCVReader(path)
+    if not ffmpeg_decodes(ffmpeg, path):
+        raise no_frame_error(path)
+    if not PIPES_TO_FFMPEG:
+        check_progressive(path, stream)
+        raise UpscaleError(
+            f"{path}: OpenCV's decoder cannot read its {stream.codec} video (ffmpeg can); "
+            "convert it first, then upscale that: " + conversion_command(path, "-h264"))
+    packets = first_packet_times(ffmpeg, path, stream.index)
+    return FfmpegReader(ffmpeg, path, stream.index, video_start(packets),
+                        bool(stream.field_order))
 
 
 def monotonic_times(times_ms, interval_ms):
@@ -1871,11 +2051,12 @@ class PipeWriter:
         self.log.close()
 
 
-def pipe_encoder(ffmpeg, settings, stream):
-    """An encoder for InOrderWriter: settings.codec's ffmpeg encoder, fed raw BGR frames,
-    converting them with the source stream's own matrix and range (as a player will read
-    them) into an MP4 whose frame times are put right afterwards (rewrite_mp4_timing)."""
-    vfilter, tags = color_args(stream, True)
+def pipe_encoder(ffmpeg, settings, stream, reader):
+    """An encoder for InOrderWriter: settings.codec's ffmpeg encoder, fed raw BGR frames
+    (as reader decoded them), converting them with the source stream's own matrix and range
+    (as a player will read them) into an MP4 whose frame times are put right afterwards
+    (rewrite_mp4_timing)."""
+    vfilter, tags = color_args(stream, True, decoder_converts=reader.converts_color)
 
     def start(path, size, fps):
         return PipeWriter(ffmpeg_args(
@@ -2043,14 +2224,14 @@ def source_identity(path):
     return f"{size}:{digest.hexdigest()[:32]}"
 
 
-def segment_frames(source, segment, stats):
+def segment_frames(reader, segment, stats):
     """Yield (frame, time_ms) for the frames of segment, in order.
 
     Decoding starts at a keyframe before the segment (OpenCV seeks to one and decodes
     forward), never at the start of the file; the seek goes further back until it lands
     at or before the segment's start, so no frame between is missed, and frames before the
     start are decoded and dropped. Raises UnorderedTimes when times go backwards."""
-    cap, at_start, margin = open_capture(source), True, SEEK_MARGIN_MS
+    cap, at_start, margin = reader.open(), True, SEEK_MARGIN_MS
     reading, previous, before = ReadStats(), -math.inf, None
     try:
         while True:
@@ -2060,7 +2241,7 @@ def segment_frames(source, segment, stats):
                 at_start = False
             elif not at_start:                  # from the very start: no seek at all
                 cap.release()
-                cap, at_start = open_capture(source), True
+                cap, at_start = reader.open(), True
             reading = ReadStats()
             frames = read_frames(cap, reading)
             first = next(frames, None)
@@ -2423,20 +2604,21 @@ def color_warning(stream, through_opencv):
     return ""
 
 
-def color_args(stream, reencode, written_by_opencv=True):
+def color_args(stream, reencode, written_by_opencv=True, decoder_converts=True):
     """(video filter args, tag args) that make the output look like the source.
 
-    OpenCV decodes with the source's own matrix and range into BGR, so the BGR frames are
-    right; what matters is how they go back to YUV. cv2.VideoWriter always uses BT.601,
-    limited range: an mp4v output is tagged as exactly that (a BT.709 tag on BT.601 numbers
-    would shift colours). A re-encode converts with the source's matrix and range and tags
-    them. Primaries and transfer are properties of the picture and are kept either way,
-    unless OpenCV's decoder converted them (wide gamut, HDR): then the frames, and so the
-    output, are BT.709 SDR. The ffmpeg baseline scales YUV to YUV, so its stream keeps the
+    OpenCV (or ffmpeg: FfmpegReader) decodes with the source's own matrix and range into
+    BGR, so the BGR frames are right; what matters is how they go back to YUV.
+    cv2.VideoWriter always uses BT.601, limited range: an mp4v output is tagged as exactly
+    that (a BT.709 tag on BT.601 numbers would shift colours). A re-encode converts with the
+    source's matrix and range and tags them. Primaries and transfer are properties of the
+    picture and are kept either way, unless OpenCV's decoder converted them (wide gamut,
+    HDR): then the frames, and so the output, are BT.709 SDR (decoder_converts; ffmpeg's
+    decoder does not). The ffmpeg baseline scales YUV to YUV, so its stream keeps the
     source's tags.
     """
     color = stream.color if stream else {}
-    if written_by_opencv:
+    if written_by_opencv and decoder_converts:
         color = decoded_color(color)
     tags = {key: color[key] for key in ("primaries", "transfer")
             if color.get(key) not in (None, "", "unknown", "reserved")}
@@ -2534,7 +2716,8 @@ def mux_command(ffmpeg, job, settings, temp_video, out_path, video_offset=0.0, e
         args += ["-c:v", "copy"]
     # A piped encode converted BGR as a re-encode does (the ffmpeg scaler's YUV was not).
     converted = encode or codec.piped and from_bgr
-    vfilter, tags = color_args(info.video[0] if info.video else None, converted, from_bgr)
+    vfilter, tags = color_args(info.video[0] if info.video else None, converted, from_bgr,
+                               job.reader is None or job.reader.converts_color)
     args += (vfilter if encode else []) + tags
     streams, notes = stream_plan(info, container)
     args += streams
@@ -2578,6 +2761,11 @@ class Job:
     plan: FramePlan
     out_path: Path
     picture: object = None     # a picture's Job: its decoded Picture (info is None)
+    reader: object = None      # a video's frame reader (frame_reader); OpenCV's if not given
+
+    def __post_init__(self):
+        if self.reader is None and self.picture is None:
+            self.reader = OpenCVReader(self.source)
 
 
 def prepare_job(source, settings, ffmpeg):
@@ -2593,11 +2781,11 @@ def prepare_job(source, settings, ffmpeg):
         raise UpscaleError(f"{source}: is a picture ({info.video[0].codec}) named like a "
                            f"video; name it .{info.video[0].codec.replace('mjpeg', 'jpg')} to "
                            "upscale it as a picture")
-    if not settings.method.kind.whole_files:
-        check_progressive(source, info.video[0])
+    reader = OpenCVReader(source) if settings.method.kind.whole_files else \
+        frame_reader(ffmpeg, source, info)
     video = info.video[0]
     orientation = display_orientation(ffmpeg, source, video.index) \
-        if info.display_matrix else "as decoded"
+        if info.display_matrix and not reader.shows_as_players else "as decoded"
     width, height, sar = video.width, video.height, video.sar
     if not width or not height:                  # ffmpeg did not say: ask OpenCV
         cap = open_capture(source)
@@ -2610,7 +2798,8 @@ def prepare_job(source, settings, ffmpeg):
         plan = plan_frames(settings.size, settings.method, width, height, sar)
     except UpscaleError as exc:
         raise UpscaleError(f"{source}: {exc}") from None
-    return Job(source, info, orientation, plan, output_path_for(source, settings, plan.label))
+    return Job(source, info, orientation, plan, output_path_for(source, settings, plan.label),
+               reader=reader)
 
 
 def upscale_file(job, settings, ffmpeg, upscalers):
@@ -2634,9 +2823,12 @@ def upscale_file(job, settings, ffmpeg, upscalers):
         temps.append(temp_name(out_path, tag))
         return temps[-1]
     upscaler = upscalers(job.plan)
-    warning = color_warning(info.video[0], through_opencv=not upscaler.whole_files)
+    decoded = not upscaler.whole_files
+    warning = color_warning(info.video[0], decoded and job.reader.converts_color)
     if warning:
         console.warn(f"{source} {warning}")
+    if decoded and job.reader.note:
+        console.say(f"note: {source.name}: {job.reader.note}")
     try:
         if upscaler.whole_files:
             temp_video = new_temp("video.mp4")
@@ -2645,8 +2837,8 @@ def upscale_file(job, settings, ffmpeg, upscalers):
                                 scaled_video_encoder(settings.codec, settings.crf,
                                                      settings.preset), "mp4")
         else:
-            encoder = pipe_encoder(ffmpeg, settings, info.video[0]) if settings.codec.piped \
-                else video_writer(settings.codec.temp_fourcc)
+            encoder = pipe_encoder(ffmpeg, settings, info.video[0], job.reader) \
+                if settings.codec.piped else video_writer(settings.codec.temp_fourcc)
             work = WorkFolder(out_path)
             frames = upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset,
                                    measured_rate(packets))
@@ -2744,9 +2936,10 @@ def video_length(info, start):
 
 
 def check_progressive(source, stream):
-    """UpscaleError for an interlaced stream: OpenCV's FFmpeg (swscale 9, in the 4.14 and
-    5.0 wheels) will not convert interlaced frames to BGR and hands over black ones, and
-    upscaling the two fields as one picture would enlarge their combing anyway."""
+    """UpscaleError for an interlaced stream where ffmpeg cannot deinterlace it as it is read
+    (Windows): OpenCV's FFmpeg (swscale 9, in the 4.14 and 5.0 wheels) will not convert
+    interlaced frames to BGR and hands over black ones, and upscaling the two fields as one
+    picture would enlarge their combing anyway."""
     if stream.field_order:
         raise UpscaleError(
             f"{source}: is interlaced ({stream.field_order}), which OpenCV's decoder turns into "
@@ -2770,22 +2963,15 @@ def ffmpeg_decodes(ffmpeg, path):
     return any(line and not line.startswith(b"#") for line in out.splitlines())
 
 
-def no_frame_error(ffmpeg, source):
-    """The error for a video OpenCV decodes no frame of. OpenCV's wheels bring an FFmpeg
-    without some decoders (AV1's): when ffmpeg decodes it, the way on is to convert it."""
-    if not ffmpeg_decodes(ffmpeg, source):
-        return UpscaleError(f"{source}: no frame could be decoded; the file is damaged or not "
-                            "a video")
-    codec = probe(ffmpeg, source).video[0].codec
-    return UpscaleError(
-        f"{source}: OpenCV's decoder cannot read its {codec} video (ffmpeg can); convert it "
-        "first, then upscale that: " + conversion_command(source, "-h264"))
+def no_frame_error(source):
+    return UpscaleError(f"{source}: no frame could be decoded; the file is damaged or not a "
+                        "video")
 
 
-def source_video(source, settings, duration_s, exact_count, ffmpeg, measured=0.0):
-    """(SourceVideo, the first frame's time in ms) as OpenCV reads source; measured: the
+def source_video(reader, settings, duration_s, exact_count, measured=0.0):
+    """(SourceVideo, the first frame's time in ms) as reader reads its source; measured: the
     rate its first packets come at (measured_rate)."""
-    cap = open_capture(source)
+    cap = reader.open()
     try:
         fps = believable_rate(cap.get(cv2.CAP_PROP_FPS), measured)
         claimed = frame_count_hint(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), duration_s, fps,
@@ -2798,7 +2984,7 @@ def source_video(source, settings, duration_s, exact_count, ffmpeg, measured=0.0
     finally:
         cap.release()
     if first is None:
-        raise no_frame_error(ffmpeg, source)
+        raise no_frame_error(reader.path)
     return video, first[1]
 
 
@@ -2819,8 +3005,8 @@ def upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset, measur
         console.say(f"note: {source.name}: display matrix applied: {orientation}")
     duration_s = video_length(info, offset)
     # An MP4's (or QuickTime's) frame count is its sample table's: exact.
-    video, first_ms = source_video(source, settings, duration_s,
-                                   info.format.startswith("mov,mp4"), ffmpeg, measured)
+    video, first_ms = source_video(job.reader, settings, duration_s,
+                                   info.format.startswith("mov,mp4"), measured)
     check_workload(source, video, settings, plan)
     frames_hint = f", about {video.frame_count_hint} frames" \
         if video.frame_count_hint > 0 else ""
@@ -2920,7 +3106,7 @@ def work_through(job, work, segments, settings, upscaler, encoder, video):
                 continue
             temp = temp_name(work.video(k), "mp4")
             stats = ReadStats()
-            frames = segment_frames(source, segments[k], stats)
+            frames = segment_frames(job.reader, segments[k], stats)
             try:
                 result = upscale_frames(itertools.islice(frames, settings.frames or None),
                                         stats, upscaler, temp, encoder, fps, progress, orient,
@@ -3917,10 +4103,11 @@ def record_outcome(done, skipped, failures):
 # ---------------------------------------------------------------------------------------------
 
 def plain_loop(job, method, model_path, ffmpeg):
-    """The reference loop the pipeline is measured against: VideoCapture -> one
-    DnnSuperResImpl.upsample (or cv2.resize) per frame, then a resize to the plan's size if
-    the network's scale is not it -> VideoWriter mp4v -> ffmpeg mux, into job.out_path."""
-    source, out_path, plan = job.source, job.out_path, job.plan
+    """The reference loop the pipeline is measured against: VideoCapture (the job's frame
+    reader) -> one DnnSuperResImpl.upsample (or cv2.resize) per frame, then a resize to the
+    plan's size if the network's scale is not it -> VideoWriter mp4v -> ffmpeg mux, into
+    job.out_path."""
+    out_path, plan = job.out_path, job.plan
     scale, size = plan.scale, (plan.width, plan.height)
     temp_video = temp_name(out_path, "plain.mp4")
     try:
@@ -3933,7 +4120,7 @@ def plain_loop(job, method, model_path, ffmpeg):
                 return resized(sr.upsample(frame), size)
         else:
             enlarge = ResizeUpscaler(method, 0, size).upscale
-        cap = open_capture(source)
+        cap = job.reader.open()
         writer, count = None, 0
         for frame, _ in read_frames(cap):
             big = enlarge(frame)
@@ -4049,12 +4236,12 @@ def measure_benchmark(source, settings, repeats=BENCHMARK_REPEATS):
     upscalers = upscaler_source(inner)
     upscaler = upscalers(plan)
 
-    cap = open_capture(source)
+    cap = job.reader.open()
     t_decode, frames = timed(lambda: [f for f, _ in read_frames(cap)])
     cap.release()
     n = len(frames)
     if n == 0:
-        raise no_frame_error(ffmpeg, source)
+        raise no_frame_error(source)
     t_prepare, prepared = timed(lambda: [upscaler.prepare(f) for f in frames])
     t_infer_one, inferred = timed(lambda: [upscaler.infer(p) for p in prepared])
     t_infer_thread = timed(single_threaded, lambda: [upscaler.infer(p) for p in prepared])[0]
@@ -4066,7 +4253,7 @@ def measure_benchmark(source, settings, repeats=BENCHMARK_REPEATS):
         h, w = finished[0].shape[:2]
 
         codec = settings.codec       # the encoder this tool's run uses
-        encoder = pipe_encoder(ffmpeg, settings, info.video[0]) if codec.piped \
+        encoder = pipe_encoder(ffmpeg, settings, info.video[0], job.reader) if codec.piped \
             else video_writer(codec.temp_fourcc)
 
         def encode():
@@ -4266,16 +4453,15 @@ def compare_inputs(paths):
     return found
 
 
-def read_source(path, kind, max_frames):
+def read_source(path, kind, max_frames, reader=None):
     """Frames of a picture (one, or an animation's) or a video (up to max_frames; 0 means
-    all)."""
+    all) as its frame reader reads them."""
     if kind == "image":
         picture = read_picture(path)
         frames = [picture.bgr] if picture.animation is None else picture.animation.frames
         yield from (np.ascontiguousarray(f[:, :, :3]) for f in frames[:max_frames or None])
         return
-    check_source(path)
-    cap = open_capture(path)
+    cap = reader.open()
     try:
         for i, (frame, _) in enumerate(read_frames(cap)):
             if max_frames and i >= max_frames:
@@ -4484,14 +4670,19 @@ def compare_one(task, path, kind, tmp, grid_video, picture):
     """Compare every method on one input (a Comparison's); returns (its report rows, the
     frames compared). Works in the folder tmp; writes grid_video (if given) and picture."""
     label, scale, ffmpeg, reference = path.name, task.scale, task.ffmpeg, task.reference
+    reader = None
     if kind == "video":
-        check_progressive(path, (probe(ffmpeg, path).video or [Stream(0, "video", "")])[0])
+        check_source(path)
+        info = probe(ffmpeg, path)
+        if not info.video:
+            raise UpscaleError(f"{path}: has no video stream; nothing to compare")
+        reader = frame_reader(ffmpeg, path, info)
     # The low-resolution frames go to disk first: ffmpeg's scaler works on whole files,
     # and every other method reads them back frame by frame.
     low = LosslessWriter(tmp / "low.mkv")
     truth = LosslessWriter(tmp / "truth.mkv") if reference else None
     count = 0
-    for frame in read_source(path, kind, task.max_frames):
+    for frame in read_source(path, kind, task.max_frames, reader):
         if reference:
             high, small = truth_and_low(frame, scale)
             truth.write(high)
@@ -4503,7 +4694,7 @@ def compare_one(task, path, kind, tmp, grid_video, picture):
     if truth:
         truth.close()
     if count == 0 and kind == "video":
-        raise no_frame_error(ffmpeg, path)
+        raise no_frame_error(path)
     if count == 0:
         raise UpscaleError(f"{path}: no frame could be read")
     # What each method must make: the truth's size, or the input's times the scale.

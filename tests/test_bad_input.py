@@ -2,7 +2,6 @@
 import json
 import os
 import shutil
-import shlex
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import (SCRIPT, cli_env, leftovers, make_clip, probe, recording_ffmpeg,
+from conftest import (SCRIPT, cli_env, leftovers, make_clip, recording_ffmpeg,
                       run_cli, video_size, wait_until_writing, work_folders)
 
 
@@ -67,59 +66,11 @@ def test_text_file_named_mp4_is_an_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.mp4"]
 
 
-def follow_the_advice(result, ffmpeg, folder):
-    """Run the ffmpeg command an error line gave ("... then upscale that: ffmpeg ...")."""
-    advice = shlex.split(result.stderr.split("upscale that: ", 1)[1])
-    assert advice[0] == "ffmpeg"
-    subprocess.run([ffmpeg, "-v", "error", *advice[1:]], cwd=folder, check=True,
-                   stdin=subprocess.DEVNULL)
-
-
-def test_av1_that_opencv_cannot_decode_says_how_to_convert_it_and_that_works(
-        ffmpeg, tmp_path):
-    # OpenCV's wheels (4.14, 5.0) bring an FFmpeg without an AV1 decoder; ffmpeg has one.
-    src = make_clip(ffmpeg, tmp_path / "clip.mkv", seconds=0.3, vcodec=(
-        "-c:v", "libaom-av1", "-cpu-used", "8", "-pix_fmt", "yuv420p"), acodec=("-c:a", "flac"))
-    result = run_cli(src, "--scale", "2")
-    assert_one_clear_error(result, 1, "clip.mkv", "cannot read its av1 video", "ffmpeg -i")
-    assert leftovers(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == \
-        ["clip.mkv"]
-    follow_the_advice(result, ffmpeg, tmp_path)
-    result = run_cli(tmp_path / "clip-h264.mkv", "--scale", "2")
-    assert result.returncode == 0, result.stderr
-    assert len(probe(ffmpeg, tmp_path / "clip-h264_fast_x2.mp4").of_kind("audio")) == 1
-
-
 def interlaced_clip(ffmpeg, path):
     """A PAL-like interlaced H.264 stream in MPEG-TS (as broadcast and camcorders make)."""
     return make_clip(ffmpeg, path, size="64x48", rate="50", seconds=0.4, vcodec=(
         "-c:v", "libx264", "-flags", "+ildct+ilme", "-x264opts", "tff=1", "-pix_fmt",
         "yuv420p"), acodec=("-c:a", "mp2"), vfilter="tinterlace=mode=interleave_top")
-
-
-def test_opencv_cannot_convert_interlaced_frames(ffmpeg, tmp_path):
-    # Why interlaced video is refused: OpenCV's FFmpeg says so for each frame and hands over
-    # a frame it did not fill (black, or whatever its buffer held). If a new OpenCV decodes
-    # them, the refusal can go.
-    src = interlaced_clip(ffmpeg, tmp_path / "tv.ts")
-    read = subprocess.run([sys.executable, "-c", "import cv2, sys; print(cv2.VideoCapture("
-                           "sys.argv[1], cv2.CAP_FFMPEG).read()[0])", str(src)],
-                          capture_output=True, text=True, env=cli_env(
-                              OPENCV_FFMPEG_LOGLEVEL="24", OPENCV_LOG_LEVEL="ERROR"))
-    assert read.stdout.split()[-1] == "True"        # (OpenCV logs FFmpeg's words to stdout)
-    assert "Cannot convert interlaced to progressive frames" in read.stdout + read.stderr
-
-
-def test_interlaced_video_says_how_to_deinterlace_it_and_that_works(ffmpeg, tmp_path):
-    src = interlaced_clip(ffmpeg, tmp_path / "tv.ts")
-    result = run_cli(src, "--scale", "2")
-    assert_one_clear_error(result, 1, "tv.ts", "interlaced (top first)", "bwdif")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tv.ts"]
-    follow_the_advice(result, ffmpeg, tmp_path)
-    result = run_cli(tmp_path / "tv-progressive.mkv", "--scale", "2")
-    assert result.returncode == 0, result.stderr
-    ok, frame = cv2.VideoCapture(str(tmp_path / "tv-progressive_fast_x2.mp4")).read()
-    assert ok and frame.shape[:2] == (96, 128) and frame.mean() > 20
 
 
 def test_the_ffmpeg_baseline_scales_interlaced_video_as_it_is(ffmpeg, tmp_path):

@@ -32,16 +32,6 @@ def report_of(tmp_path, *args):
     return result, json.loads(report.read_text())
 
 
-def test_compare_refuses_interlaced_video_saying_how_to_deinterlace_it(ffmpeg, tmp_path):
-    src = make_clip(ffmpeg, tmp_path / "tv.ts", rate="50", seconds=0.4, audio=False, vcodec=(
-        "-c:v", "libx264", "-flags", "+ildct+ilme", "-x264opts", "tff=1", "-pix_fmt",
-        "yuv420p"), vfilter="tinterlace=mode=interleave_top")
-    result = run_cli("--compare", src, "--scale", "2")
-    assert result.returncode == 1
-    assert "is interlaced (top first)" in result.stderr and "bwdif" in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tv.ts"]
-
-
 def test_identical_frames_give_the_documented_psnr_cap(tmp_path):
     image = flat_image(tmp_path / "flat.png")
     _, rows = report_of(tmp_path, image, "--scale", "2", "--methods", "nearest")

@@ -420,7 +420,7 @@ def test_reading_a_segment_across_a_timestamp_jump_is_refused(ffmpeg, tmp_path):
     src = joined_ts(ffmpeg, tmp_path)
     segment = upscale.Segment(1, 500.0, 1500.0)
     with pytest.raises(upscale.UnorderedTimes):
-        list(upscale.segment_frames(src, segment, upscale.ReadStats()))
+        list(upscale.segment_frames(upscale.OpenCVReader(src), segment, upscale.ReadStats()))
 
 
 def first_frame_shown(ffmpeg, path, width, height):

@@ -100,7 +100,7 @@ def test_a_late_segment_is_decoded_from_a_keyframe_near_it(ffmpeg, tmp_path):
                     vcodec=("-c:v", "libx264", "-g", "25"))
     stats = upscale.ReadStats()
     segment = upscale.Segment(25, 50000.0, 52000.0)
-    times = [t for _, t in upscale.segment_frames(src, segment, stats)]
+    times = [t for _, t in upscale.segment_frames(upscale.OpenCVReader(src), segment, stats)]
     assert times == pytest.approx([50000.0 + 40 * i for i in range(50)])
     # at most the seek margin (1 s) and a GOP before it, not 1250 frames
     assert stats.decoded <= 50 + 25 + 25 + 1, stats.decoded

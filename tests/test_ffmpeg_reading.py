@@ -1,0 +1,211 @@
+"""Videos OpenCV's decoder cannot read (AV1) or spoils (interlaced) are read through ffmpeg,
+on OpenCV's own timeline, and upscaled like any other."""
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+
+import upscale
+from conftest import (decoded_frame_count, make_clip, packet_times, probe, run_cli,
+                      video_size)
+
+AV1 = ("-c:v", "libaom-av1", "-cpu-used", "8", "-pix_fmt", "yuv420p")
+
+
+def gray_frames(ffmpeg, path, width, height):
+    """Every frame as ffmpeg (as a player) decodes it, in grey, as floats."""
+    out = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-map", "0:v:0", "-f",
+                          "rawvideo", "-pix_fmt", "gray", "-"], capture_output=True,
+                         check=True).stdout
+    return np.frombuffer(out, np.uint8).reshape(-1, height, width).astype(float)
+
+
+def interlaced_stripes(ffmpeg, path):
+    """A PAL-like interlaced H.264 stream in MPEG-TS, with sound, whose picture is vertical
+    stripes moving sideways: each woven frame's two fields differ, so its rows alternate."""
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i",
+                    "nullsrc=s=128x96:r=50:d=0.4,geq=lum='128+90*sin((X-6*N)/5)':cb=128:cr=128",
+                    "-f", "lavfi", "-i", "sine=d=0.4", "-map", "0:v", "-map", "1:a",
+                    "-vf", "tinterlace=mode=interleave_top", "-c:v", "libx264", "-flags",
+                    "+ildct+ilme", "-x264opts", "tff=1", "-pix_fmt", "yuv420p", "-c:a", "mp2",
+                    str(path)], check=True)
+    return path
+
+
+def row_to_row(frames):
+    """How much a frame's rows differ from the row above, on average."""
+    return float(np.abs(np.diff(frames, axis=1)).mean())
+
+
+def read_all(capture):
+    try:
+        return list(upscale.read_frames(capture))
+    finally:
+        capture.release()
+
+
+def test_ffmpeg_reads_opencvs_frames_at_opencvs_times(ffmpeg, tmp_path):
+    # NTSC rate, B-frames, and a video that starts half a second after its sound.
+    src = tmp_path / "late.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-itsoffset", "0.5", "-f", "lavfi", "-i",
+                    "testsrc2=s=96x64:r=30000/1001:d=1.5", "-f", "lavfi", "-i", "sine=d=2",
+                    "-c:v", "libx264", "-bf", "3", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                    str(src)], check=True)
+    info = probe(ffmpeg, src)
+    by_ffmpeg = upscale.frame_reader(ffmpeg, src, info)
+    assert isinstance(by_ffmpeg, upscale.OpenCVReader)      # OpenCV reads this one itself
+    start = upscale.video_start(upscale.first_packet_times(ffmpeg, src, 0))
+    assert start == pytest.approx(0.5, abs=0.01)
+    by_ffmpeg = upscale.FfmpegReader(ffmpeg, src, 0, start)
+    opencv, piped = read_all(upscale.OpenCVReader(src).open()), read_all(by_ffmpeg.open())
+    assert len(piped) == len(opencv) == 45
+    assert [t for _, t in piped] == pytest.approx([t for _, t in opencv], abs=0.01)
+    assert max(np.abs(a.astype(int) - b).mean() for (a, _), (b, _) in zip(opencv, piped)) < 1
+
+
+def test_a_seek_lands_where_opencvs_does(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "film.mkv", size="64x48", seconds=3, audio=False,
+                    vcodec=("-c:v", "libx264", "-g", "12"))
+    piped = upscale.FfmpegReader(ffmpeg, src, 0, 0.0).open()
+    opencv = upscale.OpenCVReader(src).open()
+    try:
+        for ms in (1000.0, 2200.0):
+            firsts = []
+            for capture in (opencv, piped):
+                capture.set(cv2.CAP_PROP_POS_MSEC, ms)
+                firsts.append(next(upscale.read_frames(capture)))
+            (a, ta), (b, tb) = firsts
+            assert tb == pytest.approx(ta, abs=0.01) and ta == pytest.approx(ms, abs=40)
+            assert np.abs(a.astype(int) - b).mean() < 1
+    finally:
+        opencv.release()
+        piped.release()
+
+
+def test_av1_is_upscaled_frame_for_frame_with_its_sound(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mkv", size="64x48", seconds=0.6, vcodec=AV1,
+                    acodec=("-c:a", "flac"))
+    assert not upscale.opencv_decodes(src)      # the reason: the wheels have no AV1 decoder
+    result = run_cli(src, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert "decoded by ffmpeg" in result.stderr
+    out = tmp_path / "clip_cubic_x2.mp4"
+    assert len(probe(ffmpeg, out).of_kind("audio")) == 1
+    assert packet_times(ffmpeg, out) == packet_times(ffmpeg, src)
+    before = gray_frames(ffmpeg, src, 64, 48)
+    after = gray_frames(ffmpeg, out, 128, 96)
+    expected = np.array([cv2.resize(f, (128, 96), interpolation=cv2.INTER_CUBIC)
+                         for f in before])
+    assert len(after) == len(before) == 15
+    assert np.abs(after - expected).mean() < 3         # the same pictures, in order
+
+
+def test_av1_in_segments_keeps_every_frame_once(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mkv", size="64x48", seconds=2.4, audio=False,
+                    vcodec=AV1 + ("-g", "12"))
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--segment", "0.5")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "clip_cubic_x2.mp4"
+    assert packet_times(ffmpeg, out) == packet_times(ffmpeg, src)
+    before = gray_frames(ffmpeg, src, 64, 48).reshape(60, -1).mean(1)
+    after = gray_frames(ffmpeg, out, 128, 96).reshape(60, -1).mean(1)
+    assert np.abs(after - before).max() < 2            # none dropped, doubled or shifted
+
+
+@pytest.mark.parametrize("flags", [("-display_hflip",),
+                                   ("-display_rotation", "90", "-display_hflip")])
+def test_turned_and_mirrored_av1_comes_out_as_a_player_shows_it(ffmpeg, tmp_path, flags):
+    plain = make_clip(ffmpeg, tmp_path / "plain.mp4", size="64x48", seconds=0.2, audio=False,
+                      vcodec=AV1)
+    turned = tmp_path / "turned.mp4"
+    subprocess.run([ffmpeg, "-v", "error", *flags, "-i", str(plain), "-c", "copy", str(turned)],
+                   check=True)
+    result = run_cli(turned, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    w, h = (48, 64) if "90" in flags else (64, 48)
+    shown = gray_frames(ffmpeg, turned, w, h)[0]
+    out = gray_frames(ffmpeg, tmp_path / "turned_cubic_x2.mp4", 2 * w, 2 * h)[0]
+    assert np.abs(cv2.resize(out, (w, h), interpolation=cv2.INTER_AREA) - shown).mean() < 8
+
+
+def test_interlaced_video_is_deinterlaced_one_frame_for_each(ffmpeg, tmp_path):
+    src = interlaced_stripes(ffmpeg, tmp_path / "tv.ts")
+    result = run_cli(src, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert "deinterlaced" in result.stderr
+    out = tmp_path / "tv_fast_x2.mp4"
+    woven, made = gray_frames(ffmpeg, src, 128, 96), gray_frames(ffmpeg, out, 256, 192)
+    assert len(made) == len(woven) == decoded_frame_count(ffmpeg, src) == 10
+    assert row_to_row(woven) > 30                     # the fields, woven, alternate
+    assert row_to_row(made) < 2                       # one picture: no combing left
+    assert made.mean() == pytest.approx(woven.mean(), abs=4)     # and not black
+    assert len(probe(ffmpeg, out).of_kind("audio")) == 1
+    assert video_size(out) == (256, 192)
+
+
+def test_opencv_cannot_convert_interlaced_frames(ffmpeg, tmp_path):
+    # Why interlaced video goes through ffmpeg: OpenCV's FFmpeg says so for each frame and
+    # hands over a frame it did not fill (black, or whatever its buffer held). If a new
+    # OpenCV decodes them, ffmpeg's reader is needed only to deinterlace them.
+    src = interlaced_stripes(ffmpeg, tmp_path / "tv.ts")
+    read = subprocess.run([upscale.sys.executable, "-c", "import cv2, sys; print(cv2."
+                           "VideoCapture(sys.argv[1], cv2.CAP_FFMPEG).read()[0])", str(src)],
+                          capture_output=True, text=True,
+                          env=dict(upscale.os.environ, OPENCV_FFMPEG_LOGLEVEL="24",
+                                   OPENCV_LOG_LEVEL="ERROR"))
+    assert read.stdout.split()[-1] == "True"        # (OpenCV logs FFmpeg's words to stdout)
+    assert "Cannot convert interlaced to progressive frames" in read.stdout + read.stderr
+
+
+def test_compare_measures_interlaced_video_deinterlaced(ffmpeg, tmp_path):
+    src = interlaced_stripes(ffmpeg, tmp_path / "tv.ts")
+    result = run_cli("--compare", src, "--scale", "2", "--methods", "cubic",
+                     "--output-dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "cubic" in result.stdout
+
+
+def test_where_ffmpeg_cannot_pipe_frames_av1_is_refused_with_a_conversion_that_works(
+        ffmpeg, tmp_path, monkeypatch):
+    # Windows gives a child no pipe but its standard streams: there, the way on is a file
+    # OpenCV reads, made by the command the error gives.
+    src = make_clip(ffmpeg, tmp_path / "clip.mkv", seconds=0.3, vcodec=AV1,
+                    acodec=("-c:a", "flac"))
+    monkeypatch.setattr(upscale, "PIPES_TO_FFMPEG", False)
+    with pytest.raises(upscale.UpscaleError, match="cannot read its av1 video") as error:
+        upscale.frame_reader(ffmpeg, src, probe(ffmpeg, src))
+    advice = upscale.shlex.split(str(error.value).split("upscale that: ", 1)[1])
+    assert advice[0] == "ffmpeg"
+    subprocess.run([ffmpeg, "-v", "error", *advice[1:]], cwd=tmp_path, check=True,
+                   stdin=subprocess.DEVNULL)
+    converted = tmp_path / "clip-h264.mkv"
+    assert isinstance(upscale.frame_reader(ffmpeg, converted, probe(ffmpeg, converted)),
+                      upscale.OpenCVReader)
+
+
+def test_where_ffmpeg_cannot_pipe_frames_interlaced_video_is_refused_saying_how(
+        ffmpeg, tmp_path, monkeypatch):
+    src = interlaced_stripes(ffmpeg, tmp_path / "tv.ts")
+    monkeypatch.setattr(upscale, "PIPES_TO_FFMPEG", False)
+    with pytest.raises(upscale.UpscaleError, match=r"interlaced \(top first\).*bwdif"):
+        upscale.frame_reader(ffmpeg, src, probe(ffmpeg, src))
+
+
+def test_an_hdr_av1_keeps_its_colours_and_their_tags(ffmpeg, tmp_path):
+    # ffmpeg's decoder, unlike OpenCV's, leaves HDR as it is: the frames keep the source's
+    # primaries and transfer, and so must the output's tags, or players would show them as
+    # SDR (washed out).
+    src = make_clip(ffmpeg, tmp_path / "hdr.mkv", size="64x48", seconds=0.2, audio=False,
+                    vcodec=("-c:v", "libaom-av1", "-cpu-used", "8"), extra=(
+                        "-vf", "format=yuv420p10le,setparams=colorspace=bt2020nc:"
+                        "color_primaries=bt2020:color_trc=smpte2084"))
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "-o", tmp_path / "out.mkv")
+    assert result.returncode == 0, result.stderr
+    assert "SDR" not in result.stderr
+    assert "is 10-bit (yuv420p10le): the output is 8-bit" in result.stderr
+    color = probe(ffmpeg, tmp_path / "out.mkv").video[0].color
+    assert (color.get("primaries"), color.get("transfer")) == ("bt2020", "smpte2084")
+    before = gray_frames(ffmpeg, src, 64, 48)[0]
+    after = gray_frames(ffmpeg, tmp_path / "out.mkv", 128, 96)[0]
+    assert np.abs(cv2.resize(after, (64, 48), interpolation=cv2.INTER_AREA) - before).mean() < 4
