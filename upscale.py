@@ -2728,6 +2728,9 @@ def mux_command(ffmpeg, job, settings, temp_video, out_path, video_offset=0.0, e
         # use_metadata_tags stores a tag of our own (as an mdta key). The source's brands
         # would then be stored as tags too: they are the new file's to set.
         args += ["-movflags", "+faststart+write_colr+use_metadata_tags"]
+        # FLAC copied into MP4 is "experimental" to ffmpeg before 6.0, which refuses it
+        # unless told (after all the frames are upscaled).
+        args += ["-strict", "experimental"]
         args += [a for key in ("major_brand", "minor_version", "compatible_brands")
                  for a in ("-metadata", f"{key}=")]
     if end:

@@ -7,17 +7,20 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import (decoded_frame_count, make_clip, packet_times, probe, run_cli,
+from conftest import (cli_env, decoded_frame_count, make_clip, packet_times, probe, run_cli,
                       video_size)
+from test_fidelity import every_ffmpeg_here
 
 AV1 = ("-c:v", "libaom-av1", "-cpu-used", "8", "-pix_fmt", "yuv420p")
+INTERLACED = ("-c:v", "libx264", "-flags", "+ildct+ilme", "-x264opts", "tff=1")
+WEAVE = "tinterlace=mode=interleave_top"
 
 
-def gray_frames(ffmpeg, path, width, height):
+def gray_frames(ffmpeg, path, width, height, vfilter="null"):
     """Every frame as ffmpeg (as a player) decodes it, in grey, as floats."""
-    out = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-map", "0:v:0", "-f",
-                          "rawvideo", "-pix_fmt", "gray", "-"], capture_output=True,
-                         check=True).stdout
+    out = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-map", "0:v:0", "-vf",
+                          vfilter, "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+                         capture_output=True, check=True).stdout
     return np.frombuffer(out, np.uint8).reshape(-1, height, width).astype(float)
 
 
@@ -27,8 +30,7 @@ def interlaced_stripes(ffmpeg, path):
     subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i",
                     "nullsrc=s=128x96:r=50:d=0.4,geq=lum='128+90*sin((X-6*N)/5)':cb=128:cr=128",
                     "-f", "lavfi", "-i", "sine=d=0.4", "-map", "0:v", "-map", "1:a",
-                    "-vf", "tinterlace=mode=interleave_top", "-c:v", "libx264", "-flags",
-                    "+ildct+ilme", "-x264opts", "tff=1", "-pix_fmt", "yuv420p", "-c:a", "mp2",
+                    "-vf", WEAVE, *INTERLACED, "-pix_fmt", "yuv420p", "-c:a", "mp2",
                     str(path)], check=True)
     return path
 
@@ -47,7 +49,7 @@ def read_all(capture):
 
 def test_ffmpeg_reads_opencvs_frames_at_opencvs_times(ffmpeg, tmp_path):
     # NTSC rate, B-frames, and a video that starts half a second after its sound.
-    src = tmp_path / "late.mp4"
+    src = tmp_path / "late.mkv"
     subprocess.run([ffmpeg, "-v", "error", "-itsoffset", "0.5", "-f", "lavfi", "-i",
                     "testsrc2=s=96x64:r=30000/1001:d=1.5", "-f", "lavfi", "-i", "sine=d=2",
                     "-c:v", "libx264", "-bf", "3", "-pix_fmt", "yuv420p", "-c:a", "aac",
@@ -56,7 +58,7 @@ def test_ffmpeg_reads_opencvs_frames_at_opencvs_times(ffmpeg, tmp_path):
     by_ffmpeg = upscale.frame_reader(ffmpeg, src, info)
     assert isinstance(by_ffmpeg, upscale.OpenCVReader)      # OpenCV reads this one itself
     start = upscale.video_start(upscale.first_packet_times(ffmpeg, src, 0))
-    assert start == pytest.approx(0.5, abs=0.01)
+    assert start > 0.4
     by_ffmpeg = upscale.FfmpegReader(ffmpeg, src, 0, start)
     opencv, piped = read_all(upscale.OpenCVReader(src).open()), read_all(by_ffmpeg.open())
     assert len(piped) == len(opencv) == 45
@@ -86,10 +88,10 @@ def test_a_seek_lands_where_opencvs_does(ffmpeg, tmp_path):
 def test_av1_is_upscaled_frame_for_frame_with_its_sound(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mkv", size="64x48", seconds=0.6, vcodec=AV1,
                     acodec=("-c:a", "flac"))
-    assert not upscale.opencv_decodes(src)      # the reason: the wheels have no AV1 decoder
     result = run_cli(src, "--model", "cubic", "--scale", "2")
     assert result.returncode == 0, result.stderr
-    assert "decoded by ffmpeg" in result.stderr
+    # (OpenCV 5.0's wheels have no AV1 decoder; some other builds do)
+    assert ("decoded by ffmpeg" in result.stderr) == (not upscale.opencv_decodes(src))
     out = tmp_path / "clip_cubic_x2.mp4"
     assert len(probe(ffmpeg, out).of_kind("audio")) == 1
     assert packet_times(ffmpeg, out) == packet_times(ffmpeg, src)
@@ -115,23 +117,27 @@ def test_av1_in_segments_keeps_every_frame_once(ffmpeg, tmp_path):
 
 @pytest.mark.parametrize("flags", [("-display_hflip",),
                                    ("-display_rotation", "90", "-display_hflip")])
-def test_turned_and_mirrored_av1_comes_out_as_a_player_shows_it(ffmpeg, tmp_path, flags):
+@pytest.mark.parametrize("kind", ["av1", "interlaced"])
+def test_turned_and_mirrored_video_read_by_ffmpeg_comes_out_as_a_player_shows_it(
+        ffmpeg, tmp_path, flags, kind):
     plain = make_clip(ffmpeg, tmp_path / "plain.mp4", size="64x48", seconds=0.2, audio=False,
-                      vcodec=AV1)
+                      vcodec=AV1 if kind == "av1" else INTERLACED + ("-pix_fmt", "yuv420p"),
+                      vfilter=None if kind == "av1" else WEAVE)
     turned = tmp_path / "turned.mp4"
     subprocess.run([ffmpeg, "-v", "error", *flags, "-i", str(plain), "-c", "copy", str(turned)],
                    check=True)
     result = run_cli(turned, "--model", "cubic", "--scale", "2")
     assert result.returncode == 0, result.stderr
     w, h = (48, 64) if "90" in flags else (64, 48)
-    shown = gray_frames(ffmpeg, turned, w, h)[0]
+    shown = gray_frames(ffmpeg, turned, w, h, upscale.DEINTERLACE)[0]
     out = gray_frames(ffmpeg, tmp_path / "turned_cubic_x2.mp4", 2 * w, 2 * h)[0]
     assert np.abs(cv2.resize(out, (w, h), interpolation=cv2.INTER_AREA) - shown).mean() < 8
 
 
-def test_interlaced_video_is_deinterlaced_one_frame_for_each(ffmpeg, tmp_path):
+@pytest.mark.parametrize("tool_ffmpeg", every_ffmpeg_here())
+def test_interlaced_video_is_deinterlaced_one_frame_for_each(ffmpeg, tmp_path, tool_ffmpeg):
     src = interlaced_stripes(ffmpeg, tmp_path / "tv.ts")
-    result = run_cli(src, "--scale", "2")
+    result = run_cli(src, "--scale", "2", env=cli_env(UPSCALE_FFMPEG=str(tool_ffmpeg)))
     assert result.returncode == 0, result.stderr
     assert "deinterlaced" in result.stderr
     out = tmp_path / "tv_fast_x2.mp4"
@@ -172,6 +178,8 @@ def test_where_ffmpeg_cannot_pipe_frames_av1_is_refused_with_a_conversion_that_w
     # OpenCV reads, made by the command the error gives.
     src = make_clip(ffmpeg, tmp_path / "clip.mkv", seconds=0.3, vcodec=AV1,
                     acodec=("-c:a", "flac"))
+    if upscale.opencv_decodes(src):
+        pytest.skip("this OpenCV decodes AV1 itself (5.0's wheels do not)")
     monkeypatch.setattr(upscale, "PIPES_TO_FFMPEG", False)
     with pytest.raises(upscale.UpscaleError, match="cannot read its av1 video") as error:
         upscale.frame_reader(ffmpeg, src, probe(ffmpeg, src))
@@ -192,20 +200,19 @@ def test_where_ffmpeg_cannot_pipe_frames_interlaced_video_is_refused_saying_how(
         upscale.frame_reader(ffmpeg, src, probe(ffmpeg, src))
 
 
-def test_an_hdr_av1_keeps_its_colours_and_their_tags(ffmpeg, tmp_path):
+def test_hdr_read_by_ffmpeg_keeps_its_colours_and_their_tags(ffmpeg, tmp_path):
     # ffmpeg's decoder, unlike OpenCV's, leaves HDR as it is: the frames keep the source's
     # primaries and transfer, and so must the output's tags, or players would show them as
-    # SDR (washed out).
-    src = make_clip(ffmpeg, tmp_path / "hdr.mkv", size="64x48", seconds=0.2, audio=False,
-                    vcodec=("-c:v", "libaom-av1", "-cpu-used", "8"), extra=(
-                        "-vf", "format=yuv420p10le,setparams=colorspace=bt2020nc:"
-                        "color_primaries=bt2020:color_trc=smpte2084"))
+    # SDR (washed out). (Interlaced, as it is always read by ffmpeg.)
+    src = make_clip(ffmpeg, tmp_path / "hdr.ts", size="64x48", seconds=0.2, audio=False,
+                    vcodec=INTERLACED, vfilter=WEAVE + ",format=yuv420p10le,setparams="
+                    "colorspace=bt2020nc:color_primaries=bt2020:color_trc=smpte2084")
     result = run_cli(src, "--model", "cubic", "--scale", "2", "-o", tmp_path / "out.mkv")
     assert result.returncode == 0, result.stderr
     assert "SDR" not in result.stderr
     assert "is 10-bit (yuv420p10le): the output is 8-bit" in result.stderr
     color = probe(ffmpeg, tmp_path / "out.mkv").video[0].color
     assert (color.get("primaries"), color.get("transfer")) == ("bt2020", "smpte2084")
-    before = gray_frames(ffmpeg, src, 64, 48)[0]
+    before = gray_frames(ffmpeg, src, 64, 48, upscale.DEINTERLACE)[0]
     after = gray_frames(ffmpeg, tmp_path / "out.mkv", 128, 96)[0]
     assert np.abs(cv2.resize(after, (64, 48), interpolation=cv2.INTER_AREA) - before).mean() < 4

@@ -149,6 +149,19 @@ def test_ffv1_output_is_made_by_every_ffmpeg_on_the_machine(ffmpeg, tmp_path, to
     assert (video.codec, video.width, video.height) == ("ffv1", 128, 96)
 
 
+@pytest.mark.parametrize("tool_ffmpeg", every_ffmpeg_here())
+@pytest.mark.parametrize("audio", ["flac", "libopus"])
+def test_flac_and_opus_go_into_mp4_as_they_are_with_every_ffmpeg(ffmpeg, tmp_path, tool_ffmpeg,
+                                                                 audio):
+    # ffmpeg 5.1 refused FLAC in MP4 at the mux, after every frame was upscaled.
+    src = make_clip(ffmpeg, tmp_path / "clip.mkv", seconds=0.3, acodec=("-c:a", audio))
+    result = run_cli(src, "--model", "cubic", "--scale", "2",
+                     env=cli_env(UPSCALE_FFMPEG=str(tool_ffmpeg)))
+    assert result.returncode == 0, result.stderr
+    sound = probe(ffmpeg, tmp_path / "clip_cubic_x2.mp4").of_kind("audio")
+    assert [s.codec for s in sound] == [audio.replace("lib", "")]
+
+
 def looks(ffmpeg, path):
     """The first frame as a player shows it, as 16x12 block averages: ffmpeg decodes with
     the file's own colour tags (matrix and range) to RGB. Averaging blocks keeps colour
