@@ -113,7 +113,8 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 # naming an animated picture's format (ANIMATED_PICTURES), a picture that keeps its
 # transparency.
 VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .ts .m2ts .mts .3gp .ogv .gif".split())
+    ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .ts .m2ts .mts .3gp .ogv .gif "
+    ".vob .mod .tod .dv .mxf .asf .divx .f4v .3g2 .m2v .rm .rmvb .y4m".split())
 IMAGE_EXTENSIONS = frozenset(
     ".png .jpg .jpeg .bmp .tif .tiff .webp .avif .heic .heif .jp2 .ppm .pgm .pnm".split())
 # A picture's output format: JPEG, WebP and AVIF stay themselves (at high quality); HEIC and
@@ -1063,6 +1064,9 @@ def probe(ffmpeg, path):
     return info
 
 
+NO_PTS = -(1 << 63)             # ffmpeg's AV_NOPTS_VALUE: a packet that carries no time
+
+
 def first_packet_times(ffmpeg, path, stream_index, packets=64):
     """The times (seconds, sorted) of a video stream's first packets on the timeline ffmpeg
     gives the file's streams when muxing. Reads them only, decodes nothing."""
@@ -1075,7 +1079,11 @@ def first_packet_times(ffmpeg, path, stream_index, packets=64):
             num, den = line.split(":", 1)[1].strip().split("/")
             timebase = int(num) / int(den)
         elif line and not line.startswith("#") and timebase:
-            times.append(int(line.split(",")[2]) * timebase)
+            dts, pts = (int(field) for field in line.split(",")[1:3])
+            # An MPEG program stream (a DVD's VOB) leaves some packets without a time to
+            # show them; the time to decode them, a little earlier, stands in.
+            if pts != NO_PTS or dts != NO_PTS:
+                times.append((pts if pts != NO_PTS else dts) * timebase)
     return sorted(times)
 
 
@@ -1806,18 +1814,31 @@ def frame_reader(ffmpeg, path, info):
     decoder when it reads it, else ffmpeg's (FfmpegReader). UpscaleError when neither
     decodes a frame, or, where ffmpeg cannot pipe frames over (Windows), how to convert it."""
     path, stream = Path(path), info.video[0]
-    if not stream.field_order and opencv_decodes(path):
+    field_order = stream.field_order or \
+        ("its frames say so" if interlaced_frames(ffmpeg, path, stream.index) else "")
+    if not field_order and opencv_decodes(path):
         return OpenCVReader(path)
     if not ffmpeg_decodes(ffmpeg, path):
         raise no_frame_error(path)
     if not PIPES_TO_FFMPEG:
-        check_progressive(path, stream)
+        check_progressive(path, field_order)
         raise UpscaleError(
             f"{path}: OpenCV's decoder cannot read its {stream.codec} video (ffmpeg can); "
             "convert it first, then upscale that: " + conversion_command(path, "-h264"))
     packets = first_packet_times(ffmpeg, path, stream.index)
-    return FfmpegReader(ffmpeg, path, stream.index, video_start(packets),
-                        bool(stream.field_order))
+    return FfmpegReader(ffmpeg, path, stream.index, video_start(packets), bool(field_order))
+
+
+def interlaced_frames(ffmpeg, path, stream_index, frames=4):
+    """Whether any of the first frames of a stream is marked interlaced. ffmpeg's report
+    does not say so of every interlaced stream: of a camcorder's DV, for one, whose frames
+    OpenCV hands over black."""
+    out, _ = ffmpeg_output(ffmpeg_args(
+        ffmpeg, "-i", Path(path), "-map", f"0:{stream_index}", "-vf",
+        f"trim=end_frame={frames},select='not(eq(interlace_type,PROGRESSIVE))'",
+        "-fps_mode", "passthrough", "-c:v", "wrapped_avframe", "-f", "framecrc", "-"),
+        "decoding the first frames", check=False)
+    return any(line and not line.startswith(b"#") for line in out.splitlines())
 
 
 def monotonic_times(times_ms, interval_ms):
@@ -2938,14 +2959,14 @@ def video_length(info, start):
     return max(0.0, (info.video[0].end or info.duration) - start)
 
 
-def check_progressive(source, stream):
-    """UpscaleError for an interlaced stream where ffmpeg cannot deinterlace it as it is read
-    (Windows): OpenCV's FFmpeg (swscale 9, in the 4.14 and 5.0 wheels) will not convert
-    interlaced frames to BGR and hands over black ones, and upscaling the two fields as one
-    picture would enlarge their combing anyway."""
-    if stream.field_order:
+def check_progressive(source, field_order):
+    """UpscaleError for an interlaced stream (field_order: how, "" when progressive) where
+    ffmpeg cannot deinterlace it as it is read (Windows): OpenCV's FFmpeg (swscale 9, in
+    the 4.14 and 5.0 wheels) will not convert interlaced frames to BGR and hands over black
+    ones, and upscaling the two fields as one picture would enlarge their combing anyway."""
+    if field_order:
         raise UpscaleError(
-            f"{source}: is interlaced ({stream.field_order}), which OpenCV's decoder turns into "
+            f"{source}: is interlaced ({field_order}), which OpenCV's decoder turns into "
             "black frames; deinterlace it first, then upscale that: " +
             conversion_command(source, "-progressive", "-vf", "bwdif=mode=send_frame"))
 

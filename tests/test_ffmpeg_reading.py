@@ -216,3 +216,25 @@ def test_hdr_read_by_ffmpeg_keeps_its_colours_and_their_tags(ffmpeg, tmp_path):
     before = gray_frames(ffmpeg, src, 64, 48, upscale.DEINTERLACE)[0]
     after = gray_frames(ffmpeg, tmp_path / "out.mkv", 128, 96)[0]
     assert np.abs(cv2.resize(after, (64, 48), interpolation=cv2.INTER_AREA) - before).mean() < 4
+
+
+def test_camcorder_dv_whose_report_does_not_say_interlaced_is_deinterlaced_not_black(
+        ffmpeg, tmp_path):
+    # ffmpeg's report of a DV stream names no field order, yet every DV frame is interlaced,
+    # and OpenCV hands each over black. Its frames say what it is.
+    src = tmp_path / "tape.dv"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc2=s=720x576:r=50:d=0.2", "-f", "lavfi", "-i",
+                    "sine=d=0.2:sample_rate=48000", "-vf", "tinterlace=mode=interleave_bottom,"
+                    "setfield=bff", "-flags", "+ildct", "-target", "pal-dv", "-pix_fmt",
+                    "yuv420p", str(src)], check=True)
+    assert probe(ffmpeg, src).video[0].field_order == ""
+    result = run_cli(src, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert "deinterlaced" in result.stderr
+    out = tmp_path / "tape_cubic_x2.mp4"
+    before = gray_frames(ffmpeg, src, 720, 576)
+    after = gray_frames(ffmpeg, out, 1536, 1152)       # 16:15 pixels made square
+    assert len(after) == len(before) == 5
+    assert after.mean() == pytest.approx(before.mean(), abs=3)
+    assert len(probe(ffmpeg, out).of_kind("audio")) == 1

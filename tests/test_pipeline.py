@@ -4,6 +4,7 @@ from fractions import Fraction
 
 import pytest
 
+import upscale
 from conftest import (decoded_frame_count, leftovers, make_clip, packet_times, probe,
                       run_cli, video_size)
 
@@ -155,6 +156,33 @@ def test_several_inputs_and_folder_inputs_are_all_done(ffmpeg, tmp_path):
     assert result.returncode == 0, result.stderr
     done = [line for line in result.stderr.splitlines() if line.startswith("done:")]
     assert [line.split()[1].rsplit("/", 1)[-1] for line in done] == ["a.mp4", "b.mp4", "c.mkv"]
+
+
+def test_a_folder_of_dvd_camcorder_and_broadcast_files_is_all_done(ffmpeg, tmp_path):
+    folder = tmp_path / "tapes"
+    folder.mkdir()
+    make_clip(ffmpeg, folder / "a.vob", seconds=0.2, vcodec=("-c:v", "mpeg2video"),
+              acodec=("-c:a", "mp2"), extra=("-f", "vob"))
+    make_clip(ffmpeg, folder / "b.mxf", seconds=0.2, vcodec=("-c:v", "mpeg2video"),
+              acodec=("-c:a", "pcm_s16le"))
+    make_clip(ffmpeg, folder / "c.mod", seconds=0.2, vcodec=("-c:v", "mpeg2video"),
+              acodec=("-c:a", "ac3"), extra=("-f", "mpeg"))
+    make_clip(ffmpeg, folder / "d.dv", size="720x576", seconds=0.12,
+              vcodec=("-target", "pal-dv", "-pix_fmt", "yuv420p"), acodec=())
+    result = run_cli(folder, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in folder.iterdir() if "_cubic_" in p.name) == \
+        ["a_cubic_x2.mp4", "b_cubic_x2.mp4", "c_cubic_x2.mp4", "d_cubic_x2.mp4"]
+
+
+def test_a_dvd_vobs_packets_without_times_leave_its_rate_and_start_right(ffmpeg, tmp_path):
+    # MPEG-PS gives some packets no presentation time; they were read as -1e14 seconds,
+    # and the encoder was asked for 0.000000 frames a second.
+    src = make_clip(ffmpeg, tmp_path / "title.vob", seconds=2, audio=False,
+                    vcodec=("-c:v", "mpeg2video", "-bf", "2"), extra=("-f", "vob"))
+    times = upscale.first_packet_times(ffmpeg, src, 0)
+    assert upscale.measured_rate(times) == pytest.approx(25, rel=0.1)
+    assert upscale.video_start(times) == pytest.approx(0, abs=0.05)
 
 
 def test_folder_rerun_skips_earlier_outputs_as_inputs(ffmpeg, tmp_path):
