@@ -950,6 +950,7 @@ DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 STREAM_END_RE = re.compile(r"^\s{6,}DURATION\s*: (\d+):(\d\d):(\d\d(?:\.\d+)?)$")
 PIX_FMT_RE = re.compile(r"^(\w+)(?:\(([^)]*)\))?$")
 VIDEO_SIZE_RE = re.compile(r"^(\d+)x(\d+)(?: \[SAR (\d+):(\d+) DAR \d+:\d+\])?")
+CONTAINER_SAR_RE = re.compile(r"^SAR (\d+):(\d+) DAR \d+:\d+$")
 FILE_TAG_RE = re.compile(r"^    (\w+)\s*: (.*)$")      # indented 4: the file's, not a stream's
 ROTATION_RE = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
 
@@ -998,14 +999,23 @@ def parse_field_order(rest):
 def parse_video_size(rest):
     """(width, height, sample aspect ratio) from the part of ffmpeg's video stream line after
     the codec name (', yuv420p(tv), 720x480 [SAR 32:27 DAR 16:9], ...'); (0, 0, 1.0) when
-    it gives none."""
+    it gives none. A container's own aspect (`-aspect` on a remux, Matroska's display size,
+    an MP4 pasp box) follows as a field of its own ('SAR 32:27 DAR 16:9') and, as for
+    players, wins over the codec's."""
+    width, height, sar = 0, 0, 1.0
     for part in top_level_fields(rest):
-        match = VIDEO_SIZE_RE.match(part)
-        if match:
-            w, h, num, den = match.groups()
-            sar = int(num) / int(den) if num and int(num) and int(den) else 1.0
-            return int(w), int(h), sar
-    return 0, 0, 1.0
+        coded, shown = VIDEO_SIZE_RE.match(part), CONTAINER_SAR_RE.match(part)
+        if coded:
+            width, height = int(coded.group(1)), int(coded.group(2))
+            sar = aspect_ratio(*coded.group(3, 4))
+        elif shown and width:
+            sar = aspect_ratio(*shown.groups())
+    return width, height, sar
+
+
+def aspect_ratio(num, den):
+    """A pixel's width over its height from ffmpeg's "SAR num:den"; 1.0 when unknown (0:1)."""
+    return int(num) / int(den) if num and int(num) and int(den) else 1.0
 
 
 def seconds_of(hours, minutes, seconds):

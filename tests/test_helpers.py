@@ -39,6 +39,16 @@ def test_probe_reads_matroska_stream_end_times_and_subtitles(version):
     assert "ENCODER" in info.tags and "DURATION" not in info.tags     # a stream's, not ours
 
 
+@pytest.mark.parametrize("rest,size", [
+    (", yuv420p(tv, top first), 720x576 [SAR 16:15 DAR 4:3], 25 fps", (720, 576, 16 / 15)),
+    (" (High), yuv420p(progressive), 96x64 [SAR 1:1 DAR 3:2], SAR 32:27 DAR 16:9, 25 fps",
+     (96, 64, 32 / 27)),
+    (", yuv420p(progressive), 1920x1080, 25 fps", (1920, 1080, 1.0)),
+    (", none", (0, 0, 1.0))])
+def test_the_shown_pixel_shape_is_the_containers_where_it_gives_one(rest, size):
+    assert upscale.parse_video_size(rest) == pytest.approx(size)
+
+
 @pytest.mark.parametrize("rest,order", [
     (", yuv420p(tv, top first), 720x576 [SAR 16:15 DAR 4:3], 25 fps", "top first"),
     (", yuv420p(bottom first), 720x480", "bottom first"),

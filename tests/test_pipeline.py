@@ -175,6 +175,18 @@ def test_a_folder_of_dvd_camcorder_and_broadcast_files_is_all_done(ffmpeg, tmp_p
         ["a_cubic_x2.mp4", "b_cubic_x2.mp4", "c_cubic_x2.mp4", "d_cubic_x2.mp4"]
 
 
+def test_an_aspect_set_by_the_container_is_the_one_the_output_is_shown_at(ffmpeg, tmp_path):
+    # `ffmpeg -aspect 16:9 -c copy` (or mkvmerge --aspect-ratio) fixes a wrong shape without
+    # touching the stream; players show the file 16:9, and so must the output be.
+    plain = make_clip(ffmpeg, tmp_path / "plain.mp4", size="96x64", seconds=0.2)
+    fixed = tmp_path / "fixed.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(plain), "-c", "copy", "-aspect", "16:9",
+                    str(fixed)], check=True)
+    result = run_cli(fixed, "--model", "cubic", "--height", "128")
+    assert result.returncode == 0, result.stderr
+    assert video_size(tmp_path / "fixed_cubic_128p.mp4") == (228, 128)
+
+
 def test_a_dvd_vobs_packets_without_times_leave_its_rate_and_start_right(ffmpeg, tmp_path):
     # MPEG-PS gives some packets no presentation time; they were read as -1e14 seconds,
     # and the encoder was asked for 0.000000 frames a second.
