@@ -1247,7 +1247,7 @@ class ResizeUpscaler:
     def prepare(self, frame):
         return frame
 
-    def infer(self, frame):
+    def infer(self, frame, on_tile=None):
         if self.size:
             return cv2.resize(frame, tuple(self.size), interpolation=self.interpolation)
         return cv2.resize(frame, None, fx=self.scale, fy=self.scale,
@@ -1264,8 +1264,9 @@ class ResizeUpscaler:
         """How many copies run side by side (see inference_streams)."""
         return 1
 
-    def upscale(self, frame):
-        return self.finish(self.infer(self.prepare(frame)))
+    def upscale(self, frame, on_tile=None):
+        """frame upscaled; on_tile(done, total) follows a network's tiles, if it tiles."""
+        return self.finish(self.infer(self.prepare(frame), on_tile))
 
 
 class FittedUpscaler:
@@ -1280,8 +1281,8 @@ class FittedUpscaler:
     def prepare(self, frame):
         return self.network.prepare(frame)
 
-    def infer(self, prepared):
-        return self.network.infer(prepared)
+    def infer(self, prepared, on_tile=None):
+        return self.network.infer(prepared, on_tile)
 
     def finish(self, inferred):
         return self.network.finish(inferred, self.size)
@@ -1292,8 +1293,8 @@ class FittedUpscaler:
     def streams(self):
         return self.network.streams()
 
-    def upscale(self, frame):
-        return self.finish(self.infer(self.prepare(frame)))
+    def upscale(self, frame, on_tile=None):
+        return self.finish(self.infer(self.prepare(frame), on_tile))
 
 
 class FfmpegScaler:
@@ -1371,20 +1372,23 @@ def tile_spans(length, tile, overlap):
              min(core + tile, length)) for core in range(0, length, tile)]
 
 
-def forward_tiled(net, blob, scale, tile, overlap):
+def forward_tiled(net, blob, scale, tile, overlap, on_tile=None):
     """net's output for blob, computed tile by tile. With overlap at least the network's
-    reach, every output pixel sees exactly what it would see untiled: no seams."""
+    reach, every output pixel sees exactly what it would see untiled: no seams.
+    on_tile(done, total) is called after each tile (a single big picture's progress)."""
     n, _, h, w = blob.shape
     out = None
-    for y0, y1, cy0, cy1 in tile_spans(h, tile, overlap):
-        for x0, x1, cx0, cx1 in tile_spans(w, tile, overlap):
-            net.setInput(np.ascontiguousarray(blob[:, :, y0:y1, x0:x1]))
-            part = net.forward()
-            if out is None:
-                out = np.empty((n, part.shape[1], h * scale, w * scale), np.float32)
-            out[:, :, cy0 * scale:cy1 * scale, cx0 * scale:cx1 * scale] = \
-                part[:, :, (cy0 - y0) * scale:(cy1 - y0) * scale,
-                     (cx0 - x0) * scale:(cx1 - x0) * scale]
+    tiles = list(itertools.product(tile_spans(h, tile, overlap), tile_spans(w, tile, overlap)))
+    for done, ((y0, y1, cy0, cy1), (x0, x1, cx0, cx1)) in enumerate(tiles, 1):
+        net.setInput(np.ascontiguousarray(blob[:, :, y0:y1, x0:x1]))
+        part = net.forward()
+        if out is None:
+            out = np.empty((n, part.shape[1], h * scale, w * scale), np.float32)
+        out[:, :, cy0 * scale:cy1 * scale, cx0 * scale:cx1 * scale] = \
+            part[:, :, (cy0 - y0) * scale:(cy1 - y0) * scale,
+                 (cx0 - x0) * scale:(cx1 - x0) * scale]
+        if on_tile:
+            on_tile(done, len(tiles))
     return out
 
 
@@ -1485,7 +1489,7 @@ class NetworkUpscaler(ResizeUpscaler):
             return ycrcb, cv2.dnn.blobFromImage(ycrcb[:, :, 0], 1.0 / 255.0)
         return frame, cv2.dnn.blobFromImage(frame.astype(np.float32), 1.0, mean=EDSR_MEAN_BGR)
 
-    def infer(self, prepared):
+    def infer(self, prepared, on_tile=None):
         source, blob = prepared
         h, w = blob.shape[2:]
         tile = self.tile
@@ -1494,7 +1498,7 @@ class NetworkUpscaler(ResizeUpscaler):
                 auto_tile(self.method, h, w, self.memory_budget)
         if tile and (h > tile or w > tile):
             return source, forward_tiled(self.net, blob, self.scale // self.fast.block,
-                                         tile, self.method.reach)
+                                         tile, self.method.reach, on_tile)
         self.net.setInput(blob)
         return source, self.net.forward()
 
@@ -3340,10 +3344,10 @@ def check_animation(source, count, plan, out_path):
                            "(--scale, --height)")
 
 
-def upscaled_picture(picture, upscaler, size):
-    """The picture's pixels at size: colour through the upscaler; transparency, where there
-    is any, with the cubic baseline."""
-    out = upscaler.upscale(picture.bgr)
+def upscaled_picture(picture, upscaler, size, on_tile=None):
+    """The picture's pixels at size: colour through the upscaler (on_tile: see
+    forward_tiled); transparency, where there is any, with the cubic baseline."""
+    out = upscaler.upscale(picture.bgr, on_tile)
     if picture.gray:
         out = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
     if picture.alpha is not None:
@@ -3742,7 +3746,12 @@ def upscale_picture(job, settings, upscalers):
     size, result = (job.plan.width, job.plan.height), None
     fingerprint = settings.fingerprint(job.plan, picture=True)
     if picture.animation is None:
-        data = encoded_picture(upscaled_picture(picture, upscaler, size), extension)
+        progress = Progress(job.source.name, 0, unit="tiles")
+        try:
+            image = upscaled_picture(picture, upscaler, size, progress.update)
+        finally:
+            progress.close()
+        data = encoded_picture(image, extension)
     else:
         count = len(picture.animation.frames)
         progress = Progress(job.source.name, count)
@@ -3792,8 +3801,8 @@ class Progress:
     line every PROGRESS_INTERVAL_LOG seconds otherwise. The total is the container's claim,
     used for nothing but this display."""
 
-    def __init__(self, label, total_hint, stream=None, already=0):
-        self.label, self.total = label, max(0, int(total_hint))
+    def __init__(self, label, total_hint, stream=None, already=0, unit="frames"):
+        self.label, self.total, self.unit = label, max(0, int(total_hint)), unit
         self.stream = stream or sys.stderr
         self.quiet = console.quiet
         self.tty = self.stream.isatty()
@@ -3808,8 +3817,13 @@ class Progress:
         if self.total and self.done <= self.total:
             pct = 100.0 * self.done / self.total
             eta = format_eta((self.total - self.done) / fps if fps > 0 else 0)
-            figures = [f"{self.done}/{self.total} frames ({pct:.0f}%), {fps:.1f} fps, ETA {eta}",
-                       f"{self.done}/{self.total} {pct:.0f}% {fps:.0f}fps ETA {eta}"]
+            if self.unit != "frames":           # a picture's tiles: how far, how long
+                figures = [f"{pct:.0f}% ({self.done}/{self.total} {self.unit}), ETA {eta}",
+                           f"{pct:.0f}% ETA {eta}"]
+            else:
+                figures = [f"{self.done}/{self.total} frames ({pct:.0f}%), {fps:.1f} fps, "
+                           f"ETA {eta}",
+                           f"{self.done}/{self.total} {pct:.0f}% {fps:.0f}fps ETA {eta}"]
         else:
             figures = [f"{self.done} frames, {fps:.1f} fps", f"{self.done} {fps:.0f}fps"]
         if not width:
@@ -3824,8 +3838,9 @@ class Progress:
     def width(self):
         return shutil.get_terminal_size().columns if self.tty else 0
 
-    def update(self, done):
-        self.done = done
+    def update(self, done, total=None):
+        """done so far, of total where it is first known now."""
+        self.done, self.total = done, self.total if total is None else total
         if self.quiet:
             return
         now = time.monotonic()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import ROOT, leftovers, make_clip, run_cli, video_size
+from conftest import ROOT, cli_env, leftovers, make_clip, run_cli, video_size
 
 
 def photo(width=80, height=60):
@@ -68,6 +68,18 @@ def test_the_network_is_what_upscales_a_picture(tmp_path):
     expected = upscale.NetworkUpscaler(method, 2, upscale.locate_model(method, 2)).upscale(
         photo())
     assert np.array_equal(read(tmp_path / "photo_fast_x2.png"), expected)
+
+
+def test_a_big_picture_shows_how_far_its_tiles_have_got(tmp_path):
+    cv2.imwrite(str(tmp_path / "photo.png"), photo(480, 320))
+    # (in a log, a progress line every UPSCALE_JOB_PROGRESS seconds: here, at every tile)
+    result = run_cli(tmp_path / "photo.png", "--scale", "2",
+                     env=cli_env(UPSCALE_JOB_PROGRESS="0.000001"))
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "tiles)" in line]
+    assert len(lines) == 12                # 128-pixel tiles: 4 x 3
+    assert lines[0].startswith("photo.png: 8% (1/12 tiles), ETA ")
+    assert lines[-1].startswith("photo.png: 100% (12/12 tiles), ETA ")
 
 
 def test_a_rerun_skips_a_picture_made_the_same_way_and_refuses_one_made_otherwise(tmp_path):
