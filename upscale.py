@@ -921,6 +921,7 @@ class Stream:
     sar: float = 1.0           # sample (pixel) aspect ratio: width of a pixel over its height
     rotation: float = 0.0      # degrees its display matrix turns the picture
     field_order: str = ""      # "top first", "bottom first"...: interlaced; "" otherwise
+    scan: str = ""             # "progressive" or "interlaced" where the report says; else ""
 
 
 @dataclass
@@ -1055,6 +1056,8 @@ def parse_probe(text):
             if stream.kind == "video":
                 stream.pix_fmt, stream.color = parse_color(rest)
                 stream.field_order = parse_field_order(rest)
+                stream.scan = "interlaced" if stream.field_order else \
+                    "progressive" if re.search(r"[(,] ?progressive[,)]", rest) else ""
                 stream.width, stream.height, stream.sar = parse_video_size(rest)
             streams.append(stream)
     return Probe(streams, duration, fmt, matrix, tags)
@@ -1654,21 +1657,17 @@ class OpenCVReader:
 @dataclass(frozen=True)
 class FfmpegReader:
     """Frames ffmpeg decodes and pipes over (FfmpegCapture), for a video OpenCV's FFmpeg
-    cannot decode (the wheels have no AV1 decoder) or spoils (interlaced frames come out
-    black), deinterlaced on the way with bwdif, one frame for each frame. ffmpeg turns and
-    mirrors them as a player shows them, and keeps their colours as they are."""
+    cannot decode (the wheels have no AV1 decoder) or spoils (it hands over an interlaced
+    frame black, or as the frame before). Every frame marked interlaced is deinterlaced on
+    the way (bwdif, one frame for each frame); the others come through untouched. ffmpeg
+    turns and mirrors them as a player shows them, and keeps their colours as they are."""
     ffmpeg: str
     path: Path
     stream: int
     start: float                # seconds the video starts after the file (video_start)
-    deinterlace: bool = False
+    note: str                   # why ffmpeg reads it, for the user
     converts_color = False
     shows_as_players = True
-
-    @property
-    def note(self):
-        return "interlaced: deinterlaced by ffmpeg (bwdif) as it is read" if self.deinterlace \
-            else "decoded by ffmpeg, since OpenCV's decoder cannot read it"
 
     def open(self):
         return FfmpegCapture(self)
@@ -1698,8 +1697,7 @@ class FfmpegCapture:
         seek = max(0.0, from_ms / 1000.0 + reader.start)
         # Times come out counted from the file's start plus the seek: shifted back to OpenCV's.
         self.shift_ms = (seek - reader.start) * 1000.0
-        graph = f"[0:{reader.stream}]" + (DEINTERLACE + "," if reader.deinterlace else "") + \
-            "format=bgr24,split[t][f]"
+        graph = f"[0:{reader.stream}]{DEINTERLACE},format=bgr24,split[t][f]"
         times_in, times_out = os.pipe()
         try:
             # The times' output comes first: ffmpeg 5.1 writes its outputs in turn, and the
@@ -1828,25 +1826,40 @@ def frame_reader(ffmpeg, path, info):
     decoder when it reads it, else ffmpeg's (FfmpegReader). UpscaleError when neither
     decodes a frame, or, where ffmpeg cannot pipe frames over (Windows), how to convert it."""
     path, stream = Path(path), info.video[0]
-    field_order = stream.field_order or \
-        ("its frames say so" if interlaced_frames(ffmpeg, path, stream.index) else "")
-    if not field_order and opencv_decodes(path):
+    field_order = stream.field_order or ("its frames say so" if stream.scan != "progressive"
+                                         and interlaced_frames(ffmpeg, path, stream.index)
+                                         else "")
+    mixed = stream.codec in MIXED_SCAN_CODECS and PIPES_TO_FFMPEG
+    if not field_order and not mixed and opencv_decodes(path):
         return OpenCVReader(path)
     if not ffmpeg_decodes(ffmpeg, path):
         raise no_frame_error(path)
     if not PIPES_TO_FFMPEG:
         check_progressive(path, field_order)
+        if opencv_decodes(path):
+            return OpenCVReader(path)
         raise UpscaleError(
             f"{path}: OpenCV's decoder cannot read its {stream.codec} video (ffmpeg can); "
             "convert it first, then upscale that: " + conversion_command(path, "-h264"))
+    if field_order:
+        note = f"interlaced ({field_order}): deinterlaced by ffmpeg (bwdif) as it is read"
+    elif mixed:
+        note = (f"read by ffmpeg, which deinterlaces any frame marked interlaced ({stream.codec} "
+                "may mix them in; OpenCV's decoder hands those over spoilt)")
+    else:
+        note = "decoded by ffmpeg, since OpenCV's decoder cannot read it"
     packets = first_packet_times(ffmpeg, path, stream.index)
-    return FfmpegReader(ffmpeg, path, stream.index, video_start(packets), bool(field_order))
+    return FfmpegReader(ffmpeg, path, stream.index, video_start(packets), note)
+
+
+# Codecs any of whose frames may be interlaced whatever ffmpeg's report says, which judges by
+# the first: a DVD's MPEG-2 (film frames, then interlaced ones), DV, VC-1.
+MIXED_SCAN_CODECS = frozenset(("mpeg2video", "dvvideo", "vc1"))
 
 
 def interlaced_frames(ffmpeg, path, stream_index, frames=4):
-    """Whether any of the first frames of a stream is marked interlaced. ffmpeg's report
-    does not say so of every interlaced stream: of a camcorder's DV, for one, whose frames
-    OpenCV hands over black."""
+    """Whether any of the first frames of a stream is marked interlaced, for a stream whose
+    report does not say (DV's names no scan type, yet every frame is interlaced)."""
     out, _ = ffmpeg_output(ffmpeg_args(
         ffmpeg, "-i", Path(path), "-map", f"0:{stream_index}", "-vf",
         f"trim=end_frame={frames},select='not(eq(interlace_type,PROGRESSIVE))'",

@@ -59,7 +59,7 @@ def test_ffmpeg_reads_opencvs_frames_at_opencvs_times(ffmpeg, tmp_path):
     assert isinstance(by_ffmpeg, upscale.OpenCVReader)      # OpenCV reads this one itself
     start = upscale.video_start(upscale.first_packet_times(ffmpeg, src, 0))
     assert start > 0.4
-    by_ffmpeg = upscale.FfmpegReader(ffmpeg, src, 0, start)
+    by_ffmpeg = upscale.FfmpegReader(ffmpeg, src, 0, start, "")
     opencv, piped = read_all(upscale.OpenCVReader(src).open()), read_all(by_ffmpeg.open())
     assert len(piped) == len(opencv) == 45
     assert [t for _, t in piped] == pytest.approx([t for _, t in opencv], abs=0.01)
@@ -69,7 +69,7 @@ def test_ffmpeg_reads_opencvs_frames_at_opencvs_times(ffmpeg, tmp_path):
 def test_a_seek_lands_where_opencvs_does(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "film.mkv", size="64x48", seconds=3, audio=False,
                     vcodec=("-c:v", "libx264", "-g", "12"))
-    piped = upscale.FfmpegReader(ffmpeg, src, 0, 0.0).open()
+    piped = upscale.FfmpegReader(ffmpeg, src, 0, 0.0, "").open()
     opencv = upscale.OpenCVReader(src).open()
     try:
         for ms in (1000.0, 2200.0):
@@ -238,3 +238,28 @@ def test_camcorder_dv_whose_report_does_not_say_interlaced_is_deinterlaced_not_b
     assert len(after) == len(before) == 5
     assert after.mean() == pytest.approx(before.mean(), abs=3)
     assert len(probe(ffmpeg, out).of_kind("audio")) == 1
+
+
+def test_mpeg2_that_turns_interlaced_after_its_first_frames_is_read_whole(ffmpeg, tmp_path):
+    # ffmpeg's report judges by the first frames ("progressive"); OpenCV handed over each
+    # later interlaced frame as a copy of the frame before. A DVD mixes them so.
+    parts = []
+    for name, rate, options in (("film", "25", ()), ("video", "50", ("-vf", WEAVE, "-flags",
+                                                                      "+ildct+ilme"))):
+        parts.append(tmp_path / f"{name}.m2v")
+        subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i",
+                        f"testsrc2=s=96x64:r={rate}:d=0.4", *options, "-c:v", "mpeg2video",
+                        "-f", "mpeg2video", str(parts[-1])], check=True)
+    joined = tmp_path / "joined.m2v"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    src = tmp_path / "title.mpg"
+    subprocess.run([ffmpeg, "-v", "quiet", "-i", str(joined), "-c", "copy", "-f", "mpeg",
+                    str(src)], check=True)
+    assert probe(ffmpeg, src).video[0].scan == "progressive"
+    result = run_cli(src, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    shown = gray_frames(ffmpeg, src, 96, 64, upscale.DEINTERLACE)
+    made = gray_frames(ffmpeg, tmp_path / "title_cubic_x2.mp4", 192, 128)
+    assert len(made) == len(shown) == 20
+    small = np.array([cv2.resize(f, (96, 64), interpolation=cv2.INTER_AREA) for f in made])
+    assert np.abs(small - shown).mean(axis=(1, 2)).max() < 6      # every frame, none stale
