@@ -1311,11 +1311,12 @@ class FfmpegScaler:
         self.size = tuple(size)
 
     def video_filter(self):
-        """The scale, square pixels, and even sides (repeating the last row or column) as
-        codecs need; out_range=tv makes a full-range source's YUV limited range, as every
-        other method's output is (RGB output ignores it)."""
+        """Frames marked interlaced deinterlaced as the networks' are (FfmpegReader), the
+        scale, square pixels, and even sides (repeating the last row or column) as codecs
+        need; out_range=tv makes a full-range source's YUV limited range, as every other
+        method's output is (RGB output ignores it)."""
         w, h = self.size
-        return (f"scale={w}:{h}:flags=bicubic:out_range=tv,setsar=1,"
+        return (f"{DEINTERLACE},scale={w}:{h}:flags=bicubic:out_range=tv,setsar=1,"
                 "pad=ceil(iw/2)*2:ceil(ih/2)*2")
 
     def scale_file(self, ffmpeg, source, out, encoder_args, container_format):

@@ -66,20 +66,6 @@ def test_text_file_named_mp4_is_an_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.mp4"]
 
 
-def interlaced_clip(ffmpeg, path):
-    """A PAL-like interlaced H.264 stream in MPEG-TS (as broadcast and camcorders make)."""
-    return make_clip(ffmpeg, path, size="64x48", rate="50", seconds=0.4, vcodec=(
-        "-c:v", "libx264", "-flags", "+ildct+ilme", "-x264opts", "tff=1", "-pix_fmt",
-        "yuv420p"), acodec=("-c:a", "mp2"), vfilter="tinterlace=mode=interleave_top")
-
-
-def test_the_ffmpeg_baseline_scales_interlaced_video_as_it_is(ffmpeg, tmp_path):
-    src = interlaced_clip(ffmpeg, tmp_path / "tv.ts")
-    result = run_cli(src, "--model", "ffmpeg", "--scale", "2")
-    assert result.returncode == 0, result.stderr
-    assert video_size(tmp_path / "tv_ffmpeg_x2.mp4") == (128, 96)
-
-
 def test_audio_only_file_is_an_error(ffmpeg, tmp_path):
     src = tmp_path / "song.m4a"
     subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=d=0.5", "-c:a", "aac",

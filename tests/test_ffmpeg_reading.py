@@ -150,6 +150,14 @@ def test_interlaced_video_is_deinterlaced_one_frame_for_each(ffmpeg, tmp_path, t
     assert video_size(out) == (256, 192)
 
 
+def test_the_ffmpeg_baseline_deinterlaces_as_the_networks_do(ffmpeg, tmp_path):
+    src = interlaced_stripes(ffmpeg, tmp_path / "tv.ts")
+    result = run_cli(src, "--model", "ffmpeg", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    made = gray_frames(ffmpeg, tmp_path / "tv_ffmpeg_x2.mp4", 256, 192)
+    assert len(made) == 10 and row_to_row(made) < 2
+
+
 def test_opencv_cannot_convert_interlaced_frames(ffmpeg, tmp_path):
     # Why interlaced video goes through ffmpeg: OpenCV's FFmpeg says so for each frame and
     # hands over a frame it did not fill (black, or whatever its buffer held). If a new
