@@ -864,12 +864,14 @@ def failure_detail(returncode, stderr_text):
     return lines[-1] if lines else f"exit status {returncode}"
 
 
-def ffmpeg_output(command, what, check=True):
-    """(stdout bytes, stderr text) of an ffmpeg command run to its end; an interrupt kills
-    it. With check, a failure is the tool's one error line: "ffmpeg failed while <what>"."""
-    proc = start_ffmpeg(command, stdout=subprocess.PIPE)
+def ffmpeg_output(command, what, check=True, data=None):
+    """(stdout bytes, stderr text) of an ffmpeg command run to its end, fed data on its
+    stdin if given; an interrupt kills it. With check, a failure is the tool's one error
+    line: "ffmpeg failed while <what>"."""
+    proc = start_ffmpeg(command, stdout=subprocess.PIPE,
+                        stdin=subprocess.DEVNULL if data is None else subprocess.PIPE)
     try:
-        out, err = proc.communicate()
+        out, err = proc.communicate(data)
     except BaseException:
         proc.kill()
         proc.wait()
@@ -1318,6 +1320,15 @@ class FfmpegScaler:
         w, h = self.size
         return (f"{DEINTERLACE},scale={w}:{h}:flags=bicubic:out_range=tv,setsar=1,"
                 "pad=ceil(iw/2)*2:ceil(ih/2)*2")
+
+    def upscale(self, picture, on_tile=None):
+        """A picture (BGR) scaled by ffmpeg, through pipes: what --model ffmpeg does to one."""
+        h, w = picture.shape[:2]
+        out, _ = ffmpeg_output(ffmpeg_args(
+            find_ffmpeg(), "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-i", "pipe:0",
+            "-vf", "scale={}:{}:flags=bicubic".format(*self.size), "-f", "rawvideo", "-pix_fmt",
+            "bgr24", "pipe:1"), "scaling with ffmpeg", data=np.ascontiguousarray(picture).data)
+        return np.frombuffer(out, np.uint8).reshape(self.size[1], self.size[0], 3).copy()
 
     def scale_file(self, ffmpeg, source, out, encoder_args, container_format):
         """Write the first video stream of source, scaled, to out."""

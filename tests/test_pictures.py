@@ -70,6 +70,18 @@ def test_the_network_is_what_upscales_a_picture(tmp_path):
     assert np.array_equal(read(tmp_path / "photo_fast_x2.png"), expected)
 
 
+def test_the_ffmpeg_baseline_scales_a_picture_as_ffmpeg_does(ffmpeg, tmp_path):
+    # (it stopped with an error in upscale.py itself: the baseline only knew whole videos)
+    cv2.imwrite(str(tmp_path / "photo.png"), photo())
+    result = run_cli(tmp_path / "photo.png", "--model", "ffmpeg", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    by_ffmpeg = subprocess.run([ffmpeg, "-v", "error", "-i", str(tmp_path / "photo.png"), "-vf",
+                                "scale=160:120:flags=bicubic", "-f", "rawvideo", "-pix_fmt",
+                                "bgr24", "-"], capture_output=True, check=True).stdout
+    expected = np.frombuffer(by_ffmpeg, np.uint8).reshape(120, 160, 3)
+    assert np.abs(read(tmp_path / "photo_ffmpeg_x2.png").astype(int) - expected).max() <= 1
+
+
 def test_a_big_picture_shows_how_far_its_tiles_have_got(tmp_path):
     cv2.imwrite(str(tmp_path / "photo.png"), photo(480, 320))
     # (in a log, a progress line every UPSCALE_JOB_PROGRESS seconds: here, at every tile)
