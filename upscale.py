@@ -1332,8 +1332,9 @@ class FfmpegScaler:
 
     def scale_file(self, ffmpeg, source, out, encoder_args, container_format):
         """Write the first video stream of source, scaled, to out."""
+        times = KEEP_FRAME_TIMES[:2] if "-enc_time_base" in encoder_args else KEEP_FRAME_TIMES
         run_ffmpeg(ffmpeg_args(ffmpeg, "-i", Path(source), "-map", "0:v:0", "-an", "-sn", "-dn",
-                               *KEEP_FRAME_TIMES, "-vf", self.video_filter(), *encoder_args,
+                               *times, "-vf", self.video_filter(), *encoder_args,
                                "-f", container_format, Path(out)), "scaling with ffmpeg")
 
 
@@ -2803,7 +2804,10 @@ def scaled_video_encoder(codec, crf=DEFAULT_CRF, preset=DEFAULT_PRESET):
     """Encoder options for the temporary video ffmpeg's scaler writes (FfmpegScaler): the
     final stream for a piped codec, else what the VideoWriter would have written."""
     if codec.temp_fourcc == "mp4v":
-        return ["-c:v", "mpeg4", "-q:v", "2", "-tag:v", "mp4v", "-pix_fmt", "yuv420p"]
+        # MPEG-4 part 2 allows no clock finer than 1/65535 s (its encoder refused 1/90000);
+        # 1/60000 keeps NTSC and whole rates exact.
+        return ["-c:v", "mpeg4", "-q:v", "2", "-tag:v", "mp4v", "-pix_fmt", "yuv420p",
+                "-enc_time_base", "1/60000"]
     if not codec.piped:
         return ["-c:v", "ffv1", "-pix_fmt", "bgr0"]
     return list(codec.ffmpeg_args) + ["-crf", str(crf), "-preset", preset]

@@ -138,6 +138,17 @@ def test_every_baseline_upscales_with_audio(ffmpeg, tmp_path, method):
     assert len(probe(ffmpeg, out).of_kind("audio")) == 1
 
 
+@pytest.mark.parametrize("codec", sorted(upscale.CODECS))
+def test_the_ffmpeg_baseline_writes_every_codec_keeping_frame_times(ffmpeg, tmp_path, codec):
+    # (MPEG-4 part 2's encoder refused the 1/90000 clock the others keep times in)
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="40x30", rate="30000/1001",
+                    seconds=0.5)
+    out = tmp_path / "out.mkv"
+    result = run_cli(src, "--model", "ffmpeg", "--scale", "2", "--codec", codec, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert packet_times(ffmpeg, out) == pytest.approx(packet_times(ffmpeg, src), abs=1e-3)
+
+
 def test_opencv_log_noise_does_not_reach_the_user(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", audio=False, seconds=0.2)
     result = run_cli(src, "--model", "espcn", "--scale", "2")
