@@ -252,8 +252,8 @@ def test_mpeg2_that_turns_interlaced_after_its_first_frames_is_read_whole(ffmpeg
     # ffmpeg's report judges by the first frames ("progressive"); OpenCV handed over each
     # later interlaced frame as a copy of the frame before. A DVD mixes them so.
     parts = []
-    for name, rate, options in (("film", "25", ()), ("video", "50", ("-vf", WEAVE, "-flags",
-                                                                      "+ildct+ilme"))):
+    interlaced = ("-vf", WEAVE, "-flags", "+ildct+ilme")
+    for name, rate, options in (("film", "25", ()), ("video", "50", interlaced)):
         parts.append(tmp_path / f"{name}.m2v")
         subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i",
                         f"testsrc2=s=96x64:r={rate}:d=0.4", *options, "-c:v", "mpeg2video",
