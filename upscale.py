@@ -1671,14 +1671,17 @@ class OpenCVReader:
 class FfmpegReader:
     """Frames ffmpeg decodes and pipes over (FfmpegCapture), for a video OpenCV's FFmpeg
     cannot decode (the wheels have no AV1 decoder) or spoils (it hands over an interlaced
-    frame black, or as the frame before). Every frame marked interlaced is deinterlaced on
-    the way (bwdif, one frame for each frame); the others come through untouched. ffmpeg
+    frame black, or as the frame before). With deinterlace, every frame marked interlaced
+    is deinterlaced on the way (bwdif, one frame for each frame); the others come through
+    untouched (bwdif holds a frame back, and lost one where the picture size changed, so
+    a stream that cannot be interlaced goes without it). ffmpeg
     turns and mirrors them as a player shows them, and keeps their colours as they are."""
     ffmpeg: str
     path: Path
     stream: int
     start: float                # seconds the video starts after the file (video_start)
     note: str                   # why ffmpeg reads it, for the user
+    deinterlace: bool = True
     converts_color = False
     shows_as_players = True
 
@@ -1710,7 +1713,8 @@ class FfmpegCapture:
         seek = max(0.0, from_ms / 1000.0 + reader.start)
         # Times come out counted from the file's start plus the seek: shifted back to OpenCV's.
         self.shift_ms = (seek - reader.start) * 1000.0
-        graph = f"[0:{reader.stream}]{DEINTERLACE},format=bgr24,split[t][f]"
+        graph = f"[0:{reader.stream}]" + (DEINTERLACE + "," if reader.deinterlace else "") + \
+            "format=bgr24,split[t][f]"
         times_in, times_out = os.pipe()
         try:
             # The times' output comes first: ffmpeg 5.1 writes its outputs in turn, and the
@@ -1862,7 +1866,8 @@ def frame_reader(ffmpeg, path, info):
     else:
         note = "decoded by ffmpeg, since OpenCV's decoder cannot read it"
     packets = first_packet_times(ffmpeg, path, stream.index)
-    return FfmpegReader(ffmpeg, path, stream.index, video_start(packets), note)
+    return FfmpegReader(ffmpeg, path, stream.index, video_start(packets), note,
+                        deinterlace=bool(field_order or mixed))
 
 
 # Codecs any of whose frames may be interlaced whatever ffmpeg's report says, which judges by

@@ -85,6 +85,19 @@ def test_a_seek_lands_where_opencvs_does(ffmpeg, tmp_path):
         piped.release()
 
 
+def test_ffmpeg_reads_every_frame_across_a_change_of_picture_size(ffmpeg, tmp_path):
+    # Two streams of different sizes joined, as a TV recording switches; ffmpeg brings the
+    # later frames to the first size, as OpenCV does.
+    parts = [make_clip(ffmpeg, tmp_path / f"{size}.ts", size=size, seconds=0.4, audio=False)
+             for size in ("96x64", "128x96")]
+    src = tmp_path / "joined.ts"
+    src.write_bytes(b"".join(p.read_bytes() for p in parts))
+    opencv = read_all(upscale.OpenCVReader(src).open())
+    piped = read_all(upscale.FfmpegReader(ffmpeg, src, 0, 0.0, "", deinterlace=False).open())
+    assert len(piped) == len(opencv) == 20
+    assert {f.shape for f, _ in piped} == {(64, 96, 3)}
+
+
 def test_av1_is_upscaled_frame_for_frame_with_its_sound(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mkv", size="64x48", seconds=0.6, vcodec=AV1,
                     acodec=("-c:a", "flac"))
@@ -92,6 +105,8 @@ def test_av1_is_upscaled_frame_for_frame_with_its_sound(ffmpeg, tmp_path):
     assert result.returncode == 0, result.stderr
     # (OpenCV 5.0's wheels have no AV1 decoder; some other builds do)
     assert ("decoded by ffmpeg" in result.stderr) == (not upscale.opencv_decodes(src))
+    reader = upscale.frame_reader(ffmpeg, src, probe(ffmpeg, src))
+    assert isinstance(reader, upscale.OpenCVReader) or not reader.deinterlace    # not needed
     out = tmp_path / "clip_cubic_x2.mp4"
     assert len(probe(ffmpeg, out).of_kind("audio")) == 1
     assert packet_times(ffmpeg, out) == packet_times(ffmpeg, src)
@@ -140,6 +155,7 @@ def test_interlaced_video_is_deinterlaced_one_frame_for_each(ffmpeg, tmp_path, t
     result = run_cli(src, "--scale", "2", env=cli_env(UPSCALE_FFMPEG=str(tool_ffmpeg)))
     assert result.returncode == 0, result.stderr
     assert "deinterlaced" in result.stderr
+    assert upscale.frame_reader(ffmpeg, src, probe(ffmpeg, src)).deinterlace
     out = tmp_path / "tv_fast_x2.mp4"
     woven, made = gray_frames(ffmpeg, src, 128, 96), gray_frames(ffmpeg, out, 256, 192)
     assert len(made) == len(woven) == decoded_frame_count(ffmpeg, src) == 10
