@@ -1846,7 +1846,8 @@ def frame_reader(ffmpeg, path, info):
     field_order = stream.field_order or ("its frames say so" if stream.scan != "progressive"
                                          and interlaced_frames(ffmpeg, path, stream.index)
                                          else "")
-    mixed = stream.codec in MIXED_SCAN_CODECS and PIPES_TO_FFMPEG
+    mixed = PIPES_TO_FFMPEG and (stream.codec in MIXED_SCAN_CODECS or stream.codec == "h264"
+                                 and h264_may_interlace(ffmpeg, path, stream.index))
     if not field_order and not mixed and opencv_decodes(path):
         return OpenCVReader(path)
     if not ffmpeg_decodes(ffmpeg, path):
@@ -1870,8 +1871,81 @@ def frame_reader(ffmpeg, path, info):
                         deinterlace=bool(field_order or mixed))
 
 
+def h264_may_interlace(ffmpeg, path, stream_index):
+    """Whether an H.264 stream's sequence parameter set allows interlaced frames
+    (frame_mbs_only_flag 0): such a stream may turn interlaced after frames that are not (a
+    TV channel between a film and the news), while ffmpeg's report judges by the first."""
+    out, _ = ffmpeg_output(ffmpeg_args(ffmpeg, "-i", Path(path), "-map", f"0:{stream_index}",
+                                       "-c", "copy", "-frames:v", 1, "-f", "h264", "-"),
+                           "reading the first packet", check=False)
+    for nal in out.split(b"\x00\x00\x01")[1:]:
+        if nal and nal[0] & 0x1F == 7:                  # a sequence parameter set
+            try:
+                return not h264_frame_mbs_only(nal[1:])
+            except IndexError:                          # cut short: say it may
+                return True
+    return False
+
+
+def h264_frame_mbs_only(sps):
+    """frame_mbs_only_flag of an H.264 sequence parameter set (its NAL unit's payload, as
+    ITU-T H.264 7.3.2.1.1 lays it out); IndexError when it ends too soon."""
+    data = sps.replace(b"\x00\x00\x03", b"\x00\x00")      # emulation prevention bytes
+    bits = "".join(f"{byte:08b}" for byte in data)
+    at = 0
+
+    def u(n):
+        nonlocal at
+        if at + n > len(bits):
+            raise IndexError("the parameter set ends too soon")
+        at += n
+        return int(bits[at - n:at], 2) if n else 0
+
+    def ue():
+        zeros = 0
+        while not u(1):
+            zeros += 1
+        return (1 << zeros) - 1 + u(zeros)
+
+    def se():
+        k = ue()
+        return (k + 1) // 2 if k % 2 else -(k // 2)
+
+    profile = u(8)
+    u(16)                                               # constraint flags, level
+    ue()                                                # seq_parameter_set_id
+    if profile in H264_HIGH_PROFILES:
+        chroma = ue()
+        if chroma == 3:
+            u(1)                                        # separate_colour_plane_flag
+        ue(), ue(), u(1)                                # bit depths, qpprime bypass
+        if u(1):                                        # scaling matrices follow
+            for k in range(8 if chroma != 3 else 12):
+                if u(1):
+                    last = following = 8
+                    for _ in range(16 if k < 6 else 64):
+                        if following:
+                            following = (last + se() + 256) % 256
+                        last = following or last
+    ue()                                                # log2_max_frame_num_minus4
+    order = ue()                                        # pic_order_cnt_type
+    if order == 0:
+        ue()
+    elif order == 1:
+        u(1), se(), se()
+        for _ in range(ue()):
+            se()
+    ue(), u(1), ue(), ue()                              # references, gaps, width, height
+    return bool(u(1))
+
+
+# Profiles whose parameter sets carry chroma format, bit depths and scaling matrices.
+H264_HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
+
+
 # Codecs any of whose frames may be interlaced whatever ffmpeg's report says, which judges by
-# the first: a DVD's MPEG-2 (film frames, then interlaced ones), DV, VC-1.
+# the first: a DVD's MPEG-2 (film frames, then interlaced ones), DV, VC-1; and H.264 whose
+# parameter set allows it (h264_may_interlace).
 MIXED_SCAN_CODECS = frozenset(("mpeg2video", "dvvideo", "vc1"))
 
 

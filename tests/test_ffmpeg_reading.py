@@ -264,21 +264,36 @@ def test_camcorder_dv_whose_report_does_not_say_interlaced_is_deinterlaced_not_b
     assert len(probe(ffmpeg, out).of_kind("audio")) == 1
 
 
-def test_mpeg2_that_turns_interlaced_after_its_first_frames_is_read_whole(ffmpeg, tmp_path):
+# Progressive frames, then interlaced ones, in one stream: an MPEG-2 DVD title; H.264 as a
+# TV channel sends it (its film frames marked progressive by pic_struct). Each part is an
+# elementary stream, then they are joined and put in the container: codec -> (the film
+# part's options, the interlaced part's, ffmpeg's reader of the raw stream, the container).
+TURNING = {
+    "mpeg2video": ((), ("-flags", "+ildct+ilme"), "mpegvideo", "mpeg"),
+    "h264": (("-bf", "0", "-x264opts", "fake-interlaced=1:pic-struct=1"),
+             ("-bf", "0", "-flags", "+ildct+ilme", "-x264opts", "tff=1:pic-struct=1"), "h264",
+             "mpegts"),
+}
+
+
+@pytest.mark.parametrize("codec", sorted(TURNING))
+def test_a_stream_that_turns_interlaced_after_its_first_frames_is_read_whole(ffmpeg, tmp_path,
+                                                                             codec):
     # ffmpeg's report judges by the first frames ("progressive"); OpenCV handed over each
-    # later interlaced frame as a copy of the frame before. A DVD mixes them so.
+    # later interlaced frame as a copy of the frame before.
+    film, video, raw, container = TURNING[codec]
     parts = []
-    interlaced = ("-vf", WEAVE, "-flags", "+ildct+ilme")
-    for name, rate, options in (("film", "25", ()), ("video", "50", interlaced)):
-        parts.append(tmp_path / f"{name}.m2v")
+    for name, rate, options in (("film", "25", film), ("video", "50", ("-vf", WEAVE, *video))):
+        parts.append(tmp_path / f"{name}.es")
         subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i",
-                        f"testsrc2=s=96x64:r={rate}:d=0.4", *options, "-c:v", "mpeg2video",
-                        "-f", "mpeg2video", str(parts[-1])], check=True)
-    joined = tmp_path / "joined.m2v"
+                        f"testsrc2=s=96x64:r={rate}:d=0.4", "-c:v", codec, *options,
+                        "-pix_fmt", "yuv420p", "-f", codec, str(parts[-1])], check=True)
+    joined = tmp_path / "joined.es"
     joined.write_bytes(b"".join(p.read_bytes() for p in parts))
-    src = tmp_path / "title.mpg"
-    subprocess.run([ffmpeg, "-v", "quiet", "-i", str(joined), "-c", "copy", "-f", "mpeg",
-                    str(src)], check=True)
+    src = tmp_path / "title.ts"
+    # (quiet: the MPEG muxer warns of its buffer at every packet of these tiny frames)
+    subprocess.run([ffmpeg, "-v", "quiet", "-f", raw, "-i", str(joined), "-c", "copy",
+                    "-f", container, str(src)], check=True)
     assert probe(ffmpeg, src).video[0].scan == "progressive"
     result = run_cli(src, "--model", "cubic", "--scale", "2")
     assert result.returncode == 0, result.stderr
@@ -287,3 +302,20 @@ def test_mpeg2_that_turns_interlaced_after_its_first_frames_is_read_whole(ffmpeg
     assert len(made) == len(shown) == 20
     small = np.array([cv2.resize(f, (96, 64), interpolation=cv2.INTER_AREA) for f in made])
     assert np.abs(small - shown).mean(axis=(1, 2)).max() < 6      # every frame, none stale
+
+
+MATRIX = "cqm4=" + ",".join(str(6 + 3 * i) for i in range(16))
+
+
+@pytest.mark.parametrize("options,may", [
+    ((), False), (("-profile:v", "baseline"), False), (("-profile:v", "main"), False),
+    (("-flags", "+ildct+ilme"), True), (("-profile:v", "main", "-flags", "+ildct+ilme"), True),
+    (("-x264opts", "fake-interlaced=1"), True),
+    # scaling matrices of its own before the flag, in 4:4:4
+    (("-pix_fmt", "yuv444p", "-x264-params", MATRIX), False),
+    (("-pix_fmt", "yuv444p", "-x264-params", MATRIX, "-flags", "+ildct+ilme"), True)])
+def test_an_h264_parameter_set_says_whether_frames_may_be_interlaced(ffmpeg, tmp_path, options,
+                                                                     may):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2, audio=False,
+                    vcodec=("-c:v", "libx264", "-pix_fmt", "yuv420p", *options))
+    assert upscale.h264_may_interlace(ffmpeg, src, 0) is may
