@@ -1702,11 +1702,12 @@ class FfmpegCapture:
 
     A frame's time is OpenCV's: milliseconds from the video's own start. set(POS_MSEC)
     starts ffmpeg again with -ss before the input (a seek to a keyframe, then frames before
-    that time decoded and dropped), as OpenCV seeks."""
+    that time decoded and dropped), as OpenCV seeks. ffmpeg starts at the first read, so a
+    seek straight after opening starts one ffmpeg, not two."""
 
     def __init__(self, reader, from_ms=0.0):
         self.reader, self.proc, self.time_ms = reader, None, 0.0
-        self.start(from_ms)
+        self.from_ms = from_ms          # where the next ffmpeg starts (None: one is running)
 
     def start(self, from_ms):
         reader = self.reader
@@ -1751,13 +1752,16 @@ class FfmpegCapture:
         self.times.put(None)
 
     def frame_size(self):
+        if self.from_ms is not None:
+            self.start(self.from_ms)
+            self.from_ms = None
         if self.size is None:
             first = self.times.get()
             self.size = first if isinstance(first, tuple) else (0, 0)
         return self.size
 
     def isOpened(self):
-        return self.proc is not None
+        return True
 
     def read(self):
         w, h = self.frame_size()
@@ -1787,7 +1791,7 @@ class FfmpegCapture:
         if prop != cv2.CAP_PROP_POS_MSEC:
             return False
         self.release()
-        self.start(value)
+        self.from_ms = value
         return True
 
     def release(self):
@@ -1854,8 +1858,6 @@ def frame_reader(ffmpeg, path, info):
         raise no_frame_error(path)
     if not PIPES_TO_FFMPEG:
         check_progressive(path, field_order)
-        if opencv_decodes(path):
-            return OpenCVReader(path)
         raise UpscaleError(
             f"{path}: OpenCV's decoder cannot read its {stream.codec} video (ffmpeg can); "
             "convert it first, then upscale that: " + conversion_command(path, "-h264"))
