@@ -288,6 +288,12 @@ MODEL_CHECKSUMS = {
 EDSR_MEAN_BGR = (103.1545782, 111.561547, 114.35629928)
 
 
+# x264's and x265's speed presets, fastest first (--preset); every encoder frames are piped
+# to takes these names, each row of CODECS saying what they mean to its encoder.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
+
+
 @dataclass(frozen=True)
 class Codec:
     """A video codec of the final file: what the temporary file holds and how ffmpeg ends it."""
@@ -296,6 +302,16 @@ class Codec:
     ffmpeg_args: tuple         # the encoder's; () means the temporary stream is copied
     about: str
     encoder: str               # what encodes the frames, as --benchmark names it
+    container: str = "mp4"     # the output's container when neither -o nor --format names one
+    # Piped encoders only: --crf's default and highest value on the encoder's own scale,
+    # and the encoder's options for each of X264_PRESETS (None: -preset NAME, as x264's).
+    crf: int = 18
+    crf_max: int = 51
+    speeds: tuple = None
+    # The container the segments are joined in: QuickTime's muxer (the MP4 layout that
+    # rewrite_mp4_timing reads) where ffmpeg's MP4 muxer before 6.0 refuses the codec
+    # (FFV1, with Debian 12's 5.1); MP4's where QuickTime's refuses it (AV1, VP9).
+    joined_format: str = "mov"
 
     @property
     def piped(self):
@@ -306,37 +322,57 @@ class Codec:
 
     @property
     def tuned(self):
-        """Whether --crf and --preset apply: the encoders frames are piped to (x264, x265)."""
+        """Whether --crf and --preset apply: the encoders frames are piped to."""
         return self.piped
 
+    def encoder_args(self, crf, preset):
+        """The ffmpeg options that encode with this codec at a CRF and speed preset."""
+        speed = ("-preset", preset) if self.speeds is None else \
+            self.speeds[X264_PRESETS.index(preset)]
+        return [*self.ffmpeg_args, "-crf", str(crf), *speed]
 
+
+# No B-frames anywhere: the frames' own times are written into the MP4's sample table after
+# the encode (rewrite_mp4_timing), which needs decode order to be presentation order. (AV1
+# and VP9 keep it whatever they reorder: a frame coded ahead travels hidden inside the packet
+# of the frame shown at its time.)
 CODECS = {c.name: c for c in (
     Codec("mp4v", "mp4v", (), "MPEG-4 Part 2 straight from OpenCV's writer (browsers and "
           "phones may refuse to play it)", "VideoWriter mp4v"),
-    # No B-frames: the frames' own times are written into the MP4's sample table after the
-    # encode (as for mp4v), which needs decode order to be presentation order.
     Codec("h264", "", ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "0"),
           "H.264, plays everywhere including browsers", "x264"),
     Codec("h265", "", ("-c:v", "libx265", "-pix_fmt", "yuv420p", "-bf", "0", "-tag:v", "hvc1",
                        "-x265-params", "log-level=error"),
           "H.265/HEVC, smaller files", "x265"),
+    # SVT-AV1 at CRF 20 kept what x264 at CRF 18 keeps (within 0.13 dB) in a fifth to four
+    # fifths of its bytes, as fast on 2 cores (README, "Default codec"). Presets 13 to 0.
+    Codec("av1", "", ("-c:v", "libsvtav1", "-pix_fmt", "yuv420p"),
+          "AV1 (SVT-AV1): smaller than H.264 at its quality, as fast; plays in current "
+          "browsers and phones", "SVT-AV1", crf=20, crf_max=63,
+          speeds=tuple(("-preset", str(n)) for n in (12, 11, 10, 9, 8, 7, 6, 4, 2, 0)),
+          joined_format="mp4"),
+    # libvpx's realtime modes for the fast presets: its "good" mode at its fastest took four
+    # times x264 superfast's time. -b:v 0 makes -crf constant quality.
+    Codec("vp9", "", ("-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-b:v", "0", "-row-mt",
+                      "1"),
+          "VP9 (libvpx), WebM's usual codec: smaller than H.264, plays in every browser",
+          "libvpx VP9", container="webm", crf=22, crf_max=63,
+          speeds=tuple(("-deadline", mode, "-cpu-used", str(n)) for mode, n in (
+              ("realtime", 8), ("realtime", 7), ("realtime", 6), ("realtime", 5),
+              ("good", 5), ("good", 4), ("good", 3), ("good", 2), ("good", 1), ("good", 0))),
+          joined_format="mp4"),
     # Encoded from a lossless FFV1 temporary file.
     Codec("ffv1", "FFV1", ("-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv444p"),
-          "lossless FFV1 (Matroska), for further editing", "VideoWriter FFV1"),
+          "lossless FFV1 (Matroska), for further editing", "VideoWriter FFV1", container="mkv"),
 )}
 
 # The output of a plain run: H.264 plays in browsers and on phones. Its preset and CRF were
 # chosen from measurements on a 2-core machine (README, "Default codec").
-DEFAULT_CODEC, DEFAULT_PRESET, DEFAULT_CRF = "h264", "superfast", 18
-
-# x264's and x265's speed presets, fastest first (--preset).
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
-                "slower", "veryslow", "placebo")
+DEFAULT_CODEC, DEFAULT_PRESET = "h264", "superfast"
 
 # Audio codecs MP4 can carry as they are; anything else is re-encoded to AAC there.
 MP4_AUDIO_CODECS = frozenset("aac mp3 mp2 ac3 eac3 alac flac opus".split())
 TEXT_SUBTITLE_CODECS = frozenset("subrip srt ass ssa webvtt mov_text text".split())
-AUDIO_REENCODE_ARGS = ("aac", "256k")
 
 
 @dataclass(frozen=True)
@@ -351,16 +387,21 @@ class Container:
     text_subtitles_as: str = ""
     attachments: bool = False  # fonts and other attached files
     codecs: tuple = ()         # video codecs (CODECS) it may hold; (): any
+    # What audio it cannot carry as it is becomes: (ffmpeg's encoder, its name, bitrate).
+    audio_reencode: tuple = ("aac", "AAC", "256k")
 
 
 CONTAINERS = {c.name: c for c in (
     Container("mp4", (".mp4", ".m4v"), "mp4", MP4_AUDIO_CODECS, "mov_text",
-              codecs=("mp4v", "h264", "h265")),
-    # QuickTime also carries uncompressed audio as it is.
+              codecs=("mp4v", "h264", "h265", "av1", "vp9")),
+    # QuickTime also carries uncompressed audio as it is (but not AV1 or VP9, to ffmpeg).
     Container("mov", (".mov",), "mov", MP4_AUDIO_CODECS | {
         "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_f32le",
         "pcm_u8"}, "mov_text", codecs=("mp4v", "h264", "h265")),
     Container("mkv", (".mkv",), "matroska", attachments=True),
+    # The web's Matroska: VP9 or AV1, Opus or Vorbis, WebVTT subtitles.
+    Container("webm", (".webm",), "webm", frozenset(("opus", "vorbis")), "webvtt",
+              codecs=("vp9", "av1"), audio_reencode=("libopus", "Opus", "192k")),
 )}
 
 
@@ -601,7 +642,7 @@ class Settings:
     method: Method
     size: SizeRequest
     codec: Codec
-    crf: int = DEFAULT_CRF
+    crf: int = None            # None: the codec's own default
     preset: str = DEFAULT_PRESET
     format: str = ""           # "mp4", "mkv" or "" (from the output's extension)
     output: Path = None        # -o, one input only
@@ -615,6 +656,10 @@ class Settings:
     frames: int = 0            # only the first N frames (a quick try); 0: all
     part: tuple = ()           # (K, N): only the K-th of N shares of the segments
     segment: float = 0.0       # seconds of video in a resumable segment; 0: automatic
+
+    def __post_init__(self):
+        if self.crf is None:
+            object.__setattr__(self, "crf", self.codec.crf)
 
     def fingerprint(self, plan, picture=False):
         """What decides the output's content, as `key=value ...`: recorded in the output so
@@ -657,9 +702,15 @@ def containers_for(codec):
     return [c for c in CONTAINERS.values() if not c.codecs or codec.name in c.codecs]
 
 
+def default_codec(fmt):
+    """The codec of an output in container fmt ("": not named) when --codec is not given:
+    H.264 where it fits, else the container's first (VP9 for WebM)."""
+    allowed = CONTAINERS[fmt].codecs if fmt else ()
+    return DEFAULT_CODEC if not allowed or DEFAULT_CODEC in allowed else allowed[0]
+
+
 def default_extension(settings):
-    container = CONTAINERS.get(settings.format) or containers_for(settings.codec)[0]
-    return container.extensions[0]
+    return CONTAINERS[settings.format or settings.codec.container].extensions[0]
 
 
 def output_path_for(source, settings, label):
@@ -932,7 +983,8 @@ class Probe:
     duration: float = 0.0     # seconds, 0 when unknown
     format: str = ""          # ffmpeg's demuxer names, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
     display_matrix: bool = False   # rotation or reflection to apply when shown
-    tags: dict = field(default_factory=dict)     # the file's own metadata (not its streams')
+    tags: dict = field(default_factory=dict)     # the file's own metadata (not its streams'),
+    #                                              its keys in lower case
 
     def of_kind(self, kind):
         return [s for s in self.streams if s.kind == kind]
@@ -1034,8 +1086,8 @@ def parse_probe(text):
         if line.startswith("Input #0, "):
             fmt = line[len("Input #0, "):].rsplit(", from ", 1)[0]
         tag = FILE_TAG_RE.match(line)
-        if tag and fmt and not streams and not duration:
-            tags[tag.group(1)] = tag.group(2).strip()
+        if tag and fmt and not streams and not duration:      # (Matroska's are upper case)
+            tags[tag.group(1).lower()] = tag.group(2).strip()
         matrix = matrix or "Display Matrix" in line or "displaymatrix" in line
         turn = ROTATION_RE.search(line)
         if turn and streams:
@@ -2203,8 +2255,9 @@ def pipe_encoder(ffmpeg, settings, stream, reader):
     def start(path, size, fps):
         return PipeWriter(ffmpeg_args(
             ffmpeg, "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}",
-            "-framerate", f"{fps:.6f}", "-i", "pipe:0", *vfilter, *settings.codec.ffmpeg_args,
-            "-crf", settings.crf, "-preset", settings.preset, *tags, "-f", "mp4", Path(path)))
+            "-framerate", f"{fps:.6f}", "-i", "pipe:0", *vfilter,
+            *settings.codec.encoder_args(settings.crf, settings.preset), *tags, "-f", "mp4",
+            Path(path)))
     return start
 
 
@@ -2492,21 +2545,18 @@ def concat_list(paths):
     return "".join("file '%s'\n" % str(p).replace("'", "'\\''") for p in paths)
 
 
-# The joined picture's container: the MP4 layout rewrite_mp4_timing reads, but QuickTime's
-# muxer, since the MP4 muxer of ffmpeg before 6.0 takes no FFV1 (Debian 12's 5.1 failed).
-JOINED_FORMAT = "mov"
-
-
-def join_segments(ffmpeg, videos, joined):
-    """The segments' pictures one after another in joined (QuickTime, the MP4 layout),
-    copied, not re-encoded; the frame times are put right afterwards by rewrite_mp4_timing."""
+def join_segments(ffmpeg, videos, joined, codec):
+    """The segments' pictures one after another in joined (the MP4 layout, in
+    codec.joined_format's muxer), copied, not re-encoded; the frame times are put right
+    afterwards by rewrite_mp4_timing."""
     listing = temp_name(joined, "txt")
     try:
         # (a path's own bytes, whatever they are)
         listing.write_text(concat_list(Path(v).resolve() for v in videos),
                            encoding="utf-8", errors="surrogateescape")
         run_ffmpeg(ffmpeg_args(ffmpeg, "-f", "concat", "-safe", "0", "-i", Path(listing),
-                               "-map", "0:v:0", "-c", "copy", "-f", JOINED_FORMAT, Path(joined)),
+                               "-map", "0:v:0", "-c", "copy", "-f", codec.joined_format,
+                               Path(joined)),
                    "joining the segments")
     finally:
         listing.unlink()
@@ -2799,11 +2849,11 @@ def stream_plan(info, container):
         args += ["-map", f"1:{s.index}", f"-map_metadata:s:a:{k}", f"1:s:{s.index}"]
         args += track_name_args(f"a:{k}", s, container)
         if container.audio is not None and s.codec not in container.audio:
-            codec, bitrate = AUDIO_REENCODE_ARGS
-            args += [f"-c:a:{k}", codec, f"-b:a:{k}", bitrate]
+            encoder, name, bitrate = container.audio_reencode
+            args += [f"-c:a:{k}", encoder, f"-b:a:{k}", bitrate]
             notes.append(f"audio stream {k + 1} ({s.codec}) cannot go into "
-                         f"{container.name.upper()} as it is: re-encoded to AAC {bitrate} (use "
-                         "an .mkv output to keep it exact)")
+                         f"{container.name.upper()} as it is: re-encoded to {name} {bitrate} "
+                         "(use an .mkv output to keep it exact)")
         else:
             args += [f"-c:a:{k}", "copy"]
     k = 0
@@ -2827,7 +2877,9 @@ def stream_plan(info, container):
         args += ["-map", "1:t"]
     args += ["-map_metadata", "1", "-map_chapters", "1"]
     if info.video:
-        args += ["-map_metadata:s:v:0", f"1:s:{info.video[0].index}"]
+        # (but not the name of the encoder that made the source's picture, which is not this)
+        args += ["-map_metadata:s:v:0", f"1:s:{info.video[0].index}", "-metadata:s:v:0",
+                 "encoder="]
     return args, notes
 
 
@@ -2881,7 +2933,7 @@ def mux_command(ffmpeg, job, settings, temp_video, out_path, video_offset=0.0, e
     return args + [ffmpeg_arg(Path(out_path))], notes
 
 
-def scaled_video_encoder(codec, crf=DEFAULT_CRF, preset=DEFAULT_PRESET):
+def scaled_video_encoder(codec, crf, preset):
     """Encoder options for the temporary video ffmpeg's scaler writes (FfmpegScaler): the
     final stream for a piped codec, else what the VideoWriter would have written."""
     if codec.temp_fourcc == "mp4v":
@@ -2891,7 +2943,7 @@ def scaled_video_encoder(codec, crf=DEFAULT_CRF, preset=DEFAULT_PRESET):
                 "-enc_time_base", "1/60000"]
     if not codec.piped:
         return ["-c:v", "ffv1", "-pix_fmt", "bgr0"]
-    return list(codec.ffmpeg_args) + ["-crf", str(crf), "-preset", preset]
+    return codec.encoder_args(crf, preset)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -3191,7 +3243,7 @@ def upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset, measur
         joined = temp_name(work.joined, "mp4")
         try:
             join_segments(ffmpeg, [work.video(k) for k in sorted(records)
-                                   if records[k]["frames"]], joined)
+                                   if records[k]["frames"]], joined, settings.codec)
             rewrite_mp4_timing(joined, times, last_interval(times, video.nominal_interval_ms),
                                video.fps)
             os.replace(joined, work.joined)
@@ -4903,8 +4955,9 @@ def compare_one(task, path, kind, tmp, grid_video, picture):
     if grid:
         grid.close()
         # H.264 in MP4, which browsers and phones play (faststart: it plays as it loads)
-        run_ffmpeg(ffmpeg_args(ffmpeg, "-i", grid.path, "-c:v", "libx264", "-crf",
-                               DEFAULT_CRF, "-preset", DEFAULT_PRESET, "-pix_fmt", "yuv420p",
+        h264 = CODECS[DEFAULT_CODEC]
+        run_ffmpeg(ffmpeg_args(ffmpeg, "-i", grid.path,
+                               *h264.encoder_args(h264.crf, DEFAULT_PRESET),
                                "-movflags", "+faststart", "-f", "mp4", grid_video),
                    "encoding the comparison video")
     if picture:
@@ -5373,6 +5426,7 @@ examples:
   python upscale.py clip.mp4 --model fsrcnn --scale 2 FSRCNN x2 -> clip_fsrcnn_x2.mp4
   python upscale.py clip.mp4 --model hq --scale 2     sharper still, about 3x the time
   python upscale.py clip.mov -o big.mkv --codec h265  choose the output name and codec
+  python upscale.py clip.mp4 --codec av1              smaller files (-o clip.webm: VP9 WebM)
   python upscale.py IMG_0001.HEIC                     a phone photo (any picture too)
                                                       -> IMG_0001_fast_x2.jpg
   python upscale.py clips/ --output-dir big/          every video and picture directly
@@ -5520,16 +5574,20 @@ def build_parser():
                         help="folder for outputs (created if missing); default: beside "
                              "each input")
     parser.add_argument("--format", choices=list(CONTAINERS), default="",
-                        help="output container (default: from -o's extension, else mp4)")
-    parser.add_argument("--codec", choices=list(CODECS), default=DEFAULT_CODEC,
+                        help="output container (default: from -o's extension, else the "
+                             "codec's: mp4, webm for vp9, mkv for ffv1)")
+    parser.add_argument("--codec", choices=list(CODECS), default=None,
                         help="video codec of the output: " + "; ".join(
                             f"{c.name}: {c.about}" for c in CODECS.values())
-                        + " (default: " + DEFAULT_CODEC + ")")
+                        + f" (default: {DEFAULT_CODEC}; vp9 for a .webm output)")
+    tuned = [c for c in CODECS.values() if c.tuned]
     parser.add_argument("--crf", type=int, default=None,
-                        help=f"quality for h264/h265, lower is better (default: {DEFAULT_CRF})")
+                        help="quality for " + "/".join(c.name for c in tuned) + ", on the "
+                             "encoder's own scale, lower is better (default: " + ", ".join(
+                                 f"{c.crf} for {c.name}" for c in tuned) + ")")
     parser.add_argument("--preset", default=None, choices=X264_PRESETS, metavar="PRESET",
-                        help="x264/x265 speed preset: " + ", ".join(X264_PRESETS)
-                             + f" (default: {DEFAULT_PRESET})")
+                        help="encoding speed, x264's names for every codec above: "
+                             + ", ".join(X264_PRESETS) + f" (default: {DEFAULT_PRESET})")
     parser.add_argument("--tile", type=tile_arg, default=None, metavar="SIZE",
                         help="run the network on tiles of SIZE input pixels (overlapping, "
                              "seamless) to bound memory; 0 never tiles (default: auto: "
@@ -5646,14 +5704,6 @@ def settings_from_args(args):
         raise UsageError("-o/--output takes one input; use --output-dir for several")
     if args.output and args.output_dir:
         raise UsageError("use either -o/--output or --output-dir, not both")
-    if not CODECS[args.codec].tuned:
-        given = "--crf" if args.crf is not None else "--preset" if args.preset else ""
-        if given:
-            raise UsageError(f"{given} applies to --codec h264 or h265; the {args.codec} "
-                             f"output has no such setting")
-    crf = DEFAULT_CRF if args.crf is None else args.crf
-    if not 0 <= crf <= 51:
-        raise UsageError(f"--crf must be between 0 and 51, not {crf}")
     if output and (args.output.endswith(("/", os.sep)) or output.is_dir()):
         raise UsageError(f"-o {args.output} is a folder; -o names the output file, "
                          f"--output-dir {output} puts outputs in a folder")
@@ -5665,19 +5715,28 @@ def settings_from_args(args):
             raise UsageError(f"output {output} must end in {', '.join(known[:-1])} or "
                              f"{known[-1]} (or give --format)")
         fmt = container.name
-    codec = CODECS[args.codec]
+    codec = CODECS[args.codec or default_codec(fmt)]
     if fmt and codec not in [CODECS[c] for c in CONTAINERS[fmt].codecs or CODECS]:
         fits = containers_for(codec)
         raise UsageError(f"--codec {codec.name} cannot go into {fmt.upper()}: give an "
                          f"{fits[0].extensions[0]} output name or --format {fits[0].name}")
+    if not codec.tuned:
+        given = "--crf" if args.crf is not None else "--preset" if args.preset else ""
+        if given:
+            tuned = [c.name for c in CODECS.values() if c.tuned]
+            raise UsageError(f"{given} applies to --codec {', '.join(tuned[:-1])} or "
+                             f"{tuned[-1]}; the {codec.name} output has no such setting")
+    crf = codec.crf if args.crf is None else args.crf
+    if not 0 <= crf <= codec.crf_max:
+        raise UsageError(f"--crf for {codec.name} must be between 0 and {codec.crf_max}, "
+                         f"not {crf} (lower is better; its default is {codec.crf})")
     if args.part and args.frames:
         raise UsageError("--part shares a whole video; a --frames try is one piece, so "
                          "leave one of them out")
     if (args.part or args.segment) and method.kind.whole_files:
         raise UsageError(f"--{'part' if args.part else 'segment'} needs a model or cv2 "
                          "baseline; the ffmpeg baseline scales a video in one piece")
-    return Settings(method=method, size=args.size or SizeRequest(), codec=CODECS[args.codec],
-                    crf=crf,
+    return Settings(method=method, size=args.size or SizeRequest(), codec=codec, crf=crf,
                     preset=args.preset or DEFAULT_PRESET, format=fmt, output=output,
                     output_dir=args.output_dir, overwrite=args.overwrite,
                     model_dir=args.model_dir, tile=args.tile, device=args.device,

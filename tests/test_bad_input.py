@@ -453,7 +453,7 @@ def test_compare_options_without_compare_are_an_error(tmp_path, option):
 @pytest.mark.parametrize("option", [["--crf", "20"], ["--preset", "slow"]])
 def test_encoder_settings_for_a_codec_without_them_are_an_error(tmp_path, option):
     result = run_cli(tmp_path / "clip.mp4", "--codec", "mp4v", *option)
-    assert_one_clear_error(result, 2, option[0], "h264")
+    assert_one_clear_error(result, 2, option[0], "h264", "av1")
 
 
 def test_misspelt_preset_is_refused_before_any_frame(ffmpeg, tmp_path):

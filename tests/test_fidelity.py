@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import cli_env, make_clip, packet_times, probe, run_cli, video_size
+from conftest import (cli_env, decoded_frame_count, make_clip, packet_times, probe,
+                      run_cli, video_size)
 
 
 def test_variable_frame_rate_keeps_every_frame_time(ffmpeg, tmp_path):
@@ -27,6 +28,7 @@ def test_variable_frame_rate_keeps_every_frame_time(ffmpeg, tmp_path):
 
 
 @pytest.mark.parametrize("codec,ext", [("mp4v", "mp4"), ("h264", "mp4"), ("h265", "mp4"),
+                                       ("av1", "mp4"), ("av1", "webm"), ("vp9", "webm"),
                                        ("ffv1", "mkv")])
 def test_phone_style_variable_frame_rate_keeps_every_time_in_every_codec(ffmpeg, tmp_path,
                                                                          codec, ext):
@@ -107,6 +109,45 @@ def test_mp4_output_turns_text_subtitles_into_mov_text(ffmpeg, multitrack, tmp_p
     subs = info.of_kind("subtitle")
     assert [(s.codec, s.language) for s in subs] == [("mov_text", "ger")]
     assert [a.language for a in info.of_kind("audio")] == ["eng", "fra"]
+
+
+def test_webm_output_keeps_opus_audio_subtitles_as_webvtt_and_chapters(ffmpeg, multitrack,
+                                                                       tmp_path):
+    out = tmp_path / "out.webm"
+    result = run_cli(multitrack, "--scale", "2", "-o", out)
+    assert result.returncode == 0, result.stderr
+    info = probe(ffmpeg, out)
+    assert [(s.kind, s.codec, s.language) for s in info.streams] == [
+        ("video", "vp9", ""), ("audio", "opus", "eng"), ("audio", "opus", "fra"),
+        ("subtitle", "webvtt", "ger")]
+    assert chapter_titles(ffmpeg, out)[:2] == ["One", "Two"]
+    assert "re-encoded" not in result.stderr
+
+
+def test_webm_output_turns_other_audio_into_opus_and_says_so(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.5)      # AAC sound
+    result = run_cli(src, "--scale", "2", "--format", "webm")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "clip_fast_x2.webm"
+    assert [(s.kind, s.codec) for s in probe(ffmpeg, out).streams] == [
+        ("video", "vp9"), ("audio", "opus")]
+    assert "re-encoded to Opus" in result.stderr
+    assert out.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"      # EBML magic
+    assert decoded_frame_count(ffmpeg, out) == decoded_frame_count(ffmpeg, src)
+
+
+@pytest.mark.parametrize("codec,name", [("av1", "clip_fast_x2.mp4"),
+                                        ("vp9", "clip_fast_x2.webm")])
+def test_av1_and_vp9_outputs_are_what_browsers_play(ffmpeg, tmp_path, codec, name):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.5)
+    result = run_cli(src, "--scale", "2", "--codec", codec)
+    assert result.returncode == 0, result.stderr
+    video = probe(ffmpeg, tmp_path / name).video[0]
+    assert (video.codec, video.pix_fmt, video.width, video.height) == (codec, "yuv420p", 128, 96)
+    report = subprocess.run([ffmpeg, "-hide_banner", "-i", str(tmp_path / name)],
+                            capture_output=True, text=True).stderr
+    assert "libx264" not in report              # the source's encoder is not named as its
+    assert decoded_frame_count(ffmpeg, tmp_path / name) == decoded_frame_count(ffmpeg, src)
 
 
 def test_h264_output_is_browser_playable(ffmpeg, tmp_path):
@@ -217,7 +258,7 @@ def flat_clip(ffmpeg, path, rgb, matrix, full_range):
                f"{'pc' if full_range else 'tv'}"))
 
 
-@pytest.mark.parametrize("codec", ["h264", "h265", "ffv1"])
+@pytest.mark.parametrize("codec", ["h264", "h265", "av1", "vp9", "ffv1"])
 @pytest.mark.parametrize("matrix,full_range", [("bt601", False), ("bt709", False),
                                                ("bt601", True), ("bt709", True)])
 @pytest.mark.parametrize("rgb", [(128, 128, 128), (64, 64, 64), (200, 200, 200)])
@@ -235,11 +276,12 @@ def test_greys_keep_their_level_within_half_a_level(ffmpeg, tmp_path, codec, mat
     assert np.abs(after - before).max() <= 0.5, (before, after)
 
 
-def test_reencoded_output_keeps_the_source_tags(ffmpeg, tmp_path):
+@pytest.mark.parametrize("codec,ext", [("h264", "mp4"), ("av1", "mp4"), ("vp9", "webm")])
+def test_reencoded_output_keeps_the_source_tags(ffmpeg, tmp_path, codec, ext):
     src = make_clip(ffmpeg, tmp_path / "hd.mp4", seconds=0.3,
                     extra=COLOUR_SOURCES["bt709-full"])
-    assert run_cli(src, "--scale", "2", "--codec", "h264").returncode == 0
-    color = probe(ffmpeg, tmp_path / "hd_fast_x2.mp4").video[0].color
+    assert run_cli(src, "--scale", "2", "--codec", codec).returncode == 0
+    color = probe(ffmpeg, tmp_path / f"hd_fast_x2.{ext}").video[0].color
     assert (color.get("space"), color.get("primaries"), color.get("range")) == \
         ("bt709", "bt709", "pc")
 
@@ -526,7 +568,7 @@ def test_frames_repeating_the_one_before_are_upscaled_once_and_written_each_time
     assert not output.read()[0]
 
 
-@pytest.mark.parametrize("codec", ["ffv1", "h264", "mp4v"])
+@pytest.mark.parametrize("codec", ["ffv1", "h264", "mp4v", "av1", "vp9"])
 def test_uneven_frame_gaps_off_any_millisecond_grid_are_kept_by_every_codec(
         ffmpeg, tmp_path, codec):
     # 25 frames 0.08-0.10 s apart, each a few ticks of 1/90000 off the millisecond grid (as a
@@ -542,7 +584,7 @@ def test_uneven_frame_gaps_off_any_millisecond_grid_are_kept_by_every_codec(
     upscale.rewrite_mp4_timing(src, times, 90)
     result = run_cli(src, "--model", "cubic", "--scale", "2", "--codec", codec)
     assert result.returncode == 0, result.stderr
-    out = tmp_path / f"uneven_cubic_x2.{'mkv' if codec == 'ffv1' else 'mp4'}"
+    out = tmp_path / f"uneven_cubic_x2.{upscale.CODECS[codec].container}"
     kept = sorted(packet_times(ffmpeg, out))
     assert len(kept) == 25
     assert max(abs(float(k) * 1000 - t) for k, t in zip(kept, times)) <= 1.0

@@ -36,7 +36,7 @@ def test_probe_reads_matroska_stream_end_times_and_subtitles(version):
     assert [(s.kind, s.codec, s.end) for s in info.streams] == [
         ("video", "h264", 2.002), ("subtitle", "subrip", 1.0), ("audio", "opus", 3.008)]
     assert info.streams[1].language == "eng"
-    assert "ENCODER" in info.tags and "DURATION" not in info.tags     # a stream's, not ours
+    assert "encoder" in info.tags and "duration" not in info.tags     # a stream's, not ours
 
 
 @pytest.mark.parametrize("rest,size", [
@@ -133,6 +133,66 @@ def test_lossless_ffv1_goes_to_matroska_by_default():
     assert upscale.default_extension(settings(codec=upscale.CODECS["ffv1"])) == ".mkv"
     assert upscale.default_extension(settings()) == ".mp4"
     assert upscale.default_extension(settings(format="mov")) == ".mov"
+    assert upscale.default_extension(settings(codec=upscale.CODECS["vp9"])) == ".webm"
+    assert upscale.default_extension(settings(codec=upscale.CODECS["av1"])) == ".mp4"
+
+
+@pytest.mark.parametrize("fmt,codec", [("", "h264"), ("mp4", "h264"), ("mkv", "h264"),
+                                       ("mov", "h264"), ("webm", "vp9")])
+def test_the_codec_not_asked_for_is_h264_unless_the_container_cannot_hold_it(fmt, codec):
+    assert upscale.default_codec(fmt) == codec
+
+
+@pytest.mark.parametrize("codec,preset,speed", [
+    ("h264", "superfast", ["-preset", "superfast"]), ("h265", "slow", ["-preset", "slow"]),
+    ("av1", "ultrafast", ["-preset", "12"]), ("av1", "superfast", ["-preset", "11"]),
+    ("av1", "placebo", ["-preset", "0"]),
+    ("vp9", "superfast", ["-deadline", "realtime", "-cpu-used", "7"]),
+    ("vp9", "medium", ["-deadline", "good", "-cpu-used", "4"])])
+def test_each_encoder_gets_its_own_options_for_a_crf_and_x264s_preset_names(codec, preset,
+                                                                            speed):
+    args = upscale.CODECS[codec].encoder_args(30, preset)
+    assert args[:len(upscale.CODECS[codec].ffmpeg_args)] == list(upscale.CODECS[codec].ffmpeg_args)
+    assert args[args.index("-crf") + 1] == "30" and args[-len(speed):] == speed
+
+
+def test_every_piped_encoder_has_a_speed_for_every_preset_and_its_own_crf_scale():
+    for codec in upscale.CODECS.values():
+        if codec.piped and codec.speeds is not None:
+            assert len(codec.speeds) == len(upscale.X264_PRESETS), codec.name
+        if codec.piped:
+            assert 0 < codec.crf <= codec.crf_max, codec.name
+
+
+def parsed_settings(*argv):
+    return upscale.settings_from_args(upscale.build_parser().parse_args(["in.mp4", *argv]))
+
+
+def test_a_webm_output_is_vp9_at_its_own_default_crf():
+    made = parsed_settings("-o", "out.webm")
+    assert (made.codec.name, made.format, made.crf) == ("vp9", "webm", upscale.CODECS["vp9"].crf)
+    assert parsed_settings("--codec", "av1", "-o", "out.webm").codec.name == "av1"
+    assert parsed_settings().crf == 18 and parsed_settings("--codec", "av1").crf == 20
+
+
+@pytest.mark.parametrize("argv,allowed", [(("--crf", "52"), False),
+                                          (("--codec", "av1", "--crf", "40"), True),
+                                          (("--codec", "vp9", "--crf", "63"), True),
+                                          (("--codec", "av1", "--crf", "64"), False)])
+def test_the_crf_range_is_the_codecs_own(argv, allowed):
+    if allowed:
+        assert parsed_settings(*argv).crf == int(argv[-1])
+    else:
+        with pytest.raises(upscale.UsageError, match="--crf for"):
+            parsed_settings(*argv)
+
+
+@pytest.mark.parametrize("argv", [("--codec", "h264", "-o", "out.webm"),
+                                  ("--codec", "av1", "-o", "out.mov"),
+                                  ("--codec", "vp9", "--format", "mov")])
+def test_a_codec_the_container_cannot_hold_is_refused_naming_one_that_can(argv):
+    with pytest.raises(upscale.UsageError, match="cannot go into .*give an .mp4"):
+        parsed_settings(*argv)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -221,6 +281,17 @@ def test_stream_plan_copies_what_the_container_carries_and_says_what_it_cannot()
     assert args[args.index("-c:s:0") + 1] == "mov_text"                # text: converted
     assert "1:4" not in args                                          # pictures: dropped
     assert len(notes) == 2 and "AAC" in notes[0] and "dropped" in notes[1]
+
+
+def test_stream_plan_into_webm_makes_other_audio_opus_and_text_subtitles_webvtt():
+    info = probe_of(stream("video", 0, "h264"), stream("audio", 1, "aac"),
+                    stream("audio", 2, "vorbis"), stream("subtitle", 3, "subrip"),
+                    stream("subtitle", 4, "dvd_subtitle"), stream("attachment", 5, "ttf"))
+    args, notes = upscale.stream_plan(info, upscale.CONTAINERS["webm"])
+    assert args[args.index("-c:a:0") + 1] == "libopus"
+    assert args[args.index("-c:a:1") + 1] == "copy"
+    assert args[args.index("-c:s:0") + 1] == "webvtt" and "1:4" not in args and "1:t" not in args
+    assert len(notes) == 2 and "Opus" in notes[0] and "dropped" in notes[1]
 
 
 def test_stream_plan_into_matroska_keeps_everything_as_it_is():
