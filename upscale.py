@@ -332,20 +332,20 @@ class Codec:
         return [*self.ffmpeg_args, "-crf", str(crf), *speed]
 
 
-# No B-frames anywhere: the frames' own times are written into the MP4's sample table after
-# the encode (rewrite_mp4_timing), which needs decode order to be presentation order. (AV1
-# and VP9 keep it whatever they reorder: a frame coded ahead travels hidden inside the packet
-# of the frame shown at its time.)
+# The frames' own times are written into the MP4's sample table after the encode
+# (rewrite_mp4_timing), B-frames' (x264's 3, x265's 4) with their composition offsets: at
+# the same PSNR they made the sample 10% smaller (README, "Default codec"). AV1 and VP9 need
+# none: a frame coded ahead travels hidden inside the packet of the frame shown at its time.
 CODECS = {c.name: c for c in (
     Codec("mp4v", "mp4v", (), "MPEG-4 Part 2 straight from OpenCV's writer (browsers and "
           "phones may refuse to play it)", "VideoWriter mp4v"),
-    Codec("h264", "", ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "0"),
+    Codec("h264", "", ("-c:v", "libx264", "-pix_fmt", "yuv420p"),
           "H.264, plays everywhere including browsers", "x264"),
-    Codec("h265", "", ("-c:v", "libx265", "-pix_fmt", "yuv420p", "-bf", "0", "-tag:v", "hvc1",
+    Codec("h265", "", ("-c:v", "libx265", "-pix_fmt", "yuv420p", "-tag:v", "hvc1",
                        "-x265-params", "log-level=error"),
           "H.265/HEVC, smaller files", "x265"),
-    # SVT-AV1 at CRF 20 kept what x264 at CRF 18 keeps (within 0.13 dB) in a fifth to four
-    # fifths of its bytes, as fast on 2 cores (README, "Default codec"). Presets 13 to 0.
+    # SVT-AV1 at CRF 20 kept what x264 at CRF 18 keeps (within 0.25 dB) in a sixth to all
+    # of its bytes, as fast on 2 cores (README, "Default codec"). Presets 13 to 0.
     Codec("av1", "", ("-c:v", "libsvtav1", "-pix_fmt", "yuv420p"),
           "AV1 (SVT-AV1): smaller than H.264 at its quality, as fast; plays in current "
           "browsers and phones", "SVT-AV1", crf=20, crf_max=63,
@@ -2342,7 +2342,9 @@ SEGMENT_WORK_SECONDS = 60.0   # one segment's expected work: at most this is los
 SEGMENT_MIN_SECONDS = 2.0     # of video; each segment costs a new encoder and a seek
 SEGMENT_MAX_SECONDS = 600.0
 SEEK_MARGIN_MS = 1000.0       # first seek this far before a segment; further if not enough
-WORK_VERSION = 1              # of the work folder's layout and of what its segments hold
+# Of the work folder's layout and of what its segments hold. 2: H.264 and H.265 with
+# B-frames (joined to 1's, the first segment's parameter sets would not fit the rest).
+WORK_VERSION = 2
 IDENTITY_BYTES = 1 << 20      # of a source's head and of its tail, hashed to recognise it
 WORK_SUFFIX = ".upscale-work"
 # Containers whose timestamps may restart mid-file (MPEG-TS and PS, files joined with cat)
@@ -2507,7 +2509,7 @@ class WorkFolder:
                 why = "the settings changed (" + "; ".join(settings_differences(
                     have.get("settings", ""), fingerprint)) + ")"
             else:
-                why = "the work folder's layout changed"
+                why = "another version of upscale.py made its segments"
             for entry in [*self.path.glob("seg-*"), self.joined]:
                 entry.unlink(missing_ok=True)
         self.write(self.manifest, json.dumps(wanted, indent=1))
@@ -2690,11 +2692,57 @@ def top_level_boxes(f):
     return boxes
 
 
+def table_entries(full_box, row):
+    """The rows of a counted table box (stts, ctts), unpacked with the struct format row."""
+    count = struct.unpack_from(">I", full_box, 4)[0]
+    return list(struct.iter_unpack(row, full_box[8:8 + count * struct.calcsize(row)]))
+
+
+def presentation_places(stbl):
+    """Each sample's place in presentation order, samples in decode order: 0, 1, 2 ... unless
+    the encoder reordered them (B-frames), as the composition offsets (ctts) say."""
+    deltas = [d for n, d in table_entries(find_box(stbl, b"stts"), ">II") for _ in range(n)]
+    ctts = find_box(stbl, b"ctts")
+    if ctts is None:
+        return list(range(len(deltas)))
+    offsets = [o for n, o in table_entries(ctts, ">Ii" if ctts[0] == 1 else ">II")
+               for _ in range(n)]
+    if len(offsets) != len(deltas):
+        raise UpscaleError("the temporary video's sample table is inconsistent (ctts)")
+    shown = [d + o for d, o in zip(itertools.accumulate([0] + deltas[:-1]), offsets)]
+    places = [0] * len(shown)
+    for place, sample in enumerate(sorted(range(len(shown)), key=shown.__getitem__)):
+        places[sample] = place
+    return places
+
+
+def reordered_timing(starts, places):
+    """(ctts payload, delay): non-negative composition offsets that show sample k (in decode
+    order, decoded at starts[k]) at starts[places[k]] + delay, and the delay, which an edit
+    list skips so that the first frame is shown at 0 (as ffmpeg writes B-frames)."""
+    offsets = [starts[p] - starts[k] for k, p in enumerate(places)]
+    delay = -min(offsets)
+    runs = run_length([o + delay for o in offsets])
+    ctts = struct.pack(">4sI", b"\0\0\0\0", len(runs)) + b"".join(
+        struct.pack(">II", n, o) for n, o in runs)
+    return ctts, delay
+
+
+def edit_list(movie_ticks, media_start):
+    """An edts box showing the media from media_start (media ticks) for movie_ticks."""
+    if movie_ticks > 0xFFFFFFFF or media_start > 0x7FFFFFFF:
+        elst = struct.pack(">B3xIQqhh", 1, 1, movie_ticks, media_start, 1, 0)
+    else:
+        elst = struct.pack(">B3xIIihh", 0, 1, movie_ticks, media_start, 1, 0)
+    return [(b"elst", elst)]
+
+
 def rewrite_mp4_timing(path, times_ms, last_interval_ms, fps=0.0):
     """Give the single video track of an MP4 (moov after mdat, as VideoWriter writes it)
     the frame times times_ms, in place; on the grid of the source's nominal rate fps where
-    they lie on it (rate_grid). Only the moov box is read: memory stays small however long
-    the video."""
+    they lie on it (rate_grid). Frames the encoder reordered (B-frames) keep their places:
+    the i-th frame shown is shown at times_ms[i]. Only the moov box is read: memory stays
+    small however long the video."""
     with open(path, "rb") as f:
         boxes = top_level_boxes(f)
         last = boxes[-1] if boxes else None
@@ -2720,8 +2768,19 @@ def rewrite_mp4_timing(path, times_ms, last_interval_ms, fps=0.0):
         struct.pack(">II", n, d) for n, d in runs)
     track_ticks = sum(deltas)
     trak = [(k, b) for k, b in moov if k == b"trak"][0][1]
+    stbl = find_box(trak, b"mdia", b"minf", b"stbl")
+    places = presentation_places(stbl)
+    if len(places) != len(times_ms):
+        raise UpscaleError(f"the temporary video holds {len(places)} frames, not the "
+                           f"{len(times_ms)} written")
+    # Decoded at the times shown in order, each sample is then shown at its own place's.
+    ctts, delay = reordered_timing(list(itertools.accumulate([0] + deltas[:-1])), places)
     trak[:] = [(k, b) for k, b in trak if k != b"edts"]   # no edit list: starts at 0
     replace_box(trak, (b"mdia", b"minf", b"stbl", b"stts"), stts)
+    if delay:
+        replace_box(trak, (b"mdia", b"minf", b"stbl", b"ctts"), ctts)
+    else:
+        stbl[:] = [(k, b) for k, b in stbl if k != b"ctts"]
     mdhd = bytearray(find_box(trak, b"mdia", b"mdhd"))
     struct.pack_into(">I", mdhd, 20 if mdhd[0] == 1 else 12, timescale)
     replace_box(trak, (b"mdia", b"mdhd"), set_duration(mdhd, track_ticks, 16, 24))
@@ -2730,6 +2789,9 @@ def rewrite_mp4_timing(path, times_ms, last_interval_ms, fps=0.0):
     movie_ticks = round(track_ticks * movie_scale / timescale)
     replace_box(moov, (b"mvhd",), set_duration(mvhd, movie_ticks, 16, 24))
     replace_box(trak, (b"tkhd",), set_duration(find_box(trak, b"tkhd"), movie_ticks, 20, 28))
+    if delay:
+        at = next(i for i, (k, _) in enumerate(trak) if k == b"tkhd") + 1
+        trak.insert(at, (b"edts", edit_list(movie_ticks, delay)))
     with open(path, "r+b") as f:
         f.truncate(moov_start)
         f.seek(moov_start)

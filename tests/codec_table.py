@@ -5,10 +5,11 @@ lossless FFV1; that picture is then encoded by each codec's encoder as upscale.p
 (Codec.encoder_args, at the codec's default CRF and the default preset unless given), one
 encoder at a time, each on its own; prints the output's size, its PSNR against the lossless
 frames (ffmpeg's psnr filter, luma and chroma), the encoder's CPU seconds (including decoding
-the lossless input) and its peak memory.
+the lossless input) and its peak memory. --no-b-frames also encodes each x264 and x265 row
+without B-frames (as upscale.py did before they were kept), for a side-by-side comparison.
 
     python tests/codec_table.py [--codecs h264 av1 ...] [--crfs h264=20 av1=30 ...]
-        [--presets superfast medium] [--pan PHOTO]
+        [--presets superfast medium] [--pan PHOTO] [--no-b-frames]
 """
 import argparse
 import os
@@ -57,15 +58,20 @@ def child_usage(command):
     return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def measure(ffmpeg, lossless, codec, crf, preset, folder):
+REORDERING_ENCODERS = ("h264", "h265")     # B-frames by default; "-bf 0" turns them off
+
+
+def measure(ffmpeg, lossless, codec, crf, preset, folder, b_frames=True):
     """A dict of one encode's figures."""
     out = Path(folder) / f"{codec.name}.mkv"
+    no_b = () if b_frames else ("-bf", "0")
     cpu, peak = child_usage([ffmpeg, "-v", "error", "-y", "-i", str(lossless), "-map", "0:v",
-                             *codec.encoder_args(crf, preset), str(out)])
+                             *codec.encoder_args(crf, preset), *no_b, str(out)])
     report = subprocess.run([ffmpeg, "-hide_banner", "-i", str(out), "-i", str(lossless),
                              "-lavfi", "[1:v]format=yuv420p[ref];[0:v][ref]psnr", "-f",
                              "null", "-"], capture_output=True, text=True).stderr
-    return {"codec": codec.name, "crf": crf, "preset": preset, "bytes": out.stat().st_size,
+    return {"codec": codec.name, "crf": crf, "preset": preset, "b_frames": b_frames,
+            "bytes": out.stat().st_size,
             "psnr": float(PSNR_RE.search(report).group(1)), "cpu": cpu, "peak_mb": peak}
 
 
@@ -74,7 +80,8 @@ def print_table(rows, what, out=sys.stdout):
     print("| encoder | size | PSNR dB | CPU s | peak memory |", file=out)
     print("|---|---|---|---|---|", file=out)
     for r in rows:
-        print(f"| {upscale.CODECS[r['codec']].encoder} {r['preset']} CRF {r['crf']} | "
+        label = "" if r["b_frames"] else ", no B-frames"
+        print(f"| {upscale.CODECS[r['codec']].encoder} {r['preset']} CRF {r['crf']}{label} | "
               f"{r['bytes'] / 1e6:.2f} MB | {r['psnr']:.2f} | {r['cpu']:.2f} | "
               f"{r['peak_mb']:.0f} MB |", file=out)
 
@@ -90,6 +97,8 @@ def main():
     parser.add_argument("--pan", type=Path, metavar="PHOTO",
                         help="encode a pan over this photo, upscaled x2 by fast, instead of "
                              "the sample")
+    parser.add_argument("--no-b-frames", action="store_true",
+                        help="also encode each x264 and x265 row without B-frames")
     args = parser.parse_args()
     extra = {}
     for item in args.crfs:
@@ -104,8 +113,10 @@ def main():
         lossless = lossless_upscale(source, model, scale, tmp)
         video = upscale.probe(ffmpeg, lossless).video[0]
         what = f"{source.name} upscaled x{scale} by {model} to {video.width}x{video.height}"
-        rows = [measure(ffmpeg, lossless, upscale.CODECS[name], crf, preset, tmp)
+        rows = [measure(ffmpeg, lossless, upscale.CODECS[name], crf, preset, tmp, b_frames)
                 for name in args.codecs
+                for b_frames in ([True, False] if args.no_b_frames and
+                                 name in REORDERING_ENCODERS else [True])
                 for crf in [upscale.CODECS[name].crf] + extra.get(name, [])
                 for preset in args.presets]
     print_table(rows, what)

@@ -1,4 +1,5 @@
 """Everything but the pixel count comes through: timing, streams, metadata, codecs."""
+import re
 import shutil
 import subprocess
 from fractions import Fraction
@@ -11,6 +12,16 @@ import pytest
 import upscale
 from conftest import (cli_env, decoded_frame_count, make_clip, packet_times, probe,
                       run_cli, video_size)
+
+
+def every_ffmpeg_here():
+    """The ffmpeg the tool finds and, where it differs, the first on PATH (often an older
+    one, such as Debian 12's 5.1), which a user may point UPSCALE_FFMPEG at."""
+    found = [upscale.find_ffmpeg()]
+    on_path = shutil.which("ffmpeg")
+    if on_path and Path(on_path).resolve() != Path(found[0]).resolve():
+        found.append(on_path)
+    return found
 
 
 def test_variable_frame_rate_keeps_every_frame_time(ffmpeg, tmp_path):
@@ -42,6 +53,77 @@ def test_phone_style_variable_frame_rate_keeps_every_time_in_every_codec(ffmpeg,
     before, after = packet_times(ffmpeg, src), packet_times(ffmpeg, out)
     assert len(after) == len(before) == 90
     assert max(abs(a - b) for a, b in zip(before, after)) <= Fraction(1, 1000)
+
+
+def shown_frames(ffmpeg, path):
+    """(presentation time in s, as the file says, not moved to start at 0; mean luma) of
+    each frame ffmpeg decodes, in the order shown. (A file, not the log: showinfo writes a
+    frame's line in pieces, which other threads' messages can land between.)"""
+    stats = Path(path).with_suffix(".stats.txt")
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-copyts", "-i", str(path),
+                    "-map", "0:v:0", "-fps_mode", "passthrough", "-vf",
+                    f"signalstats,metadata=print:key=lavfi.signalstats.YAVG:file={stats.name}",
+                    "-f", "null", "-"], check=True, cwd=stats.parent)
+    text = stats.read_text()
+    return [(float(t), float(y)) for t, y in re.findall(
+        r"pts_time:(\S+)\s+lavfi\.signalstats\.YAVG=(\S+)", text)]
+
+
+def b_frame_count(ffmpeg, path):
+    """How many of a video's frames are coded as B-frames (showinfo's "type:B")."""
+    log = subprocess.run([ffmpeg, "-hide_banner", "-nostats", "-nostdin", "-i", str(path),
+                          "-map", "0:v:0", "-vf", "showinfo", "-f", "null", "-"],
+                         capture_output=True, text=True, check=True).stderr
+    return len(re.findall(r"type:B\b", log))
+
+
+def rising_vfr_clip(ffmpeg, path, frames=60):
+    """frames frames, each one brighter than the one before (detail on top, so that x264
+    predicts across them), 1/30 s apart for the first half, then 1/10 s: its frame times."""
+    half = frames // 2
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=30,"
+                    "format=gray,geq=lum='30+3*N+lum(X,Y)/8',format=yuv420p",
+                    "-frames:v", str(frames), "-vf",
+                    f"setpts='if(lt(N,{half}),N/30,{half}/30+(N-{half})/10)/TB'",
+                    "-fps_mode", "vfr", "-c:v", "libx264", "-qp", "0", str(path)], check=True)
+    return [t for t, _ in shown_frames(ffmpeg, path)]
+
+
+@pytest.mark.parametrize("tool_ffmpeg", every_ffmpeg_here())
+@pytest.mark.parametrize("codec", ["h264", "h265"])
+def test_b_frames_are_shown_in_order_each_at_its_own_time(ffmpeg, tmp_path, codec,
+                                                          tool_ffmpeg):
+    # x264 and x265 code some frames ahead of those shown before them; across segment joins
+    # too, each must still be shown at its own source time and in its place.
+    src = tmp_path / "rising.mkv"
+    times = rising_vfr_clip(ffmpeg, src)
+    out = tmp_path / "rising_out.mp4"
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--codec", codec,
+                     "--segment", "1", "-o", out, env=cli_env(UPSCALE_FFMPEG=str(tool_ffmpeg)))
+    assert result.returncode == 0, result.stderr
+    assert b_frame_count(ffmpeg, out) >= 10
+    shown = shown_frames(ffmpeg, out)
+    assert len(shown) == len(times) == 60
+    assert max(abs(t - s) for (t, _), s in zip(shown, times)) <= 0.0005
+    levels = [level for _, level in shown]
+    assert all(b > a for a, b in zip(levels, levels[1:])), levels
+
+
+def test_rewriting_the_timing_keeps_b_frames_in_their_places(ffmpeg, tmp_path):
+    path = tmp_path / "b.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc2=s=96x64:r=10,format=gray,geq=lum='30+4*N+lum(X,Y)/8'",
+                    "-frames:v", "30", "-c:v", "libx264", "-bf", "3", "-pix_fmt", "yuv420p",
+                    str(path)], check=True)
+    times = [0.0]
+    for i in range(29):
+        times.append(times[-1] + (40, 100, 70)[i % 3])
+    upscale.rewrite_mp4_timing(path, times, 70)
+    assert b_frame_count(ffmpeg, path) >= 10
+    shown = shown_frames(ffmpeg, path)
+    assert [round(t * 1000) for t, _ in shown] == [round(t) for t in times]
+    levels = [level for _, level in shown]
+    assert all(b > a for a, b in zip(levels, levels[1:])), levels
 
 
 def test_ntsc_rate_stays_exact(ffmpeg, tmp_path):
@@ -167,16 +249,6 @@ def test_ffv1_output_is_lossless_matroska(ffmpeg, tmp_path):
     out = tmp_path / "clip_fast_x2.mkv"
     assert probe(ffmpeg, out).video[0].codec == "ffv1"
     assert out.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"      # EBML magic: Matroska
-
-
-def every_ffmpeg_here():
-    """The ffmpeg the tool finds and, where it differs, the first on PATH (often an older
-    one, such as Debian 12's 5.1), which a user may point UPSCALE_FFMPEG at."""
-    found = [upscale.find_ffmpeg()]
-    on_path = shutil.which("ffmpeg")
-    if on_path and Path(on_path).resolve() != Path(found[0]).resolve():
-        found.append(on_path)
-    return found
 
 
 @pytest.mark.parametrize("tool_ffmpeg", every_ffmpeg_here())

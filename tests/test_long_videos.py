@@ -198,6 +198,23 @@ def test_changed_settings_never_reuse_old_segments(ffmpeg, tmp_path, long_clip):
     assert "crf=30" in made
 
 
+def test_segments_another_version_made_are_never_reused(ffmpeg, tmp_path, long_clip):
+    # A version's segments may be coded differently (1's had no B-frames): joined to another
+    # version's, they would share the first one's parameter sets and decode wrongly.
+    src = fresh_copy(long_clip[0], tmp_path)
+    result = run_cli(src, *SEGMENT_OPTIONS, "--part", "1/2")
+    assert result.returncode == 0, result.stderr
+    manifest = work_folders(tmp_path)[0] / "manifest.json"
+    kept = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**kept, "version": upscale.WORK_VERSION - 1}))
+    result = run_cli(src, *SEGMENT_OPTIONS)
+    assert result.returncode == 0, result.stderr
+    assert "another version of upscale.py made its segments since the interrupted run" \
+        in result.stderr
+    assert "resuming" not in result.stderr
+    assert same_output(ffmpeg, tmp_path / "film_fast_x4.mp4", long_clip[1])
+
+
 # --- one video over many processes: --part K/N -----------------------------------------
 
 def test_parts_in_any_order_some_twice_at_once_then_a_plain_run_equal_a_single_run(
