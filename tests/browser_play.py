@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import SCRIPT, cli_env  # noqa: E402
+from test_fidelity import rising_vfr_clip  # noqa: E402
 
 import upscale  # noqa: E402
 
 FRAMES = 60
-SOURCE_TIMES_MS = [n * 1000 / 30 if n < 30 else 1000 + (n - 30) * 100 for n in range(FRAMES)]
 
 PAGE = """<html><body><video id="v" muted playsinline></video><canvas id="c"></canvas><script>
 const v = document.getElementById('v'), c = document.getElementById('c');
@@ -49,14 +49,6 @@ v.src = location.search.slice(1);
 v.playbackRate = 0.25;       // slow: a busy machine drops fewer frames
 v.play().catch(e => report('error', String(e)));
 </script></body></html>"""
-
-
-def rising_clip(ffmpeg, path):
-    """The source: FRAMES frames at SOURCE_TIMES_MS, each brighter than the one before."""
-    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=30,"
-                    "format=gray,geq=lum='30+3*N+lum(X,Y)/8',format=yuv420p", "-frames:v",
-                    str(FRAMES), "-vf", "setpts='if(lt(N,30),N/30,1+(N-30)/10)/TB'",
-                    "-fps_mode", "vfr", "-c:v", "libx264", "-qp", "0", str(path)], check=True)
 
 
 def serve(folder, reports):
@@ -108,16 +100,16 @@ def play(browser, url, profile, reports, seconds=30):
         proc.wait()
 
 
-def verdict(shown):
+def verdict(shown, source_ms):
     """(frames shown, whether each was brighter than the one before, largest ms between a
-    frame's shown time and the nearest source frame time, source times in ms not shown). A
+    frame's shown time and the nearest of source_ms, source times in ms not shown). A
     browser may skip a frame when the machine is busy; the frames it shows must still be in
     order, each at its time."""
     levels = [level for _, level in shown]
     in_order = all(b > a for a, b in zip(levels, levels[1:]))
-    worst = max((min(abs(t - s) for s in SOURCE_TIMES_MS) for t, _ in shown),
+    worst = max((min(abs(t - s) for s in source_ms) for t, _ in shown),
                 default=float("inf"))
-    missing = [round(s) for s in SOURCE_TIMES_MS if min(abs(t - s) for t, _ in shown) > 1]
+    missing = [round(s) for s in source_ms if min(abs(t - s) for t, _ in shown) > 1]
     return len(shown), in_order, worst, missing
 
 
@@ -135,7 +127,7 @@ def main():
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        rising_clip(ffmpeg, folder / "rising.mkv")
+        source_ms = [t * 1000 for t in rising_vfr_clip(ffmpeg, folder / "rising.mkv", FRAMES)]
         server = serve(folder, reports)
         print(f"| codec | frames shown (of {FRAMES}) | in order | largest time error | "
               "not shown (ms) |")
@@ -151,7 +143,7 @@ def main():
                 print(f"| {codec} | not played: {data} | | | |")
                 failed = True
                 continue
-            count, in_order, worst, missing = verdict(data)
+            count, in_order, worst, missing = verdict(data, source_ms)
             print(f"| {codec} | {count} | {'yes' if in_order else 'NO'} | {worst:.1f} ms | "
                   f"{' '.join(map(str, missing)) or '-'} |")
             failed |= count < FRAMES * 0.9 or not in_order or worst > 1
