@@ -4136,15 +4136,18 @@ def summary(done, skipped, failures):
         (": " + ", ".join(failures) if failures else "")
 
 
-STOPPING = threading.Event()
+# The stop signals that came, the first of them unwinding the run. A list, not a
+# threading.Event: a signal arriving while the handler runs runs it again inside the first
+# call, which then held the Event's lock, and the run hung for good with its workers going on.
+STOPPING = []
 
 
 def handle_stop(signum, frame):
     """The first stop signal unwinds the run (every cleanup runs); any later one is ignored,
-    so that a second Ctrl-C or SIGTERM cannot cut the cleanup short."""
-    if STOPPING.is_set():
+    so that a second Ctrl-C or SIGTERM cannot cut the cleanup short. Takes no lock."""
+    if STOPPING:
         return
-    STOPPING.set()
+    STOPPING.append(signum)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise Terminated(signum)

@@ -531,6 +531,38 @@ def test_second_signal_during_cleanup_does_not_stop_it(ffmpeg, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
 
 
+# A stop signal that arrives while the handler is running runs the handler again, inside
+# the first call: a burst of them (a closed terminal sends SIGHUP, then the shell SIGTERM)
+# once hung a run for good, its workers going on. A timer fires one every 10 us here, over
+# many stops; the old handler hung within the first few hundred.
+STOP_STORM = """
+import signal, sys
+sys.path.insert(0, sys.argv[1])
+import upscale
+signal.signal(signal.SIGALRM, upscale.handle_stop)
+for _ in range(2000):
+    upscale.STOPPING.clear()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 1e-5, 1e-5)
+        while True:
+            pass
+    except upscale.Terminated:
+        pass
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+print("stopped every time")
+"""
+
+
+def test_stop_signals_arriving_while_one_is_handled_never_hang_the_run():
+    try:
+        done = subprocess.run([sys.executable, "-c", STOP_STORM, str(SCRIPT.parent)],
+                              capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the signal handler hung")
+    assert done.stdout.strip() == "stopped every time", done.stderr
+
+
 def run_temps(folder):
     """Temporary files named after their run (process and host), in folder and in the work
     folders there."""
