@@ -690,11 +690,38 @@ def recorded_settings(ffmpeg, path):
         return None
 
 
+def output_record(settings, job, picture=False):
+    """What an output records of how it was made: the settings' fingerprint and the source's
+    identity, so that a rerun skips only a file made the same way from the same source (not
+    from a source since replaced, nor from photo.bmp when photo.tiff asks for the name)."""
+    return f"{settings.fingerprint(job.plan, picture)} source={source_identity(job.source)}"
+
+
+def record_fields(record):
+    return dict(p.split("=", 1) for p in record.split() if "=" in p)
+
+
 def settings_differences(made, wanted):
-    """`key: made, asked wanted` for each setting that differs."""
-    a, b = (dict(p.split("=", 1) for p in text.split() if "=" in p) for text in (made, wanted))
+    """`key: made, asked wanted` for each setting that differs (the source aside)."""
+    a, b = (record_fields(text) for text in (made, wanted))
     return [f"{k} {a.get(k, '-')}, asked {b.get(k, '-')}" for k in dict.fromkeys([*b, *a])
-            if a.get(k) != b.get(k)]
+            if k != "source" and a.get(k) != b.get(k)]
+
+
+def output_mismatch(made, wanted):
+    """How an existing output recording `made` (None: no record) was made otherwise than
+    this run would make it (`wanted`), as the end of a sentence; "" when it was made the
+    same way. Outputs of versions that recorded no source are judged by their settings."""
+    if not made:
+        return "by something else (it records no upscale.py settings)"
+    differences = settings_differences(made, wanted)
+    if differences:
+        return "with other settings (" + "; ".join(differences) + ")"
+    source = record_fields(made).get("source")
+    if source and source != record_fields(wanted).get("source"):
+        return ("from another source file (this one has changed since, or another file of "
+                "the same name made it)")
+    return ""
 
 
 def containers_for(codec):
@@ -729,10 +756,11 @@ def output_path_for(source, settings, label):
 
 
 # ---------------------------------------------------------------------------------------------
-# Files on disk: the source checked, temporary files hidden beside the output and named with
-#   their owner (process and host), so a later run can tell those of a run that was killed
-#   (kill -9, the OOM killer, a power cut) from those of a run still working and remove only
-#   the former; the finished file published under its name in one step
+# Files on disk: the source checked and recognised (size, head and tail), temporary files
+#   hidden beside the output and named with their owner (process and host), so a later run
+#   can tell those of a run that was killed (kill -9, the OOM killer, a power cut) from those
+#   of a run still working and remove only the former; the finished file published under its
+#   name in one step
 # ---------------------------------------------------------------------------------------------
 
 def check_source(path):
@@ -750,6 +778,22 @@ def check_source(path):
     if p.stat().st_size == 0:
         raise UpscaleError(f"{path}: empty file (0 bytes), not a video; copy or export it "
                            "again")
+
+
+IDENTITY_BYTES = 1 << 20      # of a source's head and of its tail, hashed to recognise it
+
+
+def source_identity(path):
+    """Size and a hash of the head and tail: tells the same source (even a copy on another
+    machine) from a changed one, without reading a whole film."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(IDENTITY_BYTES))
+        if size > IDENTITY_BYTES:
+            f.seek(max(IDENTITY_BYTES, size - IDENTITY_BYTES))
+            digest.update(f.read())
+    return f"{size}:{digest.hexdigest()[:32]}"
 
 
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
@@ -2345,7 +2389,6 @@ SEEK_MARGIN_MS = 1000.0       # first seek this far before a segment; further if
 # Of the work folder's layout and of what its segments hold. 2: H.264 and H.265 with
 # B-frames (joined to 1's, the first segment's parameter sets would not fit the rest).
 WORK_VERSION = 2
-IDENTITY_BYTES = 1 << 20      # of a source's head and of its tail, hashed to recognise it
 WORK_SUFFIX = ".upscale-work"
 # Containers whose timestamps may restart mid-file (MPEG-TS and PS, files joined with cat)
 # or that have none (raw streams): a time there may name two places, so OpenCV's seek
@@ -2406,19 +2449,6 @@ def part_share(count, part):
     """The segment indexes part (K, N) does: the K-th of N nearly equal runs of them."""
     k, n = part
     return range((k - 1) * count // n, k * count // n)
-
-
-def source_identity(path):
-    """Size and a hash of the head and tail: tells the same source (even a copy on another
-    machine) from a changed one, without reading a whole film."""
-    size = os.path.getsize(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        digest.update(f.read(IDENTITY_BYTES))
-        if size > IDENTITY_BYTES:
-            f.seek(max(IDENTITY_BYTES, size - IDENTITY_BYTES))
-            digest.update(f.read())
-    return f"{size}:{digest.hexdigest()[:32]}"
 
 
 def segment_frames(reader, segment, stats):
@@ -2978,7 +3008,7 @@ def mux_command(ffmpeg, job, settings, temp_video, out_path, video_offset=0.0, e
     streams, notes = stream_plan(info, container)
     args += streams
     # What made the file, so a rerun can tell it from a file made with other settings.
-    args += ["-metadata", f"{SETTINGS_TAG}={settings.fingerprint(job.plan)}"]
+    args += ["-metadata", f"{SETTINGS_TAG}={output_record(settings, job)}"]
     if container.ffmpeg_format in ("mp4", "mov"):
         # write_colr: without it the MP4 muxer drops colour tags of a copied stream;
         # use_metadata_tags stores a tag of our own (as an mdta key). The source's brands
@@ -3968,7 +3998,7 @@ def upscale_picture(job, settings, upscalers):
     console.say(f"{job.source.name}: {picture.bgr.shape[1]}x{picture.bgr.shape[0]} -> "
                 f"{job.plan.width}x{job.plan.height} with {how_line(settings.method, job.plan)}")
     size, result = (job.plan.width, job.plan.height), None
-    fingerprint = settings.fingerprint(job.plan, picture=True)
+    fingerprint = output_record(settings, job, picture=True)
     if picture.animation is None:
         progress = Progress(job.source.name, 0, unit="tiles")
         try:
@@ -4314,7 +4344,7 @@ def run(settings, inputs):
             picture = upscaled_as_picture(source, settings)
             job = prepare_picture(source, settings) if picture else \
                 prepare_job(source, settings, ffmpeg)
-            out_path, wanted = job.out_path, settings.fingerprint(job.plan, picture)
+            out_path, wanted = job.out_path, output_record(settings, job, picture)
             if out_path in claimed:
                 raise UpscaleError(f"{source}: its output {out_path.name} would be "
                                    f"{claimed[out_path]}'s too; upscale it on its own with "
@@ -4333,10 +4363,8 @@ def run(settings, inputs):
             if out_path.exists() and not settings.overwrite:
                 made = picture_settings(out_path) if picture else \
                     recorded_settings(ffmpeg, out_path)
-                if made != wanted:
-                    how = ("with other settings (" + "; ".join(
-                        settings_differences(made, wanted)) + ")") if made \
-                        else "by something else (it records no upscale.py settings)"
+                how = output_mismatch(made, wanted)
+                if how:
                     raise UpscaleError(f"{out_path} exists but was made {how}; use "
                                        "--overwrite to replace it, or -o to name another "
                                        "output")

@@ -113,6 +113,20 @@ def test_settings_differences_name_each_changed_setting():
     assert upscale.settings_differences(made, made) == []
 
 
+def test_an_existing_output_matches_only_the_same_settings_and_the_same_source():
+    made = "model=fast scale=2 codec=h264 source=100:aa"
+    assert upscale.output_mismatch(made, made) == ""
+    assert "another source file" in upscale.output_mismatch(made, made.replace("aa", "bb"))
+    assert upscale.output_mismatch(made, made.replace("fast", "hq")).startswith(
+        "with other settings (model fast, asked hq)")
+    assert "records no upscale.py settings" in upscale.output_mismatch(None, made)
+
+
+def test_an_output_of_a_version_that_recorded_no_source_is_judged_by_its_settings():
+    assert upscale.output_mismatch("model=fast scale=2 codec=h264",
+                                   "model=fast scale=2 codec=h264 source=100:aa") == ""
+
+
 def test_temporary_names_say_whose_they_are_and_stay_short(tmp_path):
     final = tmp_path / ("x" * 250 + ".mp4")
     temp = upscale.temp_name(final, "video.mp4")
@@ -305,6 +319,7 @@ def test_stream_plan_into_matroska_keeps_everything_as_it_is():
 
 def mux_job(tmp_path, info, settings, out_name):
     plan = upscale.plan_frames(settings.size, settings.method, 64, 48)
+    (tmp_path / "src.mp4").write_bytes(b"a source")     # what its identity is read from
     return upscale.Job(tmp_path / "src.mp4", info, "as decoded", plan, tmp_path / out_name)
 
 
@@ -318,7 +333,8 @@ def test_mux_command_shifts_a_late_video_records_the_settings_and_cuts_a_try(tmp
     assert command[command.index("-itsoffset") + 1] == "0.500000"
     assert command.index("-itsoffset") < command.index(str(tmp_path / "v.mp4"))
     assert command[command.index("-c:v") + 1] == "copy"               # piped: already final
-    assert f"{upscale.SETTINGS_TAG}={settings.fingerprint(job.plan)}" in command
+    assert f"{upscale.SETTINGS_TAG}={settings.fingerprint(job.plan)} source=8:" in " ".join(
+        command)
     assert command[command.index("-f") + 1] == "mp4"
     assert command[command.index("-t") + 1] == "2.000000"
     assert command[-1] == str(tmp_path / "out.mp4") and notes == []

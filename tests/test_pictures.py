@@ -104,6 +104,18 @@ def test_a_rerun_skips_a_picture_made_the_same_way_and_refuses_one_made_otherwis
     assert other.returncode == 1 and "model fast, asked cubic" in other.stderr
 
 
+def test_a_later_run_refuses_a_picture_that_another_source_of_the_same_name_made(tmp_path):
+    # (photo.bmp and photo.tif both name photo_fast_x2.png; in one run that is an error
+    # already, and a shell loop runs them one at a time)
+    cv2.imwrite(str(tmp_path / "photo.bmp"), photo())
+    cv2.imwrite(str(tmp_path / "photo.tif"), photo()[::-1])
+    assert run_cli(tmp_path / "photo.bmp", "--scale", "2").returncode == 0
+    before = (tmp_path / "photo_fast_x2.png").read_bytes()
+    result = run_cli(tmp_path / "photo.tif", "--scale", "2")
+    assert result.returncode == 1 and "from another source file" in result.stderr
+    assert (tmp_path / "photo_fast_x2.png").read_bytes() == before
+
+
 def test_exif_orientation_is_applied_as_viewers_apply_it(tmp_path):
     ok, jpeg = cv2.imencode(".jpg", photo(80, 60))
     (tmp_path / "turned.jpg").write_bytes(with_exif_orientation(bytes(jpeg), 6))   # 90 cw

@@ -270,6 +270,22 @@ def test_existing_output_made_another_way_is_refused_saying_what_differs(
     assert out.read_bytes() == before
 
 
+def test_existing_output_of_a_source_since_replaced_is_refused_not_handed_back(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
+    out = tmp_path / "clip_fast_x2.mp4"
+    assert run_cli(src, "--scale", "2").returncode == 0
+    before = out.read_bytes()
+    make_clip(ffmpeg, src, seconds=0.3)              # a new edit exported under the old name
+    result = run_cli(src, "--scale", "2")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = [x for x in result.stderr.splitlines() if x.startswith("upscale: error")][0]
+    assert "from another source file" in line and "--overwrite" in line
+    assert out.read_bytes() == before
+    assert run_cli(src, "--scale", "2", "--overwrite").returncode == 0
+    assert decoded_frame_count(ffmpeg, out) == decoded_frame_count(ffmpeg, src)
+    assert "skip:" in run_cli(src, "--scale", "2").stderr
+
+
 def test_existing_file_not_made_by_this_tool_is_not_taken_for_a_result(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", seconds=0.2)
     other = make_clip(ffmpeg, tmp_path / "clip_fast_x2.mp4", seconds=0.2)
