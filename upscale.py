@@ -33,9 +33,10 @@ How to read this file: its sections follow a frame from input to output.
   6. Model files: found, downloaded, verified.
   7. Upscalers, one class per kind (UPSCALER_KINDS): resize, network, a network fitted
      to a size, ffmpeg's scaler (whole files).
-  8. Reading frames (cv2.VideoCapture; ffmpeg through a pipe for what OpenCV cannot decode:
-     AV1, interlaced video, deinterlaced on the way) and the pipeline: a reader thread,
-     workers that upscale and encode in order.
+  8. Reading frames (cv2.VideoCapture; ffmpeg through a pipe for what OpenCV cannot decode
+     or would change: AV1, interlaced video, deinterlaced on the way, HDR and wide gamut,
+     kept, in 16 bits for 10-bit HDR) and the pipeline: a reader thread, workers that
+     upscale and encode in order.
   9. Segments: the work folder, resume, --part.
  10. Timing and muxing: the frames' own times put back, the source's other streams added.
  11. One file end to end: a Job (probe, orientation, size plan, output path) through
@@ -312,6 +313,10 @@ class Codec:
     # rewrite_mp4_timing reads) where ffmpeg's MP4 muxer before 6.0 refuses the codec
     # (FFV1, with Debian 12's 5.1); MP4's where QuickTime's refuses it (AV1, VP9).
     joined_format: str = "mov"
+    # What the encoder writes from frames of more than 8 bits (HDR kept: ffmpeg reads them
+    # as 16-bit): its 10-bit format, or "" where players expect 8 bits (H.264's High 10
+    # plays on few devices) or frames go through cv2.VideoWriter, which takes 8 bits.
+    deep_pix_fmt: str = ""
 
     @property
     def piped(self):
@@ -325,11 +330,15 @@ class Codec:
         """Whether --crf and --preset apply: the encoders frames are piped to."""
         return self.piped
 
-    def encoder_args(self, crf, preset):
-        """The ffmpeg options that encode with this codec at a CRF and speed preset."""
+    def encoder_args(self, crf, preset, deep=False):
+        """The ffmpeg options that encode with this codec at a CRF and speed preset; deep:
+        from frames of more than 8 bits, kept in 10 where the codec can."""
         speed = ("-preset", preset) if self.speeds is None else \
             self.speeds[X264_PRESETS.index(preset)]
-        return [*self.ffmpeg_args, "-crf", str(crf), *speed]
+        args = list(self.ffmpeg_args)
+        if deep and self.deep_pix_fmt:
+            args[args.index("-pix_fmt") + 1] = self.deep_pix_fmt
+        return [*args, "-crf", str(crf), *speed]
 
 
 # The frames' own times are written into the MP4's sample table after the encode
@@ -343,14 +352,15 @@ CODECS = {c.name: c for c in (
           "H.264, plays everywhere including browsers", "x264"),
     Codec("h265", "", ("-c:v", "libx265", "-pix_fmt", "yuv420p", "-tag:v", "hvc1",
                        "-x265-params", "log-level=error"),
-          "H.265/HEVC, smaller files", "x265"),
+          "H.265/HEVC, smaller files; 10-bit from an HDR source", "x265",
+          deep_pix_fmt="yuv420p10le"),
     # SVT-AV1 at CRF 20 kept what x264 at CRF 18 keeps (within 0.25 dB) in a sixth to all
     # of its bytes, as fast on 2 cores (README, "Default codec"). Presets 13 to 0.
     Codec("av1", "", ("-c:v", "libsvtav1", "-pix_fmt", "yuv420p"),
           "AV1 (SVT-AV1): smaller than H.264 at its quality, as fast; plays in current "
           "browsers and phones", "SVT-AV1", crf=20, crf_max=63,
           speeds=tuple(("-preset", str(n)) for n in (12, 11, 10, 9, 8, 7, 6, 4, 2, 0)),
-          joined_format="mp4"),
+          joined_format="mp4", deep_pix_fmt="yuv420p10le"),
     # libvpx's realtime modes for the fast presets: its "good" mode at its fastest took four
     # times x264 superfast's time. -b:v 0 makes -crf constant quality.
     Codec("vp9", "", ("-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-b:v", "0", "-row-mt",
@@ -360,15 +370,17 @@ CODECS = {c.name: c for c in (
           speeds=tuple(("-deadline", mode, "-cpu-used", str(n)) for mode, n in (
               ("realtime", 8), ("realtime", 7), ("realtime", 6), ("realtime", 5),
               ("good", 5), ("good", 4), ("good", 3), ("good", 2), ("good", 1), ("good", 0))),
-          joined_format="mp4"),
+          joined_format="mp4", deep_pix_fmt="yuv420p10le"),
     # Encoded from a lossless FFV1 temporary file.
     Codec("ffv1", "FFV1", ("-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv444p"),
           "lossless FFV1 (Matroska), for further editing", "VideoWriter FFV1", container="mkv"),
 )}
 
 # The output of a plain run: H.264 plays in browsers and on phones. Its preset and CRF were
-# chosen from measurements on a 2-core machine (README, "Default codec").
+# chosen from measurements on a 2-core machine (README, "Default codec"). An HDR source of
+# more than 8 bits (phones record 10-bit HLG) becomes 10-bit H.265, as phones write it.
 DEFAULT_CODEC, DEFAULT_PRESET = "h264", "superfast"
+DEFAULT_DEEP_CODEC = "h265"
 
 # Audio codecs MP4 can carry as they are; anything else is re-encoded to AAC there.
 MP4_AUDIO_CODECS = frozenset("aac mp3 mp2 ac3 eac3 alac flac opus".split())
@@ -656,6 +668,8 @@ class Settings:
     frames: int = 0            # only the first N frames (a quick try); 0: all
     part: tuple = ()           # (K, N): only the K-th of N shares of the segments
     segment: float = 0.0       # seconds of video in a resumable segment; 0: automatic
+    sdr: bool = False          # HDR and wide gamut made BT.709 SDR, as OpenCV decodes them
+    codec_named: bool = False  # --codec given (else an HDR source's 10 bits choose H.265)
 
     def __post_init__(self):
         if self.crf is None:
@@ -1596,10 +1610,14 @@ class NetworkUpscaler(ResizeUpscaler):
         return "cpu"
 
     def prepare(self, frame):
+        # A 16-bit frame (HDR kept) goes in on the same 0-1 (luma) or 0-255 (EDSR) scale.
+        peak = float(np.iinfo(frame.dtype).max)
         if self.runs == "luma":
             ycrcb = cv2.cvtColor(frame, cv2.COLOR_BGR2YCrCb)
-            return ycrcb, cv2.dnn.blobFromImage(ycrcb[:, :, 0], 1.0 / 255.0)
-        return frame, cv2.dnn.blobFromImage(frame.astype(np.float32), 1.0, mean=EDSR_MEAN_BGR)
+            y = ycrcb[:, :, 0] if frame.dtype == np.uint8 else ycrcb[:, :, 0].astype(np.float32)
+            return ycrcb, cv2.dnn.blobFromImage(y, 1.0 / peak)
+        return frame, cv2.dnn.blobFromImage(frame.astype(np.float32) * (255.0 / peak), 1.0,
+                                            mean=EDSR_MEAN_BGR)
 
     def infer(self, prepared, on_tile=None):
         source, blob = prepared
@@ -1617,20 +1635,23 @@ class NetworkUpscaler(ResizeUpscaler):
     def finish(self, inferred, size=None):
         """The finished BGR frame; at size (width, height) when given (see resized)."""
         source, out = inferred
+        deep = source.dtype == np.uint16
         if self.runs == "luma":
             planes = fast_planes(self.fast, out)
             count, h, w = planes.shape
             y = planes.reshape(count * h, w)
-            y8 = cv2.addWeighted(y, 255.0, y, 0.0, 0.0, dtype=cv2.CV_8U)   # rounds, saturates
-            y8 = fast_picture(self.fast, y8.reshape(count, h, w))
+            y = cv2.addWeighted(y, 65535.0 if deep else 255.0, y, 0.0, 0.0,    # rounds,
+                                dtype=cv2.CV_16U if deep else cv2.CV_8U)      # saturates
+            y = fast_picture(self.fast, y.reshape(count, h, w))
             if size:
-                y8 = resized(y8, size)
-            h, w = y8.shape
+                y = resized(y, size)
+            h, w = y.shape
             chroma = cv2.resize(source, (w, h), interpolation=cv2.INTER_LINEAR)
-            chroma[:, :, 0] = y8
+            chroma[:, :, 0] = y
             return cv2.cvtColor(chroma, cv2.COLOR_YCrCb2BGR)
         bgr = out[0].transpose(1, 2, 0) + np.array(EDSR_MEAN_BGR, np.float32)
-        bgr = np.clip(bgr + 0.5, 0, 255).astype(np.uint8)
+        bgr = np.clip(bgr * (257.0 if deep else 1.0) + 0.5, 0, 65535 if deep else 255).astype(
+            source.dtype)
         return resized(bgr, size) if size else bgr
 
     def streams(self):
@@ -1758,6 +1779,7 @@ class OpenCVReader:
     converts_color = True
     shows_as_players = False    # a display matrix's reflection is left to display_orientation
     note = ""
+    depth = 8
 
     def open(self):
         return open_capture(self.path)
@@ -1771,13 +1793,15 @@ class FfmpegReader:
     is deinterlaced on the way (bwdif, one frame for each frame); the others come through
     untouched (bwdif holds a frame back, and lost one where the picture size changed, so
     a stream that cannot be interlaced goes without it). ffmpeg
-    turns and mirrors them as a player shows them, and keeps their colours as they are."""
+    turns and mirrors them as a player shows them, and keeps their colours as they are
+    (HDR and wide gamut too), in 16-bit BGR with depth 16."""
     ffmpeg: str
     path: Path
     stream: int
     start: float                # seconds the video starts after the file (video_start)
     note: str                   # why ffmpeg reads it, for the user
     deinterlace: bool = True
+    depth: int = 8              # bits of the BGR frames handed over: 8 or 16
     converts_color = False
     shows_as_players = True
 
@@ -1811,7 +1835,7 @@ class FfmpegCapture:
         # Times come out counted from the file's start plus the seek: shifted back to OpenCV's.
         self.shift_ms = (seek - reader.start) * 1000.0
         graph = f"[0:{reader.stream}]" + (DEINTERLACE + "," if reader.deinterlace else "") + \
-            "format=bgr24,split[t][f]"
+            f"format={'bgr48le' if reader.depth == 16 else 'bgr24'},split[t][f]"
         times_in, times_out = os.pipe()
         try:
             # The times' output comes first: ffmpeg 5.1 writes its outputs in turn, and the
@@ -1863,7 +1887,7 @@ class FfmpegCapture:
         w, h = self.frame_size()
         if not w or self.proc.stdout.closed:
             return False, None
-        frame = np.empty((h, w, 3), np.uint8)
+        frame = np.empty((h, w, 3), np.uint16 if self.reader.depth == 16 else np.uint8)
         view, got = memoryview(frame).cast("B"), 0
         while got < view.nbytes:
             n = self.proc.stdout.readinto(view[got:])
@@ -1938,17 +1962,20 @@ def display_orientation(ffmpeg, path, stream_index):
     return best if errors[best] < errors["as decoded"] - 1.0 else "as decoded"
 
 
-def frame_reader(ffmpeg, path, info):
+def frame_reader(ffmpeg, path, info, keep_color=True):
     """The frame reader for the first video stream of path (probed as info): OpenCV's own
-    decoder when it reads it, else ffmpeg's (FfmpegReader). UpscaleError when neither
-    decodes a frame, or, where ffmpeg cannot pipe frames over (Windows), how to convert it."""
+    decoder when it reads it and keeps its colours (keep_color: HDR and wide gamut are kept,
+    which OpenCV's decoder turns into BT.709 SDR), else ffmpeg's (FfmpegReader), in 16 bits
+    for HDR of more than 8. UpscaleError when neither decodes a frame, or, where ffmpeg
+    cannot pipe frames over (Windows), how to convert it."""
     path, stream = Path(path), info.video[0]
+    kept = keep_color and PIPES_TO_FFMPEG and opencv_converts_color(stream.color)
     field_order = stream.field_order or ("its frames say so" if stream.scan != "progressive"
                                          and interlaced_frames(ffmpeg, path, stream.index)
                                          else "")
     mixed = PIPES_TO_FFMPEG and (stream.codec in MIXED_SCAN_CODECS or stream.codec == "h264"
                                  and h264_may_interlace(ffmpeg, path, stream.index))
-    if not field_order and not mixed and opencv_decodes(path):
+    if not field_order and not mixed and not kept and opencv_decodes(path):
         return OpenCVReader(path)
     if not ffmpeg_decodes(ffmpeg, path):
         raise no_frame_error(path)
@@ -1962,11 +1989,17 @@ def frame_reader(ffmpeg, path, info):
     elif mixed:
         note = (f"read by ffmpeg, which deinterlaces any frame marked interlaced ({stream.codec} "
                 "may mix them in; OpenCV's decoder hands those over spoilt)")
+    elif kept:
+        note = (f"{color_kind(stream.color)} ({color_tags(stream.color)}): read by ffmpeg, "
+                "which keeps its colours (OpenCV's decoder makes them SDR BT.709; --sdr "
+                "does that)")
     else:
         note = "decoded by ffmpeg, since OpenCV's decoder cannot read it"
     packets = first_packet_times(ffmpeg, path, stream.index)
     return FfmpegReader(ffmpeg, path, stream.index, video_start(packets), note,
-                        deinterlace=bool(field_order or mixed))
+                        deinterlace=bool(field_order or mixed),
+                        depth=16 if kept and is_hdr(stream.color) and deep_bits(stream)
+                        else 8)
 
 
 def h264_may_interlace(ffmpeg, path, stream_index):
@@ -2249,10 +2282,29 @@ class InOrderWriter:
             self.writer.release()
 
 
+class EightBitWriter:
+    """cv2.VideoWriter taking 16-bit frames too (an HDR source's), which it cannot write:
+    they are rounded to 8 bits."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    def isOpened(self):
+        return self.writer.isOpened()
+
+    def write(self, frame):
+        if frame.dtype != np.uint8:
+            frame = cv2.convertScaleAbs(frame, alpha=1 / 257)       # rounds, saturates
+        self.writer.write(frame)
+
+    def release(self):
+        self.writer.release()
+
+
 def video_writer(fourcc):
     """An encoder for InOrderWriter: cv2.VideoWriter writing this fourcc."""
-    return lambda path, size, fps: opencv_opens(path, lambda name: cv2.VideoWriter(
-        name, cv2.VideoWriter_fourcc(*fourcc), fps, size))
+    return lambda path, size, fps: EightBitWriter(opencv_opens(path, lambda name: cv2.VideoWriter(
+        name, cv2.VideoWriter_fourcc(*fourcc), fps, size)))
 
 
 class PipeWriter:
@@ -2291,17 +2343,18 @@ class PipeWriter:
 
 def pipe_encoder(ffmpeg, settings, stream, reader):
     """An encoder for InOrderWriter: settings.codec's ffmpeg encoder, fed raw BGR frames
-    (as reader decoded them), converting them with the source stream's own matrix and range
-    (as a player will read them) into an MP4 whose frame times are put right afterwards
-    (rewrite_mp4_timing)."""
+    (as reader decoded them: 8 or 16 bits), converting them with the source stream's own
+    matrix and range (as a player will read them) into an MP4 whose frame times are put
+    right afterwards (rewrite_mp4_timing)."""
     vfilter, tags = color_args(stream, True, decoder_converts=reader.converts_color)
+    pix_fmt = "bgr48le" if reader.depth == 16 else "bgr24"
 
     def start(path, size, fps):
         return PipeWriter(ffmpeg_args(
-            ffmpeg, "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}",
+            ffmpeg, "-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{size[0]}x{size[1]}",
             "-framerate", f"{fps:.6f}", "-i", "pipe:0", *vfilter,
-            *settings.codec.encoder_args(settings.crf, settings.preset), *tags, "-f", "mp4",
-            Path(path)))
+            *settings.codec.encoder_args(settings.crf, settings.preset, reader.depth == 16),
+            *tags, "-f", "mp4", Path(path)))
     return start
 
 
@@ -2869,22 +2922,43 @@ def opencv_converts_color(color):
         color.get("transfer") in OPENCV_CONVERTED_TRANSFERS
 
 
+def is_hdr(color):
+    return color.get("transfer") in OPENCV_CONVERTED_TRANSFERS
+
+
+def color_kind(color):
+    return "HDR" if is_hdr(color) else "wide-gamut"
+
+
+def color_tags(color):
+    """'bt2020/arib-std-b67': a stream's primaries and transfer, as ffmpeg names them."""
+    return "/".join(color[k] for k in ("primaries", "transfer") if k in color)
+
+
+def deep_bits(stream):
+    """The bits of a stream's samples when more than 8 (10 for yuv420p10le), else 0."""
+    deep = re.search(r"p(9|1[0-6])(le|be)$", stream.pix_fmt or "")
+    return int(deep.group(1)) if deep else 0
+
+
 def decoded_color(color):
     """The colour tags of the BGR frames OpenCV decodes from a stream tagged color."""
     return dict(color, **BT709_SDR) if opencv_converts_color(color) else color
 
 
-def color_warning(stream, through_opencv):
+def color_warning(stream, through_opencv, kept_deep=False):
     """What the user should hear about the output's colours ("is HDR ...: the output is
-    ..."), or "" when it keeps the source's."""
-    deep = re.search(r"p(9|1[0-6])(le|be)$", stream.pix_fmt or "")
+    ..."), or "" when it keeps the source's. kept_deep: its frames are kept in 10 bits."""
+    bits = deep_bits(stream)
     if through_opencv and opencv_converts_color(stream.color):
-        hdr = stream.color.get("transfer") in OPENCV_CONVERTED_TRANSFERS
-        tags = "/".join(stream.color[k] for k in ("primaries", "transfer") if k in stream.color)
-        return (f"is {'HDR' if hdr else 'wide-gamut'} ({tags}): the output is SDR BT.709, "
-                "8-bit, as OpenCV decodes it (--model ffmpeg keeps the source's colours)")
-    if deep:
-        return f"is {deep.group(1)}-bit ({stream.pix_fmt}): the output is 8-bit"
+        return (f"is {color_kind(stream.color)} ({color_tags(stream.color)}): the output is "
+                "SDR BT.709, 8-bit, as OpenCV decodes it" +
+                (" (without --sdr it stays as it is)" if PIPES_TO_FFMPEG else
+                 " (--model ffmpeg keeps the source's colours)"))
+    if bits and not kept_deep:
+        return f"is {bits}-bit ({stream.pix_fmt}): the output is 8-bit" + (
+            "; --codec h265, av1 or vp9 keep 10 bits" if is_hdr(stream.color) and
+            not through_opencv else "")
     return ""
 
 
@@ -3025,9 +3099,10 @@ def mux_command(ffmpeg, job, settings, temp_video, out_path, video_offset=0.0, e
     return args + [ffmpeg_arg(Path(out_path))], notes
 
 
-def scaled_video_encoder(codec, crf, preset):
+def scaled_video_encoder(codec, crf, preset, deep=False):
     """Encoder options for the temporary video ffmpeg's scaler writes (FfmpegScaler): the
-    final stream for a piped codec, else what the VideoWriter would have written."""
+    final stream for a piped codec (in 10 bits where deep and the codec can), else what
+    the VideoWriter would have written."""
     if codec.temp_fourcc == "mp4v":
         # MPEG-4 part 2 allows no clock finer than 1/65535 s (its encoder refused 1/90000);
         # 1/60000 keeps NTSC and whole rates exact.
@@ -3035,7 +3110,7 @@ def scaled_video_encoder(codec, crf, preset):
                 "-enc_time_base", "1/60000"]
     if not codec.piped:
         return ["-c:v", "ffv1", "-pix_fmt", "bgr0"]
-    return codec.encoder_args(crf, preset)
+    return codec.encoder_args(crf, preset, deep)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -3074,7 +3149,7 @@ def prepare_job(source, settings, ffmpeg):
                            f"video; name it .{info.video[0].codec.replace('mjpeg', 'jpg')} to "
                            "upscale it as a picture")
     reader = OpenCVReader(source) if settings.method.kind.whole_files else \
-        frame_reader(ffmpeg, source, info)
+        frame_reader(ffmpeg, source, info, keep_color=not settings.sdr)
     video = info.video[0]
     orientation = display_orientation(ffmpeg, source, video.index) \
         if info.display_matrix and not reader.shows_as_players else "as decoded"
@@ -3116,7 +3191,8 @@ def upscale_file(job, settings, ffmpeg, upscalers):
         return temps[-1]
     upscaler = upscalers(job.plan)
     decoded = not upscaler.whole_files
-    warning = color_warning(info.video[0], decoded and job.reader.converts_color)
+    warning = color_warning(info.video[0], decoded and job.reader.converts_color,
+                            writes_deep(job, settings, decoded))
     if warning:
         console.warn(f"{source} {warning}")
     if decoded and job.reader.note:
@@ -3127,7 +3203,8 @@ def upscale_file(job, settings, ffmpeg, upscalers):
             console.say(f"{source.name}: scaling with ffmpeg to {job.plan.width}x{job.plan.height}")
             upscaler.scale_file(ffmpeg, source, temp_video,
                                 scaled_video_encoder(settings.codec, settings.crf,
-                                                     settings.preset), "mp4")
+                                                     settings.preset,
+                                                     writes_deep(job, settings, False)), "mp4")
         else:
             encoder = pipe_encoder(ffmpeg, settings, info.video[0], job.reader) \
                 if settings.codec.piped else video_writer(settings.codec.temp_fourcc)
@@ -3168,6 +3245,26 @@ def upscale_file(job, settings, ffmpeg, upscalers):
                 os.unlink(t)
             except FileNotFoundError:
                 pass
+
+
+def settings_for(job, settings):
+    """The settings a video Job is made with: those given, except that an HDR source of
+    more than 8 bits whose frames come in 16 bits gets 10-bit H.265 when no codec was
+    named (the default H.264 would make them 8-bit; x265 takes --crf on x264's scale)."""
+    stream = job.info.video[0]
+    if settings.codec_named or settings.codec.name != DEFAULT_CODEC or \
+            not (is_hdr(stream.color) and deep_bits(stream)) or \
+            not (job.reader.depth == 16 or settings.method.kind.whole_files):
+        return settings
+    return dataclasses.replace(settings, codec=CODECS[DEFAULT_DEEP_CODEC])
+
+
+def writes_deep(job, settings, decoded=True):
+    """Whether the output keeps an HDR source's 10 bits: its frames come 16-bit (decoded:
+    read by ffmpeg; else scaled by ffmpeg as YUV) and the codec can write them."""
+    stream = job.info.video[0]
+    deep = job.reader.depth == 16 if decoded else is_hdr(stream.color) and deep_bits(stream)
+    return bool(deep and settings.codec.deep_pix_fmt)
 
 
 def keep_finished_segments(work, source, settings):
@@ -4344,7 +4441,8 @@ def run(settings, inputs):
             picture = upscaled_as_picture(source, settings)
             job = prepare_picture(source, settings) if picture else \
                 prepare_job(source, settings, ffmpeg)
-            out_path, wanted = job.out_path, output_record(settings, job, picture)
+            run = settings if picture else settings_for(job, settings)
+            out_path, wanted = job.out_path, output_record(run, job, picture)
             if out_path in claimed:
                 raise UpscaleError(f"{source}: its output {out_path.name} would be "
                                    f"{claimed[out_path]}'s too; upscale it on its own with "
@@ -4372,10 +4470,15 @@ def run(settings, inputs):
                             "--overwrite to make it again)")
                 skipped += 1
                 continue
+            if run.codec is not settings.codec:
+                console.say(f"note: {Path(source).name}: HDR in {deep_bits(job.info.video[0])} "
+                            f"bits: written with --codec {run.codec.name}, in 10 bits (the "
+                            f"default, {settings.codec.name}, is 8-bit; name a --codec to "
+                            "choose another)")
             started = time.monotonic()
-            frames = upscale_picture(job, settings, upscalers) if picture else \
-                upscale_file(job, settings, ffmpeg, upscalers)
-            console.say(done_line(source, out_path, settings, frames, time.monotonic() - started))
+            frames = upscale_picture(job, run, upscalers) if picture else \
+                upscale_file(job, run, ffmpeg, upscalers)
+            console.say(done_line(source, out_path, run, frames, time.monotonic() - started))
             done += 1
         except ModelUnavailable as exc:
             # The same for every input: say it once rather than once per file.
@@ -4532,7 +4635,9 @@ def measure_benchmark(source, settings, repeats=BENCHMARK_REPEATS):
     method = settings.method
     if method.kind.whole_files:
         raise UsageError("--benchmark measures OpenCV methods; pick a model or cv2 baseline")
-    inner = dataclasses.replace(settings, overwrite=True, output=None, output_dir=None)
+    # (sdr: OpenCV's 8-bit frames, which DnnSuperResImpl.upsample, the reference, takes)
+    inner = dataclasses.replace(settings, overwrite=True, output=None, output_dir=None,
+                                sdr=True)
     with console.muted():
         job = prepare_job(source, inner, ffmpeg)
     info, plan, scale = job.info, job.plan, job.plan.scale
@@ -4980,7 +5085,7 @@ def compare_one(task, path, kind, tmp, grid_video, picture):
         info = probe(ffmpeg, path)
         if not info.video:
             raise UpscaleError(f"{path}: has no video stream; nothing to compare")
-        reader = frame_reader(ffmpeg, path, info)
+        reader = frame_reader(ffmpeg, path, info, keep_color=False)   # 8 bits, as measured
     # The low-resolution frames go to disk first: ffmpeg's scaler works on whole files,
     # and every other method reads them back frame by frame.
     low = LosslessWriter(tmp / "low.mkv")
@@ -5681,6 +5786,11 @@ def build_parser():
     parser.add_argument("--preset", default=None, choices=X264_PRESETS, metavar="PRESET",
                         help="encoding speed, x264's names for every codec above: "
                              + ", ".join(X264_PRESETS) + f" (default: {DEFAULT_PRESET})")
+    parser.add_argument("--sdr", action="store_true",
+                        help="make HDR and wide-gamut video BT.709 SDR, 8-bit, as OpenCV's "
+                             "decoder maps it, for screens and players without HDR (default: "
+                             "kept as it is, an HDR source of 10 bits as 10-bit H.265 unless "
+                             "--codec names another)")
     parser.add_argument("--tile", type=tile_arg, default=None, metavar="SIZE",
                         help="run the network on tiles of SIZE input pixels (overlapping, "
                              "seamless) to bound memory; 0 never tiles (default: auto: "
@@ -5834,7 +5944,7 @@ def settings_from_args(args):
                     output_dir=args.output_dir, overwrite=args.overwrite,
                     model_dir=args.model_dir, tile=args.tile, device=args.device,
                     jobs=args.jobs, frames=args.frames, part=args.part or (),
-                    segment=args.segment)
+                    segment=args.segment, sdr=args.sdr, codec_named=args.codec is not None)
 
 
 def main(argv=None):

@@ -428,7 +428,7 @@ def test_opencv_turns_exactly_the_tags_in_its_table_into_bt709_sdr(ffmpeg, tmp_p
 @pytest.mark.parametrize("source", [("bt2020", "smpte2084", "yuv420p10le"),
                                     ("bt2020", "arib-std-b67", "yuv420p10le"),
                                     ("bt2020", "bt709", "yuv420p")])
-def test_wide_gamut_or_hdr_source_comes_out_as_opencv_shows_it_tagged_bt709_sdr(
+def test_with_sdr_a_wide_gamut_or_hdr_source_comes_out_as_opencv_shows_it_tagged_bt709_sdr(
         ffmpeg, tmp_path, source, codec):
     # OpenCV hands over such frames as BT.709 SDR; kept BT.2020 or HDR tags made players
     # show them oversaturated (block colours off by 10-40 levels).
@@ -436,7 +436,8 @@ def test_wide_gamut_or_hdr_source_comes_out_as_opencv_shows_it_tagged_bt709_sdr(
     src = red_clip(ffmpeg, tmp_path / "wide.mkv", primaries, transfer, "bt2020", pix_fmt,
                    size="64x48", pattern=True)
     out = tmp_path / "out.mkv"
-    result = run_cli(src, "--model", "cubic", "--scale", "2", "--codec", codec, "-o", out)
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--codec", codec, "--sdr",
+                     "-o", out)
     assert result.returncode == 0, result.stderr
     assert "the output is SDR BT.709" in result.stderr
     color = probe(ffmpeg, out).video[0].color
@@ -447,14 +448,124 @@ def test_wide_gamut_or_hdr_source_comes_out_as_opencv_shows_it_tagged_bt709_sdr(
     assert np.abs(after - before).mean() < 5.0
 
 
-def test_the_ffmpeg_baseline_keeps_an_hdr_sources_tags(ffmpeg, tmp_path):
+def test_the_ffmpeg_baseline_keeps_an_hdr_sources_tags_and_10_bits(ffmpeg, tmp_path):
     src = red_clip(ffmpeg, tmp_path / "hdr.mkv", "bt2020", "smpte2084", "bt2020",
                    "yuv420p10le", size="64x48", pattern=True)
     result = run_cli(src, "--model", "ffmpeg", "--scale", "2", "-o", tmp_path / "out.mkv")
     assert result.returncode == 0, result.stderr
-    color = probe(ffmpeg, tmp_path / "out.mkv").video[0].color
+    video = probe(ffmpeg, tmp_path / "out.mkv").video[0]
+    assert (video.color.get("primaries"), video.color.get("transfer")) == \
+        ("bt2020", "smpte2084")
+    assert (video.codec, video.pix_fmt) == ("hevc", "yuv420p10le")
+    assert "8-bit" not in result.stderr.replace("the default, h264, is 8-bit", "")
+
+
+def hdr_ramp(ffmpeg, path, transfer, size=(96, 64), frames=6, container_args=()):
+    """A 10-bit BT.2020 clip tagged with an HDR transfer whose picture is a gentle ramp
+    across its width: 18 levels of luma, that 8 bits would make 4 or 5 of.
+    A diagonal edge moves across it, so a network has something to sharpen."""
+    w, h = size
+    x, y = np.meshgrid(np.arange(w), np.arange(h))
+    level = 500 + (x * 21 // w)
+    pictures = []
+    for n in range(frames):
+        luma = np.where(x + y < 40 + 6 * n, level + 300, level)
+        pictures.append((luma << 6).astype("<u2"))
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "gray16le",
+                    "-s", f"{w}x{h}", "-r", "25", "-i", "pipe:0", "-vf",
+                    "format=yuv420p10le,setparams=range=tv:colorspace=bt2020nc:"
+                    f"color_primaries=bt2020:color_trc={transfer}", "-c:v", "ffv1",
+                    *container_args, str(path)],
+                   input=b"".join(p.tobytes() for p in pictures), check=True)
+    return path
+
+
+def luma_levels(ffmpeg, path):
+    """Every frame's Y samples as they are coded (4:2:0), in 10-bit units: an 8-bit
+    stream's times 4. (Converted to grey by ffmpeg, 8-bit limited-range luma came out
+    2 levels darker than 10-bit.)"""
+    video = probe(ffmpeg, path).video[0]
+    raw = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-map", "0:v:0", "-f",
+                          "rawvideo", "-"], capture_output=True, check=True).stdout
+    deep = video.pix_fmt == "yuv420p10le"
+    samples = np.frombuffer(raw, "<u2" if deep else np.uint8).astype(int) * (1 if deep else 4)
+    frame = video.width * video.height * 3 // 2
+    return samples.reshape(-1, frame)[:, :video.width * video.height].ravel()
+
+
+@pytest.mark.parametrize("transfer", ["arib-std-b67", "smpte2084"])
+def test_hdr_source_keeps_its_colours_in_10_bit_h265_by_default(ffmpeg, tmp_path, transfer):
+    # Phones record 10-bit HLG; made 8-bit SDR (as OpenCV decodes it) the picture lost its
+    # HDR and its gradation.
+    src = hdr_ramp(ffmpeg, tmp_path / "phone.mkv", transfer)
+    out = tmp_path / "out.mp4"
+    result = run_cli(src, "--scale", "2", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "--codec h265, in 10 bits" in result.stderr and "SDR BT.709, 8-bit" not in \
+        result.stderr
+    video = probe(ffmpeg, out).video[0]
+    assert (video.codec, video.pix_fmt) == ("hevc", "yuv420p10le")
+    assert (video.color.get("primaries"), video.color.get("transfer"),
+            video.color.get("space")) == ("bt2020", transfer, "bt2020nc")
+    # Away from the edge (x + y stays over 40 + 6 * 5 there) the ramp is about as bright
+    # as it was (our networks lift a flat area by up to 2 8-bit levels, 8 here).
+    before = luma_levels(ffmpeg, src).reshape(6, 64, 96)[:, 8:, 48:]
+    after = luma_levels(ffmpeg, out).reshape(6, 128, 192)[:, 16:, 96:]
+    assert abs(after.mean() - before.mean()) < 10, (before.mean(), after.mean())
+
+
+def test_hdr_sources_10_bit_gradation_comes_through(ffmpeg, tmp_path):
+    src = hdr_ramp(ffmpeg, tmp_path / "phone.mkv", "arib-std-b67")
+    out = tmp_path / "out.mkv"
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--crf", "0", "-o", out)
+    assert result.returncode == 0, result.stderr
+    # Each source column against the mean of the two output columns it became: through
+    # 8 bits the columns' levels were up to 2 off (4 to a step), here a small fraction.
+    before = luma_levels(ffmpeg, src).reshape(6, 64, 96)[:, 8:, 48:].mean(axis=(0, 1))
+    after = luma_levels(ffmpeg, out).reshape(6, 128, 192)[:, 16:, 96:].mean(axis=(0, 1))
+    error = np.abs(after.reshape(-1, 2).mean(axis=1) - before)[1:-1]
+    assert error.mean() < 0.3, error
+
+
+def test_hdr_source_written_as_h264_when_asked_keeps_its_tags_in_8_bits(ffmpeg, tmp_path):
+    src = hdr_ramp(ffmpeg, tmp_path / "phone.mkv", "arib-std-b67")
+    out = tmp_path / "out.mp4"
+    result = run_cli(src, "--scale", "2", "--codec", "h264", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "the output is 8-bit; --codec h265, av1 or vp9 keep 10 bits" in result.stderr
+    video = probe(ffmpeg, out).video[0]
+    assert (video.codec, video.pix_fmt) == ("h264", "yuv420p")
+    assert (video.color.get("primaries"), video.color.get("transfer")) == \
+        ("bt2020", "arib-std-b67")
+    before = luma_levels(ffmpeg, src).reshape(6, 64, 96)[:, 8:, 48:]
+    after = luma_levels(ffmpeg, out).reshape(6, 128, 192)[:, 16:, 96:]
+    assert abs(after.mean() - before.mean()) < 10, (before.mean(), after.mean())
+
+
+def test_hdr_source_through_the_videowriter_is_rounded_to_8_bits_keeping_its_tags(
+        ffmpeg, tmp_path):
+    src = hdr_ramp(ffmpeg, tmp_path / "phone.mkv", "smpte2084")
+    out = tmp_path / "out.mp4"
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--codec", "mp4v", "-o", out)
+    assert result.returncode == 0, result.stderr
+    color = probe(ffmpeg, out).video[0].color
     assert (color.get("primaries"), color.get("transfer")) == ("bt2020", "smpte2084")
-    assert "is 10-bit (yuv420p10le): the output is 8-bit" in result.stderr
+    before = luma_levels(ffmpeg, src).reshape(6, 64, 96)[:, 8:, 48:]
+    after = luma_levels(ffmpeg, out).reshape(6, 128, 192)[:, 16:, 96:]
+    assert abs(after.mean() - before.mean()) < 6, (before.mean(), after.mean())
+
+
+def test_wide_gamut_8_bit_source_keeps_its_primaries_in_h264(ffmpeg, tmp_path):
+    src = red_clip(ffmpeg, tmp_path / "wide.mkv", "bt2020", "bt709", "bt2020", "yuv420p",
+                   size="64x48", pattern=True)
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "-o", tmp_path / "out.mp4")
+    assert result.returncode == 0, result.stderr
+    assert "wide-gamut (bt2020/bt709): read by ffmpeg" in result.stderr
+    video = probe(ffmpeg, tmp_path / "out.mp4").video[0]
+    assert (video.codec, video.pix_fmt, video.color.get("primaries")) == \
+        ("h264", "yuv420p", "bt2020")
+    assert np.abs(player_mean(ffmpeg, tmp_path / "out.mp4") - player_mean(ffmpeg, src)).max() \
+        < 3.0
 
 
 def test_timescale_choice_is_exact_for_common_rates():

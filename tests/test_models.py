@@ -173,3 +173,18 @@ def test_fast_luma_path_matches_dnn_superres(model_dir, name, scale):
     theirs = reference.upsample(frame)
     assert ours.shape == theirs.shape == (56 * scale, 72 * scale, 3)
     assert cv2.PSNR(ours, theirs) >= 45
+
+
+@pytest.mark.parametrize("name,scale", [("fast", 2), ("fsrcnn-opencv", 3), ("lapsrn", 2)])
+def test_a_16_bit_frame_is_upscaled_as_its_8_bit_twin_with_its_finer_levels(
+        model_dir, name, scale):
+    # (HDR sources of 10 bits come to the networks as 16-bit BGR)
+    method = upscale.METHODS[name]
+    network = upscale.NetworkUpscaler(method, scale, model_file(name, scale))
+    rng = np.random.default_rng(2)
+    deep = cv2.GaussianBlur(rng.integers(0, 65536, (24, 32, 3)).astype(np.uint16), (5, 5), 0)
+    twin = cv2.convertScaleAbs(deep, alpha=1 / 257)
+    ours, theirs = network.upscale(deep), network.upscale(twin)
+    assert ours.dtype == np.uint16 and ours.shape == theirs.shape
+    assert np.abs(ours / 257.0 - theirs).mean() < 0.6
+    assert np.count_nonzero(ours % 257) > 0.9 * ours.size        # not 8-bit levels
