@@ -669,6 +669,7 @@ class Settings:
     part: tuple = ()           # (K, N): only the K-th of N shares of the segments
     segment: float = 0.0       # seconds of video in a resumable segment; 0: automatic
     sdr: bool = False          # HDR and wide gamut made BT.709 SDR, as OpenCV decodes them
+    deinterlace: str = "frame"  # interlaced video: a frame per frame, or per field ("field")
     codec_named: bool = False  # --codec given (else an HDR source's 10 bits choose H.265)
 
     def __post_init__(self):
@@ -686,6 +687,8 @@ class Settings:
             parts += [f"crf={self.crf}", f"preset={self.preset}"]
         if self.frames:
             parts.append(f"frames={self.frames}")
+        if self.deinterlace != "frame" and not picture:
+            parts.append(f"deinterlace={self.deinterlace}")
         checksum = MODEL_CHECKSUMS.get(self.method.file_name(plan.scale), "")
         if checksum:                  # the weights too: a new version may ship new ones
             parts.append(f"weights={checksum.split(':')[1][:12]}")
@@ -1422,14 +1425,14 @@ class FfmpegScaler:
     def __init__(self, method, scale, size):
         self.size = tuple(size)
 
-    def video_filter(self):
+    def video_filter(self, per_field=False):
         """Frames marked interlaced deinterlaced as the networks' are (FfmpegReader), the
         scale, square pixels, and even sides (repeating the last row or column) as codecs
         need; out_range=tv makes a full-range source's YUV limited range, as every other
         method's output is (RGB output ignores it)."""
         w, h = self.size
-        return (f"{DEINTERLACE},scale={w}:{h}:flags=bicubic:out_range=tv,setsar=1,"
-                "pad=ceil(iw/2)*2:ceil(ih/2)*2")
+        return (f"{deinterlace_filter(per_field)},scale={w}:{h}:flags=bicubic:out_range=tv,"
+                "setsar=1,pad=ceil(iw/2)*2:ceil(ih/2)*2")
 
     def upscale(self, picture, on_tile=None):
         """A picture (BGR) scaled by ffmpeg, through pipes: what --model ffmpeg does to one."""
@@ -1440,11 +1443,12 @@ class FfmpegScaler:
             "bgr24", "pipe:1"), "scaling with ffmpeg", data=np.ascontiguousarray(picture).data)
         return np.frombuffer(out, np.uint8).reshape(self.size[1], self.size[0], 3).copy()
 
-    def scale_file(self, ffmpeg, source, out, encoder_args, container_format):
-        """Write the first video stream of source, scaled, to out."""
+    def scale_file(self, ffmpeg, source, out, encoder_args, container_format, per_field=False):
+        """Write the first video stream of source, scaled, to out (interlaced frames
+        deinterlaced, per_field: a frame for each field)."""
         times = KEEP_FRAME_TIMES[:2] if "-enc_time_base" in encoder_args else KEEP_FRAME_TIMES
         run_ffmpeg(ffmpeg_args(ffmpeg, "-i", Path(source), "-map", "0:v:0", "-an", "-sn", "-dn",
-                               *times, "-vf", self.video_filter(), *encoder_args,
+                               *times, "-vf", self.video_filter(per_field), *encoder_args,
                                "-f", container_format, Path(out)), "scaling with ffmpeg")
 
 
@@ -1780,6 +1784,7 @@ class OpenCVReader:
     shows_as_players = False    # a display matrix's reflection is left to display_orientation
     note = ""
     depth = 8
+    per_field = False
 
     def open(self):
         return open_capture(self.path)
@@ -1790,7 +1795,8 @@ class FfmpegReader:
     """Frames ffmpeg decodes and pipes over (FfmpegCapture), for a video OpenCV's FFmpeg
     cannot decode (the wheels have no AV1 decoder) or spoils (it hands over an interlaced
     frame black, or as the frame before). With deinterlace, every frame marked interlaced
-    is deinterlaced on the way (bwdif, one frame for each frame); the others come through
+    is deinterlaced on the way (bwdif, one frame for each frame, or with per_field one for
+    each of its fields, 50i becoming 50p); the others come through
     untouched (bwdif holds a frame back, and lost one where the picture size changed, so
     a stream that cannot be interlaced goes without it). ffmpeg
     turns and mirrors them as a player shows them, and keeps their colours as they are
@@ -1801,6 +1807,7 @@ class FfmpegReader:
     start: float                # seconds the video starts after the file (video_start)
     note: str                   # why ffmpeg reads it, for the user
     deinterlace: bool = True
+    per_field: bool = False     # deinterlace to a frame per field (double rate)
     depth: int = 8              # bits of the BGR frames handed over: 8 or 16
     converts_color = False
     shows_as_players = True
@@ -1815,6 +1822,11 @@ class FfmpegReader:
 # them.
 PIPES_TO_FFMPEG = os.name == "posix"
 DEINTERLACE = "bwdif=mode=send_frame:deint=interlaced"
+DEINTERLACE_PER_FIELD = "bwdif=mode=send_field:deint=interlaced"
+
+
+def deinterlace_filter(per_field):
+    return DEINTERLACE_PER_FIELD if per_field else DEINTERLACE
 
 
 class FfmpegCapture:
@@ -1834,7 +1846,8 @@ class FfmpegCapture:
         seek = max(0.0, from_ms / 1000.0 + reader.start)
         # Times come out counted from the file's start plus the seek: shifted back to OpenCV's.
         self.shift_ms = (seek - reader.start) * 1000.0
-        graph = f"[0:{reader.stream}]" + (DEINTERLACE + "," if reader.deinterlace else "") + \
+        graph = f"[0:{reader.stream}]" + \
+            (deinterlace_filter(reader.per_field) + "," if reader.deinterlace else "") + \
             f"format={'bgr48le' if reader.depth == 16 else 'bgr24'},split[t][f]"
         times_in, times_out = os.pipe()
         try:
@@ -1962,12 +1975,13 @@ def display_orientation(ffmpeg, path, stream_index):
     return best if errors[best] < errors["as decoded"] - 1.0 else "as decoded"
 
 
-def frame_reader(ffmpeg, path, info, keep_color=True):
+def frame_reader(ffmpeg, path, info, keep_color=True, per_field=False):
     """The frame reader for the first video stream of path (probed as info): OpenCV's own
     decoder when it reads it and keeps its colours (keep_color: HDR and wide gamut are kept,
     which OpenCV's decoder turns into BT.709 SDR), else ffmpeg's (FfmpegReader), in 16 bits
-    for HDR of more than 8. UpscaleError when neither decodes a frame, or, where ffmpeg
-    cannot pipe frames over (Windows), how to convert it."""
+    for HDR of more than 8; per_field: interlaced frames become a frame per field.
+    UpscaleError when neither decodes a frame, or, where ffmpeg cannot pipe frames over
+    (Windows), how to convert it."""
     path, stream = Path(path), info.video[0]
     kept = keep_color and PIPES_TO_FFMPEG and opencv_converts_color(stream.color)
     field_order = stream.field_order or ("its frames say so" if stream.scan != "progressive"
@@ -1985,7 +1999,10 @@ def frame_reader(ffmpeg, path, info, keep_color=True):
             f"{path}: OpenCV's decoder cannot read its {stream.codec} video (ffmpeg can); "
             "convert it first, then upscale that: " + conversion_command(path, "-h264"))
     if field_order:
-        note = f"interlaced ({field_order}): deinterlaced by ffmpeg (bwdif) as it is read"
+        note = f"interlaced ({field_order}): deinterlaced by ffmpeg (bwdif) as it is read, " + (
+            "a frame for each field (--deinterlace field)" if per_field else
+            "a frame for each frame (--deinterlace field gives one for each field, as "
+            "smooth as the original's motion)")
     elif mixed:
         note = (f"read by ffmpeg, which deinterlaces any frame marked interlaced ({stream.codec} "
                 "may mix them in; OpenCV's decoder hands those over spoilt)")
@@ -1998,6 +2015,7 @@ def frame_reader(ffmpeg, path, info, keep_color=True):
     packets = first_packet_times(ffmpeg, path, stream.index)
     return FfmpegReader(ffmpeg, path, stream.index, video_start(packets), note,
                         deinterlace=bool(field_order or mixed),
+                        per_field=per_field and bool(field_order or mixed),
                         depth=16 if kept and is_hdr(stream.color) and deep_bits(stream)
                         else 8)
 
@@ -3149,7 +3167,8 @@ def prepare_job(source, settings, ffmpeg):
                            f"video; name it .{info.video[0].codec.replace('mjpeg', 'jpg')} to "
                            "upscale it as a picture")
     reader = OpenCVReader(source) if settings.method.kind.whole_files else \
-        frame_reader(ffmpeg, source, info, keep_color=not settings.sdr)
+        frame_reader(ffmpeg, source, info, keep_color=not settings.sdr,
+                     per_field=settings.deinterlace == "field")
     video = info.video[0]
     orientation = display_orientation(ffmpeg, source, video.index) \
         if info.display_matrix and not reader.shows_as_players else "as decoded"
@@ -3204,7 +3223,8 @@ def upscale_file(job, settings, ffmpeg, upscalers):
             upscaler.scale_file(ffmpeg, source, temp_video,
                                 scaled_video_encoder(settings.codec, settings.crf,
                                                      settings.preset,
-                                                     writes_deep(job, settings, False)), "mp4")
+                                                     writes_deep(job, settings, False)), "mp4",
+                                settings.deinterlace == "field")
         else:
             encoder = pipe_encoder(ffmpeg, settings, info.video[0], job.reader) \
                 if settings.codec.piped else video_writer(settings.codec.temp_fourcc)
@@ -3361,10 +3381,11 @@ def source_video(reader, settings, duration_s, exact_count, measured=0.0):
     """(SourceVideo, the first frame's time in ms) as reader reads its source; measured: the
     rate its first packets come at (measured_rate)."""
     cap = reader.open()
+    fields = 2 if reader.per_field else 1       # frames made of each source frame
     try:
-        fps = believable_rate(cap.get(cv2.CAP_PROP_FPS), measured)
-        claimed = frame_count_hint(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), duration_s, fps,
-                                   exact_count)
+        fps = believable_rate(cap.get(cv2.CAP_PROP_FPS), measured) * fields
+        claimed = frame_count_hint(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) * fields,
+                                   duration_s, fps, exact_count)
         if settings.frames:
             claimed = min(claimed, settings.frames) if claimed > 0 else settings.frames
         video = SourceVideo(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
@@ -5786,6 +5807,11 @@ def build_parser():
     parser.add_argument("--preset", default=None, choices=X264_PRESETS, metavar="PRESET",
                         help="encoding speed, x264's names for every codec above: "
                              + ", ".join(X264_PRESETS) + f" (default: {DEFAULT_PRESET})")
+    parser.add_argument("--deinterlace", choices=("frame", "field"), default="frame",
+                        help="interlaced video (DV, DVD, broadcast, 1080i camcorders): "
+                             "'frame' makes a frame of each frame (50i becomes 25p, the "
+                             "default), 'field' one of each field (50i becomes 50p: motion "
+                             "as smooth as the original's, twice the frames to upscale)")
     parser.add_argument("--sdr", action="store_true",
                         help="make HDR and wide-gamut video BT.709 SDR, 8-bit, as OpenCV's "
                              "decoder maps it, for screens and players without HDR (default: "
@@ -5944,7 +5970,8 @@ def settings_from_args(args):
                     output_dir=args.output_dir, overwrite=args.overwrite,
                     model_dir=args.model_dir, tile=args.tile, device=args.device,
                     jobs=args.jobs, frames=args.frames, part=args.part or (),
-                    segment=args.segment, sdr=args.sdr, codec_named=args.codec is not None)
+                    segment=args.segment, sdr=args.sdr, codec_named=args.codec is not None,
+                    deinterlace=args.deinterlace)
 
 
 def main(argv=None):

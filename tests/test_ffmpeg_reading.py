@@ -174,6 +174,59 @@ def test_the_ffmpeg_baseline_deinterlaces_as_the_networks_do(ffmpeg, tmp_path):
     assert len(made) == 10 and row_to_row(made) < 2
 
 
+def field_pictures(count, width=128, height=96):
+    """What interlaced_stripes filmed at each field: its stripes 6 pixels further along."""
+    x = np.arange(width, dtype=float)
+    return [np.tile(128 + 90 * np.sin((x - 6 * n) / 5), (height, 1)) for n in range(count)]
+
+
+def nearest_field(frame, fields):
+    """The index of the field picture a (downscaled) frame is closest to."""
+    return int(np.argmin([np.abs(frame - f).mean() for f in fields]))
+
+
+@pytest.mark.parametrize("tool_ffmpeg", every_ffmpeg_here())
+def test_per_field_deinterlacing_makes_a_frame_of_each_field_at_its_time(ffmpeg, tmp_path,
+                                                                          tool_ffmpeg):
+    # 50i from a camcorder: each field is its own moment; a frame per frame halves the motion.
+    src = interlaced_stripes(ffmpeg, tmp_path / "tv.ts")
+    result = run_cli(src, "--scale", "2", "--deinterlace", "field",
+                     env=cli_env(UPSCALE_FFMPEG=str(tool_ffmpeg)))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "tv_fast_x2.mp4"
+    made = gray_frames(ffmpeg, out, 256, 192)
+    assert len(made) == 2 * decoded_frame_count(ffmpeg, src) == 20
+    assert row_to_row(made) < 2
+    small = [cv2.resize(f, (128, 96), interpolation=cv2.INTER_AREA) for f in made]
+    fields = field_pictures(20)
+    assert [nearest_field(f, fields) for f in small] == list(range(20))
+    times = sorted(float(t) for t in packet_times(ffmpeg, out))
+    assert times == pytest.approx([0.02 * n for n in range(20)], abs=1e-3)
+    assert len(probe(ffmpeg, out).of_kind("audio")) == 1
+
+
+def test_per_field_deinterlacing_in_segments_keeps_every_field_once(ffmpeg, tmp_path):
+    src = tmp_path / "tv.ts"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i",
+                    "nullsrc=s=128x96:r=50:d=1.6,geq=lum='128+90*sin((X-6*N)/5)':cb=128:cr=128",
+                    "-vf", WEAVE, *INTERLACED, "-pix_fmt", "yuv420p", "-g", "5", str(src)],
+                   check=True)
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--deinterlace", "field",
+                     "--segment", "0.5")
+    assert result.returncode == 0, result.stderr
+    made = gray_frames(ffmpeg, tmp_path / "tv_cubic_x2.mp4", 256, 192)
+    small = [cv2.resize(f, (128, 96), interpolation=cv2.INTER_AREA) for f in made]
+    assert [nearest_field(f, field_pictures(80)) for f in small] == list(range(80))
+
+
+def test_the_ffmpeg_baseline_deinterlaces_per_field_when_asked(ffmpeg, tmp_path):
+    src = interlaced_stripes(ffmpeg, tmp_path / "tv.ts")
+    result = run_cli(src, "--model", "ffmpeg", "--scale", "2", "--deinterlace", "field")
+    assert result.returncode == 0, result.stderr
+    made = gray_frames(ffmpeg, tmp_path / "tv_ffmpeg_x2.mp4", 256, 192)
+    assert len(made) == 20 and row_to_row(made) < 2
+
+
 def test_opencv_cannot_convert_interlaced_frames(ffmpeg, tmp_path):
     # Why interlaced video goes through ffmpeg: OpenCV's FFmpeg says so for each frame and
     # hands over a frame it did not fill (black, or whatever its buffer held). If a new

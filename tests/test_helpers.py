@@ -103,6 +103,7 @@ def test_fingerprint_holds_what_decides_the_output_and_nothing_else():
     h264 = fingerprint(settings(codec=upscale.CODECS["h264"], crf=20, preset="slow"))
     assert "crf=20 preset=slow" in h264
     assert "weights" not in fingerprint(settings(method=upscale.METHODS["cubic"]))
+    assert "deinterlace=field" in fingerprint(settings(deinterlace="field"))
 
 
 def test_settings_differences_name_each_changed_setting():
