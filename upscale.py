@@ -1425,13 +1425,13 @@ class FfmpegScaler:
     def __init__(self, method, scale, size):
         self.size = tuple(size)
 
-    def video_filter(self, per_field=False):
+    def video_filter(self, deinterlace="frame"):
         """Frames marked interlaced deinterlaced as the networks' are (FfmpegReader), the
         scale, square pixels, and even sides (repeating the last row or column) as codecs
         need; out_range=tv makes a full-range source's YUV limited range, as every other
         method's output is (RGB output ignores it)."""
         w, h = self.size
-        return (f"{deinterlace_filter(per_field)},scale={w}:{h}:flags=bicubic:out_range=tv,"
+        return (f"{DEINTERLACING[deinterlace].filter},scale={w}:{h}:flags=bicubic:out_range=tv,"
                 "setsar=1,pad=ceil(iw/2)*2:ceil(ih/2)*2")
 
     def upscale(self, picture, on_tile=None):
@@ -1443,12 +1443,13 @@ class FfmpegScaler:
             "bgr24", "pipe:1"), "scaling with ffmpeg", data=np.ascontiguousarray(picture).data)
         return np.frombuffer(out, np.uint8).reshape(self.size[1], self.size[0], 3).copy()
 
-    def scale_file(self, ffmpeg, source, out, encoder_args, container_format, per_field=False):
+    def scale_file(self, ffmpeg, source, out, encoder_args, container_format,
+                   deinterlace="frame"):
         """Write the first video stream of source, scaled, to out (interlaced frames
-        deinterlaced, per_field: a frame for each field)."""
+        deinterlaced as DEINTERLACING[deinterlace] says)."""
         times = KEEP_FRAME_TIMES[:2] if "-enc_time_base" in encoder_args else KEEP_FRAME_TIMES
         run_ffmpeg(ffmpeg_args(ffmpeg, "-i", Path(source), "-map", "0:v:0", "-an", "-sn", "-dn",
-                               *times, "-vf", self.video_filter(per_field), *encoder_args,
+                               *times, "-vf", self.video_filter(deinterlace), *encoder_args,
                                "-f", container_format, Path(out)), "scaling with ffmpeg")
 
 
@@ -1784,7 +1785,7 @@ class OpenCVReader:
     shows_as_players = False    # a display matrix's reflection is left to display_orientation
     note = ""
     depth = 8
-    per_field = False
+    deinterlace_as = "frame"
 
     def open(self):
         return open_capture(self.path)
@@ -1795,8 +1796,8 @@ class FfmpegReader:
     """Frames ffmpeg decodes and pipes over (FfmpegCapture), for a video OpenCV's FFmpeg
     cannot decode (the wheels have no AV1 decoder) or spoils (it hands over an interlaced
     frame black, or as the frame before). With deinterlace, every frame marked interlaced
-    is deinterlaced on the way (bwdif, one frame for each frame, or with per_field one for
-    each of its fields, 50i becoming 50p); the others come through
+    is deinterlaced on the way, as DEINTERLACING[deinterlace_as] says (bwdif, one frame for
+    each frame; or one for each field; or telecined film's own frames); the others come through
     untouched (bwdif holds a frame back, and lost one where the picture size changed, so
     a stream that cannot be interlaced goes without it). ffmpeg
     turns and mirrors them as a player shows them, and keeps their colours as they are
@@ -1807,7 +1808,7 @@ class FfmpegReader:
     start: float                # seconds the video starts after the file (video_start)
     note: str                   # why ffmpeg reads it, for the user
     deinterlace: bool = True
-    per_field: bool = False     # deinterlace to a frame per field (double rate)
+    deinterlace_as: str = "frame"     # a key of DEINTERLACING
     depth: int = 8              # bits of the BGR frames handed over: 8 or 16
     converts_color = False
     shows_as_players = True
@@ -1821,12 +1822,31 @@ class FfmpegReader:
 # more than its standard streams, so there these sources are refused with a way to convert
 # them.
 PIPES_TO_FFMPEG = os.name == "posix"
-DEINTERLACE = "bwdif=mode=send_frame:deint=interlaced"
-DEINTERLACE_PER_FIELD = "bwdif=mode=send_field:deint=interlaced"
 
 
-def deinterlace_filter(per_field):
-    return DEINTERLACE_PER_FIELD if per_field else DEINTERLACE
+@dataclass(frozen=True)
+class Deinterlacing:
+    """A way to make interlaced video progressive (--deinterlace): its ffmpeg filters and
+    how many frames it makes of each frame it is given."""
+    filter: str
+    rate: float
+    about: str
+
+
+DEINTERLACING = {
+    "frame": Deinterlacing("bwdif=mode=send_frame:deint=interlaced", 1.0,
+                           "a frame for each frame"),
+    "field": Deinterlacing("bwdif=mode=send_field:deint=interlaced", 2.0,
+                           "a frame for each field"),
+    # Telecine spreads 4 film frames over 5 interlaced ones (3:2 pulldown): fieldmatch pairs
+    # each frame's fields with the neighbours' that belong to the same film frame, what
+    # stays combed is deinterlaced, and decimate drops the one repeat in every five. Any
+    # five frames in a row hold one repeat, whatever the cut, so a seek needs no alignment.
+    "film": Deinterlacing("fieldmatch=order=auto:combmatch=full,"
+                          "bwdif=mode=send_frame:deint=interlaced,decimate", 0.8,
+                          "the film's own frames, 4 of every 5 (inverse telecine)"),
+}
+DEINTERLACE = DEINTERLACING["frame"].filter
 
 
 class FfmpegCapture:
@@ -1847,7 +1867,7 @@ class FfmpegCapture:
         # Times come out counted from the file's start plus the seek: shifted back to OpenCV's.
         self.shift_ms = (seek - reader.start) * 1000.0
         graph = f"[0:{reader.stream}]" + \
-            (deinterlace_filter(reader.per_field) + "," if reader.deinterlace else "") + \
+            (DEINTERLACING[reader.deinterlace_as].filter + "," if reader.deinterlace else "") + \
             f"format={'bgr48le' if reader.depth == 16 else 'bgr24'},split[t][f]"
         times_in, times_out = os.pipe()
         try:
@@ -1975,11 +1995,12 @@ def display_orientation(ffmpeg, path, stream_index):
     return best if errors[best] < errors["as decoded"] - 1.0 else "as decoded"
 
 
-def frame_reader(ffmpeg, path, info, keep_color=True, per_field=False):
+def frame_reader(ffmpeg, path, info, keep_color=True, deinterlace_as="frame"):
     """The frame reader for the first video stream of path (probed as info): OpenCV's own
     decoder when it reads it and keeps its colours (keep_color: HDR and wide gamut are kept,
     which OpenCV's decoder turns into BT.709 SDR), else ffmpeg's (FfmpegReader), in 16 bits
-    for HDR of more than 8; per_field: interlaced frames become a frame per field.
+    for HDR of more than 8; deinterlace_as: how interlaced frames become progressive (a key
+    of DEINTERLACING).
     UpscaleError when neither decodes a frame, or, where ffmpeg cannot pipe frames over
     (Windows), how to convert it."""
     path, stream = Path(path), info.video[0]
@@ -1998,11 +2019,24 @@ def frame_reader(ffmpeg, path, info, keep_color=True, per_field=False):
         raise UpscaleError(
             f"{path}: OpenCV's decoder cannot read its {stream.codec} video (ffmpeg can); "
             "convert it first, then upscale that: " + conversion_command(path, "-h264"))
-    if field_order:
-        note = f"interlaced ({field_order}): deinterlaced by ffmpeg (bwdif) as it is read, " + (
-            "a frame for each field (--deinterlace field)" if per_field else
-            "a frame for each frame (--deinterlace field gives one for each field, as "
-            "smooth as the original's motion)")
+    mode = deinterlace_as if field_order or mixed else "frame"
+    film_already = mode == "film" and not (field_order and interlaced_frames(
+        ffmpeg, path, stream.index))
+    if film_already:
+        # Only frames coded interlaced carry a telecine's repeated fields; a film telecined
+        # by flags alone (most DVDs) decodes to its own frames, and decimate would drop a
+        # real one in every five.
+        mode = "frame"
+    if film_already and field_order:
+        note = (f"interlaced ({field_order}) by its report, but its frames are coded "
+                "progressive (a film telecined by flags alone): read as they are, already "
+                "the film's own")
+    elif field_order:
+        note = (f"interlaced ({field_order}): deinterlaced by ffmpeg as it is read, "
+                f"{DEINTERLACING[deinterlace_as].about}" + (
+                    " (--deinterlace field gives one for each field, as smooth as the "
+                    "original's motion; --deinterlace film a telecined film's own frames)"
+                    if mode == "frame" else ""))
     elif mixed:
         note = (f"read by ffmpeg, which deinterlaces any frame marked interlaced ({stream.codec} "
                 "may mix them in; OpenCV's decoder hands those over spoilt)")
@@ -2015,7 +2049,7 @@ def frame_reader(ffmpeg, path, info, keep_color=True, per_field=False):
     packets = first_packet_times(ffmpeg, path, stream.index)
     return FfmpegReader(ffmpeg, path, stream.index, video_start(packets), note,
                         deinterlace=bool(field_order or mixed),
-                        per_field=per_field and bool(field_order or mixed),
+                        deinterlace_as=mode,
                         depth=16 if kept and is_hdr(stream.color) and deep_bits(stream)
                         else 8)
 
@@ -3168,7 +3202,7 @@ def prepare_job(source, settings, ffmpeg):
                            "upscale it as a picture")
     reader = OpenCVReader(source) if settings.method.kind.whole_files else \
         frame_reader(ffmpeg, source, info, keep_color=not settings.sdr,
-                     per_field=settings.deinterlace == "field")
+                     deinterlace_as=settings.deinterlace)
     video = info.video[0]
     orientation = display_orientation(ffmpeg, source, video.index) \
         if info.display_matrix and not reader.shows_as_players else "as decoded"
@@ -3224,7 +3258,7 @@ def upscale_file(job, settings, ffmpeg, upscalers):
                                 scaled_video_encoder(settings.codec, settings.crf,
                                                      settings.preset,
                                                      writes_deep(job, settings, False)), "mp4",
-                                settings.deinterlace == "field")
+                                settings.deinterlace)
         else:
             encoder = pipe_encoder(ffmpeg, settings, info.video[0], job.reader) \
                 if settings.codec.piped else video_writer(settings.codec.temp_fourcc)
@@ -3381,10 +3415,10 @@ def source_video(reader, settings, duration_s, exact_count, measured=0.0):
     """(SourceVideo, the first frame's time in ms) as reader reads its source; measured: the
     rate its first packets come at (measured_rate)."""
     cap = reader.open()
-    fields = 2 if reader.per_field else 1       # frames made of each source frame
+    rate = DEINTERLACING[reader.deinterlace_as].rate     # frames made of each source frame
     try:
-        fps = believable_rate(cap.get(cv2.CAP_PROP_FPS), measured) * fields
-        claimed = frame_count_hint(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) * fields,
+        fps = believable_rate(cap.get(cv2.CAP_PROP_FPS), measured) * rate
+        claimed = frame_count_hint(round(cap.get(cv2.CAP_PROP_FRAME_COUNT) * rate),
                                    duration_s, fps, exact_count)
         if settings.frames:
             claimed = min(claimed, settings.frames) if claimed > 0 else settings.frames
@@ -3429,6 +3463,13 @@ def upscale_video(job, work, settings, upscaler, encoder, ffmpeg, offset, measur
                     "it is upscaled in one piece and an interruption loses the work; to make "
                     f"it resumable, remux it first: ffmpeg -i {shlex.quote(source.name)} -c "
                     f"copy {shlex.quote(source.stem + '.mkv')}")
+        segments = segments_between([])
+    elif len(segments) > 1 and job.reader.deinterlace_as == "film":
+        # Decimate's choice of which repeat to drop, and the times it gives the frames it
+        # keeps, depend on where its reading started: two segments could each keep, or
+        # each drop, a frame at their join.
+        console.say(f"note: {source.name}: inverse telecine reads a video in one piece, so an "
+                    "interruption loses the work")
         segments = segments_between([])
     try:
         records, fresh = work_through(job, work, segments, settings, upscaler, encoder,
@@ -5807,11 +5848,14 @@ def build_parser():
     parser.add_argument("--preset", default=None, choices=X264_PRESETS, metavar="PRESET",
                         help="encoding speed, x264's names for every codec above: "
                              + ", ".join(X264_PRESETS) + f" (default: {DEFAULT_PRESET})")
-    parser.add_argument("--deinterlace", choices=("frame", "field"), default="frame",
+    parser.add_argument("--deinterlace", choices=list(DEINTERLACING), default="frame",
                         help="interlaced video (DV, DVD, broadcast, 1080i camcorders): "
                              "'frame' makes a frame of each frame (50i becomes 25p, the "
                              "default), 'field' one of each field (50i becomes 50p: motion "
-                             "as smooth as the original's, twice the frames to upscale)")
+                             "as smooth as the original's, twice the frames to upscale), "
+                             "'film' the frames of a film telecined to 29.97i (NTSC DVDs and "
+                             "broadcasts of films, cartoons, series shot on film): 23.976p, "
+                             "without the judder of repeated fields")
     parser.add_argument("--sdr", action="store_true",
                         help="make HDR and wide-gamut video BT.709 SDR, 8-bit, as OpenCV's "
                              "decoder maps it, for screens and players without HDR (default: "

@@ -16,10 +16,10 @@ INTERLACED = ("-c:v", "libx264", "-flags", "+ildct+ilme", "-x264opts", "tff=1")
 WEAVE = "tinterlace=mode=interleave_top"
 
 
-def gray_frames(ffmpeg, path, width, height, vfilter="null"):
+def gray_frames(ffmpeg, path, width, height, vfilter="null", input_args=None):
     """Every frame as ffmpeg (as a player) decodes it, in grey, as floats."""
-    out = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-map", "0:v:0", "-vf",
-                          vfilter, "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+    out = subprocess.run([ffmpeg, "-v", "error", *(input_args or ("-i", str(path))), "-map",
+                          "0:v:0", "-vf", vfilter, "-f", "rawvideo", "-pix_fmt", "gray", "-"],
                          capture_output=True, check=True).stdout
     return np.frombuffer(out, np.uint8).reshape(-1, height, width).astype(float)
 
@@ -225,6 +225,72 @@ def test_the_ffmpeg_baseline_deinterlaces_per_field_when_asked(ffmpeg, tmp_path)
     assert result.returncode == 0, result.stderr
     made = gray_frames(ffmpeg, tmp_path / "tv_ffmpeg_x2.mp4", 256, 192)
     assert len(made) == 20 and row_to_row(made) < 2
+
+
+FILM = "nullsrc=s=160x120:r=24000/1001:d={},geq=lum='20+2*N+15*sin((X-4*N)/5)':cb=128:cr=128"
+
+
+def film_clip(ffmpeg, path, seconds=2, telecine=True):
+    """Film for an NTSC DVD, each frame brighter than the last and its stripes moved on:
+    telecined (3:2 pulldown, 29.97i, MPEG-2 coded interlaced), or left as its frames with
+    only the stream's field order saying interlaced (as a DVD telecined by flags reads)."""
+    vf = "telecine=first_field=top:pattern=23,setfield=tff" if telecine else "setfield=tff"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", FILM.format(seconds),
+                    "-vf", vf, "-c:v", "mpeg2video", "-q:v", "2",
+                    *(("-flags", "+ilme+ildct") if telecine else ()), str(path)], check=True)
+    return path
+
+
+def film_frames_shown(ffmpeg, path, seconds=2):
+    """Which of the film's frames each of path's frames shows (their indexes)."""
+    made = gray_frames(ffmpeg, path, 320, 240)
+    assert row_to_row(made) < 2                     # no combing
+    film = gray_frames(ffmpeg, "lavfi", 160, 120, input_args=("-f", "lavfi", "-i",
+                                                              FILM.format(seconds)))
+    return [nearest_field(cv2.resize(f, (160, 120), interpolation=cv2.INTER_AREA), film)
+            for f in made]
+
+
+@pytest.mark.parametrize("tool_ffmpeg", every_ffmpeg_here())
+def test_film_deinterlacing_gives_back_a_telecined_films_own_frames(ffmpeg, tmp_path,
+                                                                    tool_ffmpeg):
+    src = film_clip(ffmpeg, tmp_path / "dvd.mkv")
+    assert decoded_frame_count(ffmpeg, src) == 60       # 48 film frames spread over 60
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--deinterlace", "film",
+                     env=cli_env(UPSCALE_FFMPEG=str(tool_ffmpeg)))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "dvd_cubic_x2.mp4"
+    assert film_frames_shown(ffmpeg, out) == list(range(48))
+    steps = np.diff(sorted(float(t) for t in packet_times(ffmpeg, out)))
+    assert steps.min() > 0.040 and steps.max() < 0.043        # 1001/24000 s, in 1 ms
+
+
+def test_film_deinterlacing_reads_in_one_piece_keeping_every_frame_once(ffmpeg, tmp_path):
+    # In segments, each started its own field matching and decimation: 146 frames of 144,
+    # repeats at the joins.
+    src = film_clip(ffmpeg, tmp_path / "dvd.mkv", seconds=6)
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--deinterlace", "film",
+                     "--segment", "0.7")
+    assert result.returncode == 0, result.stderr
+    assert "inverse telecine reads a video in one piece" in result.stderr
+    shown = film_frames_shown(ffmpeg, tmp_path / "dvd_cubic_x2.mp4", seconds=6)
+    assert shown == list(range(144))
+
+
+def test_film_deinterlacing_leaves_a_film_telecined_by_flags_alone_as_it_is(ffmpeg, tmp_path):
+    # (decimating it would drop one real frame in every five)
+    src = film_clip(ffmpeg, tmp_path / "dvd.mkv", telecine=False)
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--deinterlace", "film")
+    assert result.returncode == 0, result.stderr
+    assert "coded progressive" in result.stderr
+    assert film_frames_shown(ffmpeg, tmp_path / "dvd_cubic_x2.mp4") == list(range(48))
+
+
+def test_the_ffmpeg_baseline_gives_back_a_telecined_films_frames_when_asked(ffmpeg, tmp_path):
+    src = film_clip(ffmpeg, tmp_path / "dvd.mkv")
+    result = run_cli(src, "--model", "ffmpeg", "--scale", "2", "--deinterlace", "film")
+    assert result.returncode == 0, result.stderr
+    assert film_frames_shown(ffmpeg, tmp_path / "dvd_ffmpeg_x2.mp4") == list(range(48))
 
 
 def test_opencv_cannot_convert_interlaced_frames(ffmpeg, tmp_path):
