@@ -1995,22 +1995,25 @@ def display_orientation(ffmpeg, path, stream_index):
     return best if errors[best] < errors["as decoded"] - 1.0 else "as decoded"
 
 
-def frame_reader(ffmpeg, path, info, keep_color=True, deinterlace_as="frame"):
+def frame_reader(ffmpeg, path, info, keep_color=True, deinterlace_as="frame", keep_depth=False):
     """The frame reader for the first video stream of path (probed as info): OpenCV's own
     decoder when it reads it and keeps its colours (keep_color: HDR and wide gamut are kept,
     which OpenCV's decoder turns into BT.709 SDR), else ffmpeg's (FfmpegReader), in 16 bits
-    for HDR of more than 8; deinterlace_as: how interlaced frames become progressive (a key
-    of DEINTERLACING).
+    for HDR of more than 8 (for any source of more than 8 with keep_depth: the output can
+    keep them); deinterlace_as: how interlaced frames become progressive (a key of
+    DEINTERLACING).
     UpscaleError when neither decodes a frame, or, where ffmpeg cannot pipe frames over
     (Windows), how to convert it."""
     path, stream = Path(path), info.video[0]
     kept = keep_color and PIPES_TO_FFMPEG and opencv_converts_color(stream.color)
+    deep = PIPES_TO_FFMPEG and bool(deep_bits(stream)) and (
+        keep_depth or kept and is_hdr(stream.color))
     field_order = stream.field_order or ("its frames say so" if stream.scan != "progressive"
                                          and interlaced_frames(ffmpeg, path, stream.index)
                                          else "")
     mixed = PIPES_TO_FFMPEG and (stream.codec in MIXED_SCAN_CODECS or stream.codec == "h264"
                                  and h264_may_interlace(ffmpeg, path, stream.index))
-    if not field_order and not mixed and not kept and opencv_decodes(path):
+    if not field_order and not mixed and not kept and not deep and opencv_decodes(path):
         return OpenCVReader(path)
     if not ffmpeg_decodes(ffmpeg, path):
         raise no_frame_error(path)
@@ -2044,14 +2047,16 @@ def frame_reader(ffmpeg, path, info, keep_color=True, deinterlace_as="frame"):
         note = (f"{color_kind(stream.color)} ({color_tags(stream.color)}): read by ffmpeg, "
                 "which keeps its colours (OpenCV's decoder makes them SDR BT.709; --sdr "
                 "does that)")
+    elif deep:
+        note = (f"{deep_bits(stream)}-bit: read by ffmpeg, which keeps its bits (OpenCV's "
+                "decoder gives 8)")
     else:
         note = "decoded by ffmpeg, since OpenCV's decoder cannot read it"
     packets = first_packet_times(ffmpeg, path, stream.index)
     return FfmpegReader(ffmpeg, path, stream.index, video_start(packets), note,
                         deinterlace=bool(field_order or mixed),
                         deinterlace_as=mode,
-                        depth=16 if kept and is_hdr(stream.color) and deep_bits(stream)
-                        else 8)
+                        depth=16 if deep else 8)
 
 
 def h264_may_interlace(ffmpeg, path, stream_index):
@@ -3009,8 +3014,7 @@ def color_warning(stream, through_opencv, kept_deep=False):
                  " (--model ffmpeg keeps the source's colours)"))
     if bits and not kept_deep:
         return f"is {bits}-bit ({stream.pix_fmt}): the output is 8-bit" + (
-            "; --codec h265, av1 or vp9 keep 10 bits" if is_hdr(stream.color) and
-            not through_opencv else "")
+            "; --codec h265, av1 or vp9 keep 10 bits" if PIPES_TO_FFMPEG else "")
     return ""
 
 
@@ -3202,7 +3206,8 @@ def prepare_job(source, settings, ffmpeg):
                            "upscale it as a picture")
     reader = OpenCVReader(source) if settings.method.kind.whole_files else \
         frame_reader(ffmpeg, source, info, keep_color=not settings.sdr,
-                     deinterlace_as=settings.deinterlace)
+                     deinterlace_as=settings.deinterlace,
+                     keep_depth=bool(settings.codec.deep_pix_fmt))
     video = info.video[0]
     orientation = display_orientation(ffmpeg, source, video.index) \
         if info.display_matrix and not reader.shows_as_players else "as decoded"

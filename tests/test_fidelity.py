@@ -386,7 +386,8 @@ def test_ten_bit_source_warns_of_8_bit_output(ffmpeg, tmp_path):
                     vcodec=("-c:v", "ffv1", "-pix_fmt", "yuv420p10le"))
     result = run_cli(src, "--scale", "2")
     assert result.returncode == 0, result.stderr
-    assert "is 10-bit (yuv420p10le): the output is 8-bit" in result.stderr
+    assert "is 10-bit (yuv420p10le): the output is 8-bit; --codec h265, av1 or vp9 keep 10 " \
+        "bits" in result.stderr
 
 
 def red_clip(ffmpeg, path, primaries, transfer, matrix="bt709", pix_fmt="yuv420p",
@@ -460,7 +461,8 @@ def test_the_ffmpeg_baseline_keeps_an_hdr_sources_tags_and_10_bits(ffmpeg, tmp_p
     assert "8-bit" not in result.stderr.replace("the default, h264, is 8-bit", "")
 
 
-def hdr_ramp(ffmpeg, path, transfer, size=(96, 64), frames=6, container_args=()):
+def hdr_ramp(ffmpeg, path, transfer, size=(96, 64), frames=6, primaries="bt2020",
+             space="bt2020nc"):
     """A 10-bit BT.2020 clip tagged with an HDR transfer whose picture is a gentle ramp
     across its width: 18 levels of luma, that 8 bits would make 4 or 5 of.
     A diagonal edge moves across it, so a network has something to sharpen."""
@@ -473,9 +475,9 @@ def hdr_ramp(ffmpeg, path, transfer, size=(96, 64), frames=6, container_args=())
         pictures.append((luma << 6).astype("<u2"))
     subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "gray16le",
                     "-s", f"{w}x{h}", "-r", "25", "-i", "pipe:0", "-vf",
-                    "format=yuv420p10le,setparams=range=tv:colorspace=bt2020nc:"
-                    f"color_primaries=bt2020:color_trc={transfer}", "-c:v", "ffv1",
-                    *container_args, str(path)],
+                    f"format=yuv420p10le,setparams=range=tv:colorspace={space}:"
+                    f"color_primaries={primaries}:color_trc={transfer}", "-c:v", "ffv1",
+                    str(path)],
                    input=b"".join(p.tobytes() for p in pictures), check=True)
     return path
 
@@ -514,11 +516,17 @@ def test_hdr_source_keeps_its_colours_in_10_bit_h265_by_default(ffmpeg, tmp_path
     assert abs(after.mean() - before.mean()) < 10, (before.mean(), after.mean())
 
 
-def test_hdr_sources_10_bit_gradation_comes_through(ffmpeg, tmp_path):
-    src = hdr_ramp(ffmpeg, tmp_path / "phone.mkv", "arib-std-b67")
+@pytest.mark.parametrize("source,options", [
+    (("arib-std-b67", "bt2020", "bt2020nc"), ()),
+    (("bt709", "bt709", "bt709"), ("--codec", "h265"))])     # an SDR 10-bit camera file
+def test_a_10_bit_sources_gradation_comes_through(ffmpeg, tmp_path, source, options):
+    src = hdr_ramp(ffmpeg, tmp_path / "deep.mkv", source[0], primaries=source[1],
+                   space=source[2])
     out = tmp_path / "out.mkv"
-    result = run_cli(src, "--model", "cubic", "--scale", "2", "--crf", "0", "-o", out)
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--crf", "0", *options,
+                     "-o", out)
     assert result.returncode == 0, result.stderr
+    assert "output is 8-bit" not in result.stderr
     # Each source column against the mean of the two output columns it became: through
     # 8 bits the columns' levels were up to 2 off (4 to a step), here a small fraction.
     before = luma_levels(ffmpeg, src).reshape(6, 64, 96)[:, 8:, 48:].mean(axis=(0, 1))
