@@ -136,6 +136,8 @@ ANIMATION_MEMORY = 4 << 30
 # The outputs a picture's ICC colour profile and EXIF are written into (an AVIF keeps them
 # in boxes its encoder writes).
 METADATA_PICTURES = (".png", ".jpg", ".webp")
+# The outputs a 16-bit picture (PNG, TIFF: scans, developed raw photos) stays 16-bit in.
+DEEP_PICTURES = (".png",)
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL_DIR = HERE / "models"
@@ -1435,13 +1437,15 @@ class FfmpegScaler:
                 "setsar=1,pad=ceil(iw/2)*2:ceil(ih/2)*2")
 
     def upscale(self, picture, on_tile=None):
-        """A picture (BGR) scaled by ffmpeg, through pipes: what --model ffmpeg does to one."""
+        """A picture (BGR, 8 or 16 bits) scaled by ffmpeg, through pipes: what --model ffmpeg
+        does to one."""
         h, w = picture.shape[:2]
+        pix_fmt = "bgr48le" if picture.dtype == np.uint16 else "bgr24"
         out, _ = ffmpeg_output(ffmpeg_args(
-            find_ffmpeg(), "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-i", "pipe:0",
+            find_ffmpeg(), "-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{w}x{h}", "-i", "pipe:0",
             "-vf", "scale={}:{}:flags=bicubic".format(*self.size), "-f", "rawvideo", "-pix_fmt",
-            "bgr24", "pipe:1"), "scaling with ffmpeg", data=np.ascontiguousarray(picture).data)
-        return np.frombuffer(out, np.uint8).reshape(self.size[1], self.size[0], 3).copy()
+            pix_fmt, "pipe:1"), "scaling with ffmpeg", data=np.ascontiguousarray(picture).data)
+        return np.frombuffer(out, picture.dtype).reshape(self.size[1], self.size[0], 3).copy()
 
     def scale_file(self, ffmpeg, source, out, encoder_args, container_format,
                    deinterlace="frame"):
@@ -2339,6 +2343,11 @@ class InOrderWriter:
             self.writer.release()
 
 
+def eight_bit(image):
+    """An 8-bit image as it is; a 16-bit one rounded to 8 bits."""
+    return image if image.dtype == np.uint8 else cv2.convertScaleAbs(image, alpha=1 / 257)
+
+
 class EightBitWriter:
     """cv2.VideoWriter taking 16-bit frames too (an HDR source's), which it cannot write:
     they are rounded to 8 bits."""
@@ -2350,9 +2359,7 @@ class EightBitWriter:
         return self.writer.isOpened()
 
     def write(self, frame):
-        if frame.dtype != np.uint8:
-            frame = cv2.convertScaleAbs(frame, alpha=1 / 257)       # rounds, saturates
-        self.writer.write(frame)
+        self.writer.write(eight_bit(frame))
 
     def release(self):
         self.writer.release()
@@ -3619,10 +3626,10 @@ def picture_extension(source):
 
 @dataclass
 class Picture:
-    """A picture as it is shown: 8-bit BGR with EXIF orientation applied, and what else
-    the file had."""
+    """A picture as it is shown: BGR (8-bit; 16-bit from a 16-bit PNG or TIFF) with EXIF
+    orientation applied, and what else the file had."""
     bgr: np.ndarray
-    alpha: np.ndarray = None   # 8-bit, oriented like bgr
+    alpha: np.ndarray = None   # of bgr's depth, oriented like bgr
     gray: bool = False
     notes: tuple = ()          # what the output does not keep
     animation: object = None   # an animation's cv2.Animation: every frame, its times
@@ -3686,21 +3693,23 @@ def read_picture(path):
     if animation_frame_count(contents) > 1 or contents[:4] == b"GIF8":
         return read_animation(path, contents)
     data = np.frombuffer(contents, np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)       # applies EXIF orientation, 8-bit
     raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    deep = raw is not None and raw.dtype == np.uint16
+    # (applies EXIF orientation; 8-bit, or 16-bit for a 16-bit picture)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | (cv2.IMREAD_ANYDEPTH if deep else 0))
     if bgr is None or raw is None:
         raise UpscaleError(f"{path}: not a picture OpenCV can decode; check that it opens "
                            "in an image viewer")
     notes, alpha = [], None
-    if raw.dtype != np.uint8:
+    if raw.dtype not in (np.uint8, np.uint16):
         notes.append(f"{raw.dtype.itemsize * 8}-bit samples become 8-bit")
     if raw.ndim == 3 and raw.shape[2] == 4:
         alpha = raw[:, :, 3]
-        if alpha.dtype != np.uint8:
+        if alpha.dtype != bgr.dtype:
             alpha = (alpha / (np.iinfo(alpha.dtype).max / 255.0) + 0.5).astype(np.uint8)
         # The orientation imdecode applied to the colour, found by trying each.
         plain = cv2.cvtColor(raw, cv2.COLOR_BGRA2BGR)
-        if plain.dtype != np.uint8:
+        if plain.dtype != bgr.dtype:
             plain = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         turn = next((f for f in ORIENTATIONS.values() if f(plain).shape == bgr.shape and
                      np.array_equal(f(plain), bgr)), None)
@@ -4141,6 +4150,13 @@ def picture_settings(path):
     return data[at + len(key):end].decode("utf-8", "replace")
 
 
+def depth_lost(picture, extension):
+    """The note (a tuple of one, or none) for a 16-bit picture written where 8 bits go."""
+    return (f"16-bit samples become 8-bit in {extension[1:].upper()}; name the output .png "
+            "with -o to keep them",) if picture.bgr.dtype == np.uint16 and \
+        extension not in DEEP_PICTURES else ()
+
+
 def metadata_lost(picture, extension):
     """The note (a tuple of one, or none) for a colour profile or EXIF that an output of
     that format cannot hold."""
@@ -4156,7 +4172,8 @@ def upscale_picture(job, settings, upscalers):
     an animation's FrameResult, None for a still picture."""
     picture, out_path = job.picture, job.out_path
     extension = out_path.suffix.lower().replace(".jpeg", ".jpg")
-    for note in picture.notes + metadata_lost(picture, extension):
+    for note in picture.notes + metadata_lost(picture, extension) + \
+            depth_lost(picture, extension):
         console.warn(f"{job.source.name}: {note}")
     upscaler = upscalers(job.plan)
     console.say(f"{job.source.name}: {picture.bgr.shape[1]}x{picture.bgr.shape[0]} -> "
@@ -4169,7 +4186,8 @@ def upscale_picture(job, settings, upscalers):
             image = upscaled_picture(picture, upscaler, size, progress.update)
         finally:
             progress.close()
-        data = encoded_picture(image, extension)
+        data = encoded_picture(image if extension in DEEP_PICTURES else eight_bit(image),
+                               extension)
     else:
         count = len(picture.animation.frames)
         progress = Progress(job.source.name, count)
@@ -4935,7 +4953,9 @@ def read_source(path, kind, max_frames, reader=None):
     if kind == "image":
         picture = read_picture(path)
         frames = [picture.bgr] if picture.animation is None else picture.animation.frames
-        yield from (np.ascontiguousarray(f[:, :, :3]) for f in frames[:max_frames or None])
+        # (measured in 8 bits, as the papers measure)
+        yield from (np.ascontiguousarray(eight_bit(f[:, :, :3]))
+                    for f in frames[:max_frames or None])
         return
     cap = reader.open()
     try:

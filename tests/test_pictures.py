@@ -133,11 +133,47 @@ def test_transparency_is_kept_and_enlarged_with_cubic(tmp_path):
                                                    interpolation=cv2.INTER_CUBIC))
 
 
-def test_a_16_bit_picture_says_its_output_is_8_bit(tmp_path):
-    cv2.imwrite(str(tmp_path / "deep.png"), photo().astype(np.uint16) * 257)
-    result = run_cli(tmp_path / "deep.png", "--scale", "2")
-    assert result.returncode == 0 and "16-bit samples become 8-bit" in result.stderr
-    assert read(tmp_path / "deep_fast_x2.png").dtype == np.uint8
+def deep_photo():
+    """photo() in 16 bits, with levels between its 8-bit ones (a scan's, a raw photo's)."""
+    fine = np.tile(np.linspace(0, 250, 80).astype(np.uint16), (60, 1))
+    return photo().astype(np.uint16) * 257 + fine[:, :, None]
+
+
+@pytest.mark.parametrize("source,options,output", [
+    ("scan.png", (), "scan_fast_x2.png"), ("scan.tif", (), "scan_fast_x2.png"),
+    ("scan.png", ("--model", "ffmpeg"), "scan_ffmpeg_x2.png")])
+def test_a_16_bit_picture_stays_16_bit_with_its_finer_levels(tmp_path, source, options,
+                                                             output):
+    cv2.imwrite(str(tmp_path / source), deep_photo())
+    result = run_cli(tmp_path / source, "--scale", "2", *options)
+    assert result.returncode == 0, result.stderr
+    assert "8-bit" not in result.stderr
+    out = read(tmp_path / output)
+    assert out.dtype == np.uint16 and out.shape == (120, 160, 3)
+    assert np.count_nonzero(out % 257) > 0.9 * out.size       # not 8-bit levels
+    # As its 8-bit twin comes out, to within a level.
+    cv2.imwrite(str(tmp_path / "twin.png"), cv2.convertScaleAbs(deep_photo(), alpha=1 / 257))
+    assert run_cli(tmp_path / "twin.png", "--scale", "2", *options).returncode == 0
+    twin = read(tmp_path / output.replace("scan", "twin"))
+    assert np.abs(out / 257.0 - twin).mean() < 0.6
+
+
+def test_a_16_bit_picture_with_transparency_keeps_both_in_16_bits(tmp_path):
+    alpha = np.tile(np.linspace(0, 65535, 80).astype(np.uint16), (60, 1))
+    cv2.imwrite(str(tmp_path / "logo.png"), np.dstack([deep_photo(), alpha]))
+    assert run_cli(tmp_path / "logo.png", "--scale", "2").returncode == 0
+    out = read(tmp_path / "logo_fast_x2.png")
+    assert out.dtype == np.uint16 and out.shape == (120, 160, 4)
+    assert np.array_equal(out[:, :, 3], cv2.resize(alpha, (160, 120),
+                                                   interpolation=cv2.INTER_CUBIC))
+
+
+def test_a_16_bit_picture_written_as_jpeg_says_it_becomes_8_bit(tmp_path):
+    cv2.imwrite(str(tmp_path / "scan.png"), deep_photo())
+    result = run_cli(tmp_path / "scan.png", "--scale", "2", "-o", tmp_path / "scan.jpg")
+    assert result.returncode == 0
+    assert "16-bit samples become 8-bit in JPG; name the output .png" in result.stderr
+    assert read(tmp_path / "scan.jpg").dtype == np.uint8
 
 
 def test_a_grey_picture_stays_grey(tmp_path):
