@@ -2141,6 +2141,18 @@ H264_HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 1
 MIXED_SCAN_CODECS = frozenset(("mpeg2video", "dvvideo", "vc1"))
 
 
+def gif_is_transparent(ffmpeg, path):
+    """Whether any pixel of an animated GIF's frames, as they are shown, is clear (frame by
+    frame: a long GIF is never held whole). A GIF that marks a colour clear only to keep the
+    frame before's pixels there is opaque."""
+    out, _ = ffmpeg_output(ffmpeg_args(
+        ffmpeg, "-i", Path(path), "-map", "0:v:0", "-vf",
+        "alphaextract,signalstats,metadata=print:key=lavfi.signalstats.YMIN:file=-",
+        "-f", "null", "-"), "reading its transparency", check=False)
+    return any(line.startswith(b"lavfi.signalstats.YMIN=") and float(line.split(b"=")[1]) < 255
+               for line in out.splitlines())
+
+
 def interlaced_frames(ffmpeg, path, stream_index, frames=4):
     """Whether any of the first frames of a stream is marked interlaced, for a stream whose
     report does not say (DV's names no scan type, yet every frame is interlaced)."""
@@ -3260,6 +3272,10 @@ def upscale_file(job, settings, ffmpeg, upscalers):
                             writes_deep(job, settings, decoded))
     if warning:
         console.warn(f"{source} {warning}")
+    if source.suffix.lower() == ".gif" and gif_is_transparent(ffmpeg, source):
+        console.warn(f"{source.name}: its transparency cannot be kept in a video (its clear "
+                     "pixels take their palette colour); -o NAME.webp (or .png) makes it an "
+                     "animated picture that keeps it")
     if decoded and job.reader.note:
         console.say(f"note: {source.name}: {job.reader.note}")
     try:

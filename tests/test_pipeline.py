@@ -48,6 +48,19 @@ def test_an_animated_gif_in_a_folder_becomes_an_mp4_with_every_frame_at_its_time
     before, after = packet_times(ffmpeg, src), packet_times(ffmpeg, out)
     assert len(after) == len(before) == 15
     assert max(abs(a - b) for a, b in zip(before, after)) <= Fraction(1, 20)
+    assert "transparency" not in result.stderr                  # an opaque GIF
+
+
+def test_a_gif_with_clear_pixels_made_a_video_says_its_transparency_is_lost(ffmpeg,
+                                                                           tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "sticker.gif", rate="10", seconds=0.5, audio=False,
+                    vcodec=("-c:v", "gif"), vfilter="format=rgba,geq=r='r(X,Y)':g='g(X,Y)':"
+                    "b='b(X,Y)':a='if(lt(X,32),0,255)',split[a][b];[a]palettegen="
+                    "reserve_transparent=1[p];[b][p]paletteuse=alpha_threshold=128")
+    result = run_cli(src, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert "sticker.gif: its transparency cannot be kept in a video" in result.stderr
+    assert "-o NAME.webp" in result.stderr
 
 
 def test_duration_is_within_one_frame_of_source(ffmpeg, tmp_path):
