@@ -516,15 +516,17 @@ def test_hdr_source_keeps_its_colours_in_10_bit_h265_by_default(ffmpeg, tmp_path
     assert abs(after.mean() - before.mean()) < 10, (before.mean(), after.mean())
 
 
+@pytest.mark.parametrize("tool_ffmpeg", every_ffmpeg_here())
 @pytest.mark.parametrize("source,options", [
     (("arib-std-b67", "bt2020", "bt2020nc"), ()),
     (("bt709", "bt709", "bt709"), ("--codec", "h265"))])     # an SDR 10-bit camera file
-def test_a_10_bit_sources_gradation_comes_through(ffmpeg, tmp_path, source, options):
+def test_a_10_bit_sources_gradation_comes_through(ffmpeg, tmp_path, source, options,
+                                                 tool_ffmpeg):
     src = hdr_ramp(ffmpeg, tmp_path / "deep.mkv", source[0], primaries=source[1],
                    space=source[2])
     out = tmp_path / "out.mkv"
     result = run_cli(src, "--model", "cubic", "--scale", "2", "--crf", "0", *options,
-                     "-o", out)
+                     "-o", out, env=cli_env(UPSCALE_FFMPEG=str(tool_ffmpeg)))
     assert result.returncode == 0, result.stderr
     assert "output is 8-bit" not in result.stderr
     # Each source column against the mean of the two output columns it became: through
