@@ -319,6 +319,9 @@ class Codec:
     # as 16-bit): its 10-bit format, or "" where players expect 8 bits (H.264's High 10
     # plays on few devices) or frames go through cv2.VideoWriter, which takes 8 bits.
     deep_pix_fmt: str = ""
+    # Its encoder's option for HDR10's static metadata (mastering display, content light
+    # level: HDR_METADATA_FORMATS), which piped raw frames lose; "" where it takes none.
+    hdr_option: str = ""
 
     @property
     def piped(self):
@@ -332,15 +335,53 @@ class Codec:
         """Whether --crf and --preset apply: the encoders frames are piped to."""
         return self.piped
 
-    def encoder_args(self, crf, preset, deep=False):
+    def encoder_args(self, crf, preset, deep=False, hdr=None):
         """The ffmpeg options that encode with this codec at a CRF and speed preset; deep:
-        from frames of more than 8 bits, kept in 10 where the codec can."""
+        from frames of more than 8 bits, kept in 10 where the codec can; hdr: the source's
+        HDR10 static metadata (hdr_static_metadata), written where the encoder can."""
         speed = ("-preset", preset) if self.speeds is None else \
             self.speeds[X264_PRESETS.index(preset)]
         args = list(self.ffmpeg_args)
         if deep and self.deep_pix_fmt:
             args[args.index("-pix_fmt") + 1] = self.deep_pix_fmt
+        if hdr and self.hdr_option:
+            params = HDR_METADATA_FORMATS[self.hdr_option](**hdr)
+            if self.hdr_option in args:         # joined to the options already there
+                at = args.index(self.hdr_option) + 1
+                args[at] += ":" + params
+            else:
+                args += [self.hdr_option, params]
         return [*args, "-crf", str(crf), *speed]
+
+
+def x265_hdr_params(primaries, white, luminance, light):
+    """x265's master-display (chromaticities in 0.00002, luminance in 0.0001 cd/m2) and
+    max-cll."""
+    xy = {k: f"({round(x * 50000)},{round(y * 50000)})" for k, (x, y) in primaries.items()}
+    params = []
+    if xy:
+        params.append(f"master-display=G{xy['g']}B{xy['b']}R{xy['r']}WP"
+                      f"({round(white[0] * 50000)},{round(white[1] * 50000)})"
+                      f"L({round(luminance[1] * 10000)},{round(luminance[0] * 10000)})")
+    if light:
+        params.append(f"max-cll={light[0]},{light[1]}")
+    return ":".join(params)
+
+
+def svtav1_hdr_params(primaries, white, luminance, light):
+    """SVT-AV1's mastering-display (plain numbers) and content-light."""
+    params = []
+    if primaries:
+        xy = {k: f"({x:.4f},{y:.4f})" for k, (x, y) in primaries.items()}
+        params.append(f"mastering-display=G{xy['g']}B{xy['b']}R{xy['r']}WP"
+                      f"({white[0]:.4f},{white[1]:.4f})"
+                      f"L({luminance[1]:.4f},{luminance[0]:.4f})")
+    if light:
+        params.append(f"content-light={light[0]},{light[1]}")
+    return ":".join(params)
+
+
+HDR_METADATA_FORMATS = {"-x265-params": x265_hdr_params, "-svtav1-params": svtav1_hdr_params}
 
 
 # The frames' own times are written into the MP4's sample table after the encode
@@ -355,14 +396,14 @@ CODECS = {c.name: c for c in (
     Codec("h265", "", ("-c:v", "libx265", "-pix_fmt", "yuv420p", "-tag:v", "hvc1",
                        "-x265-params", "log-level=error"),
           "H.265/HEVC, smaller files; 10-bit from an HDR source", "x265",
-          deep_pix_fmt="yuv420p10le"),
+          deep_pix_fmt="yuv420p10le", hdr_option="-x265-params"),
     # SVT-AV1 at CRF 20 kept what x264 at CRF 18 keeps (within 0.25 dB) in a sixth to all
     # of its bytes, as fast on 2 cores (README, "Default codec"). Presets 13 to 0.
     Codec("av1", "", ("-c:v", "libsvtav1", "-pix_fmt", "yuv420p"),
           "AV1 (SVT-AV1): smaller than H.264 at its quality, as fast; plays in current "
           "browsers and phones", "SVT-AV1", crf=20, crf_max=63,
           speeds=tuple(("-preset", str(n)) for n in (12, 11, 10, 9, 8, 7, 6, 4, 2, 0)),
-          joined_format="mp4", deep_pix_fmt="yuv420p10le"),
+          joined_format="mp4", deep_pix_fmt="yuv420p10le", hdr_option="-svtav1-params"),
     # libvpx's realtime modes for the fast presets: its "good" mode at its fastest took four
     # times x264 superfast's time. -b:v 0 makes -crf constant quality.
     Codec("vp9", "", ("-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-b:v", "0", "-row-mt",
@@ -2141,6 +2182,32 @@ H264_HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 1
 MIXED_SCAN_CODECS = frozenset(("mpeg2video", "dvvideo", "vc1"))
 
 
+# HDR10's static metadata as ffmpeg's showinfo prints a frame's side data (5.1 and 9 alike):
+# "r(0.6800,0.3200) g(0.2650,0.6900) b(0.1500 0.0600) wp(0.3127, 0.3290)
+# min_luminance=0.000100, max_luminance=1000.000000" and "MaxCLL=1000, MaxFALL=400".
+MASTERING_RE = re.compile(
+    r"\br\(([\d.]+)[, ]\s*([\d.]+)\) g\(([\d.]+)[, ]\s*([\d.]+)\) "
+    r"b\(([\d.]+)[, ]\s*([\d.]+)\) wp\(([\d.]+)[, ]\s*([\d.]+)\) "
+    r"min_luminance=([\d.]+), max_luminance=([\d.]+)")
+LIGHT_LEVEL_RE = re.compile(r"MaxCLL=(\d+), MaxFALL=(\d+)")
+
+
+def hdr_static_metadata(ffmpeg, path, stream_index):
+    """The mastering display and content light level an HDR10 stream's first frame
+    carries, as {primaries: {r, g, b: (x, y)}, white: (x, y), luminance: (min, max),
+    light: (MaxCLL, MaxFALL)} (either part may be empty); None when it carries neither."""
+    _, report = ffmpeg_output(ffmpeg_args(
+        ffmpeg, "-i", Path(path), "-map", f"0:{stream_index}", "-frames:v", 1, "-vf",
+        "showinfo", "-f", "null", "-", level="info"), "reading its HDR metadata", check=False)
+    mastering, light = MASTERING_RE.search(report), LIGHT_LEVEL_RE.search(report)
+    if not mastering and not light:
+        return None
+    v = [float(x) for x in mastering.groups()] if mastering else []
+    return {"primaries": dict(zip("rgb", zip(v[0:6:2], v[1:6:2]))) if v else {},
+            "white": tuple(v[6:8]), "luminance": tuple(v[8:10]),
+            "light": tuple(int(x) for x in light.groups()) if light else ()}
+
+
 def gif_is_transparent(ffmpeg, path):
     """Whether any pixel of an animated GIF's frames, as they are shown, is clear (frame by
     frame: a long GIF is never held whole). A GIF that marks a colour clear only to keep the
@@ -2424,12 +2491,14 @@ def pipe_encoder(ffmpeg, settings, stream, reader):
     right afterwards (rewrite_mp4_timing)."""
     vfilter, tags = color_args(stream, True, decoder_converts=reader.converts_color)
     pix_fmt = "bgr48le" if reader.depth == 16 else "bgr24"
+    hdr = None if reader.converts_color or not is_hdr(stream.color) else \
+        hdr_static_metadata(ffmpeg, reader.path, stream.index)
 
     def start(path, size, fps):
         return PipeWriter(ffmpeg_args(
             ffmpeg, "-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{size[0]}x{size[1]}",
             "-framerate", f"{fps:.6f}", "-i", "pipe:0", *vfilter,
-            *settings.codec.encoder_args(settings.crf, settings.preset, reader.depth == 16),
+            *settings.codec.encoder_args(settings.crf, settings.preset, reader.depth == 16, hdr),
             *tags, "-f", "mp4", Path(path)))
     return start
 

@@ -537,6 +537,30 @@ def test_a_10_bit_sources_gradation_comes_through(ffmpeg, tmp_path, source, opti
     assert error.mean() < 0.3, error
 
 
+@pytest.mark.parametrize("tool_ffmpeg", every_ffmpeg_here())
+@pytest.mark.parametrize("codec", ["h265", "av1"])
+def test_hdr10_mastering_display_and_light_levels_are_kept(ffmpeg, tmp_path, codec,
+                                                           tool_ffmpeg):
+    # (TVs map HDR10 to their own peak with them; piped raw frames had lost them)
+    src = tmp_path / "hdr10.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=128x72:d=0.3",
+                    "-vf", "format=yuv420p10le", "-c:v", "libx265", "-x265-params",
+                    "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc:"
+                    "master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)"
+                    "L(10000000,1):max-cll=1000,400", str(src)], check=True)
+    made = upscale.hdr_static_metadata(ffmpeg, src, 0)
+    assert made["light"] == (1000, 400) and made["luminance"] == (0.0001, 1000.0)
+    out = tmp_path / "out.mkv"
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--codec", codec, "-o", out,
+                     env=cli_env(UPSCALE_FFMPEG=str(tool_ffmpeg)))
+    assert result.returncode == 0, result.stderr
+    kept = upscale.hdr_static_metadata(ffmpeg, out, 0)
+    assert kept["primaries"] == made["primaries"] and kept["white"] == made["white"]
+    assert kept["light"] == made["light"]
+    # (AV1 holds the least luminance in 1/16384 cd/m2: 0.0001 comes back as 0.000122)
+    assert kept["luminance"] == pytest.approx(made["luminance"], abs=1e-4)
+
+
 def test_hdr_source_written_as_h264_when_asked_keeps_its_tags_in_8_bits(ffmpeg, tmp_path):
     src = hdr_ramp(ffmpeg, tmp_path / "phone.mkv", "arib-std-b67")
     out = tmp_path / "out.mp4"
