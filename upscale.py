@@ -1885,13 +1885,11 @@ DEINTERLACING = {
                            "a frame for each field"),
     # Telecine spreads 4 film frames over 5 interlaced ones (3:2 pulldown): fieldmatch pairs
     # each frame's fields with the neighbours' that belong to the same film frame, what
-    # stays combed is deinterlaced, and decimate drops the one repeat in every five. Any
-    # five frames in a row hold one repeat, whatever the cut, so a seek needs no alignment.
+    # stays combed is deinterlaced, and decimate drops the one repeat in every five.
     "film": Deinterlacing("fieldmatch=order=auto:combmatch=full,"
                           "bwdif=mode=send_frame:deint=interlaced,decimate", 0.8,
                           "the film's own frames, 4 of every 5 (inverse telecine)"),
 }
-DEINTERLACE = DEINTERLACING["frame"].filter
 
 
 class FfmpegCapture:

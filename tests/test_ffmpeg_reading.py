@@ -144,7 +144,7 @@ def test_turned_and_mirrored_video_read_by_ffmpeg_comes_out_as_a_player_shows_it
     result = run_cli(turned, "--model", "cubic", "--scale", "2")
     assert result.returncode == 0, result.stderr
     w, h = (48, 64) if "90" in flags else (64, 48)
-    shown = gray_frames(ffmpeg, turned, w, h, upscale.DEINTERLACE)[0]
+    shown = gray_frames(ffmpeg, turned, w, h, upscale.DEINTERLACING["frame"].filter)[0]
     out = gray_frames(ffmpeg, tmp_path / "turned_cubic_x2.mp4", 2 * w, 2 * h)[0]
     assert np.abs(cv2.resize(out, (w, h), interpolation=cv2.INTER_AREA) - shown).mean() < 8
 
@@ -186,8 +186,8 @@ def nearest_field(frame, fields):
 
 
 @pytest.mark.parametrize("tool_ffmpeg", every_ffmpeg_here())
-def test_per_field_deinterlacing_makes_a_frame_of_each_field_at_its_time(ffmpeg, tmp_path,
-                                                                          tool_ffmpeg):
+def test_per_field_deinterlacing_makes_a_frame_of_each_field_at_its_time(
+        ffmpeg, tmp_path, tool_ffmpeg):
     # 50i from a camcorder: each field is its own moment; a frame per frame halves the motion.
     src = interlaced_stripes(ffmpeg, tmp_path / "tv.ts")
     result = run_cli(src, "--scale", "2", "--deinterlace", "field",
@@ -357,7 +357,7 @@ def test_hdr_read_by_ffmpeg_keeps_its_colours_and_their_tags(ffmpeg, tmp_path):
     assert (video.color.get("primaries"), video.color.get("transfer")) == \
         ("bt2020", "smpte2084")
     assert video.pix_fmt == "yuv420p10le"
-    before = gray_frames(ffmpeg, src, 64, 48, upscale.DEINTERLACE)[0]
+    before = gray_frames(ffmpeg, src, 64, 48, upscale.DEINTERLACING["frame"].filter)[0]
     after = gray_frames(ffmpeg, tmp_path / "out.mkv", 128, 96)[0]
     assert np.abs(cv2.resize(after, (64, 48), interpolation=cv2.INTER_AREA) - before).mean() < 4
 
@@ -417,7 +417,7 @@ def test_a_stream_that_turns_interlaced_after_its_first_frames_is_read_whole(ffm
     assert probe(ffmpeg, src).video[0].scan == "progressive"
     result = run_cli(src, "--model", "cubic", "--scale", "2")
     assert result.returncode == 0, result.stderr
-    shown = gray_frames(ffmpeg, src, 96, 64, upscale.DEINTERLACE)
+    shown = gray_frames(ffmpeg, src, 96, 64, upscale.DEINTERLACING["frame"].filter)
     made = gray_frames(ffmpeg, tmp_path / "title_cubic_x2.mp4", 192, 128)
     assert len(made) == len(shown) == 20
     small = np.array([cv2.resize(f, (96, 64), interpolation=cv2.INTER_AREA) for f in made])

@@ -521,7 +521,7 @@ def test_hdr_source_keeps_its_colours_in_10_bit_h265_by_default(ffmpeg, tmp_path
     (("arib-std-b67", "bt2020", "bt2020nc"), ()),
     (("bt709", "bt709", "bt709"), ("--codec", "h265"))])     # an SDR 10-bit camera file
 def test_a_10_bit_sources_gradation_comes_through(ffmpeg, tmp_path, source, options,
-                                                 tool_ffmpeg):
+                                                  tool_ffmpeg):
     src = hdr_ramp(ffmpeg, tmp_path / "deep.mkv", source[0], primaries=source[1],
                    space=source[2])
     out = tmp_path / "out.mkv"

@@ -51,8 +51,8 @@ def test_an_animated_gif_in_a_folder_becomes_an_mp4_with_every_frame_at_its_time
     assert "transparency" not in result.stderr                  # an opaque GIF
 
 
-def test_a_gif_with_clear_pixels_made_a_video_says_its_transparency_is_lost(ffmpeg,
-                                                                           tmp_path):
+def test_a_gif_with_clear_pixels_made_a_video_says_its_transparency_is_lost(
+        ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "sticker.gif", rate="10", seconds=0.5, audio=False,
                     vcodec=("-c:v", "gif"), vfilter="format=rgba,geq=r='r(X,Y)':g='g(X,Y)':"
                     "b='b(X,Y)':a='if(lt(X,32),0,255)',split[a][b];[a]palettegen="
