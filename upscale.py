@@ -712,7 +712,7 @@ class Settings:
     part: tuple = ()           # (K, N): only the K-th of N shares of the segments
     segment: float = 0.0       # seconds of video in a resumable segment; 0: automatic
     sdr: bool = False          # HDR and wide gamut made BT.709 SDR, as OpenCV decodes them
-    deinterlace: str = "frame"  # interlaced video: a frame per frame, or per field ("field")
+    deinterlace: str = "frame"  # how interlaced video becomes progressive: DEINTERLACING
     codec_named: bool = False  # --codec given (else an HDR source's 10 bits choose H.265)
 
     def __post_init__(self):
@@ -2079,7 +2079,7 @@ def frame_reader(ffmpeg, path, info, keep_color=True, deinterlace_as="frame", ke
                 "the film's own")
     elif field_order:
         note = (f"interlaced ({field_order}): deinterlaced by ffmpeg as it is read, "
-                f"{DEINTERLACING[deinterlace_as].about}" + (
+                f"{DEINTERLACING[mode].about}" + (
                     " (--deinterlace field gives one for each field, as smooth as the "
                     "original's motion; --deinterlace film a telecined film's own frames)"
                     if mode == "frame" else ""))
@@ -3409,10 +3409,9 @@ def settings_for(job, settings):
 
 
 def writes_deep(job, settings, decoded=True):
-    """Whether the output keeps an HDR source's 10 bits: its frames come 16-bit (decoded:
-    read by ffmpeg; else scaled by ffmpeg as YUV) and the codec can write them."""
-    stream = job.info.video[0]
-    deep = job.reader.depth == 16 if decoded else is_hdr(stream.color) and deep_bits(stream)
+    """Whether the output keeps a source's 10 bits: its frames come 16-bit (decoded: read
+    by ffmpeg; else ffmpeg scales the source's own YUV) and the codec can write them."""
+    deep = job.reader.depth == 16 if decoded else deep_bits(job.info.video[0])
     return bool(deep and settings.codec.deep_pix_fmt)
 
 
@@ -4609,8 +4608,8 @@ def run(settings, inputs):
             picture = upscaled_as_picture(source, settings)
             job = prepare_picture(source, settings) if picture else \
                 prepare_job(source, settings, ffmpeg)
-            run = settings if picture else settings_for(job, settings)
-            out_path, wanted = job.out_path, output_record(run, job, picture)
+            made_with = settings if picture else settings_for(job, settings)
+            out_path, wanted = job.out_path, output_record(made_with, job, picture)
             if out_path in claimed:
                 raise UpscaleError(f"{source}: its output {out_path.name} would be "
                                    f"{claimed[out_path]}'s too; upscale it on its own with "
@@ -4638,15 +4637,16 @@ def run(settings, inputs):
                             "--overwrite to make it again)")
                 skipped += 1
                 continue
-            if run.codec is not settings.codec:
+            if made_with.codec is not settings.codec:
                 console.say(f"note: {Path(source).name}: HDR in {deep_bits(job.info.video[0])} "
-                            f"bits: written with --codec {run.codec.name}, in 10 bits (the "
+                            f"bits: written with --codec {made_with.codec.name}, in 10 bits (the "
                             f"default, {settings.codec.name}, is 8-bit; name a --codec to "
                             "choose another)")
             started = time.monotonic()
-            frames = upscale_picture(job, run, upscalers) if picture else \
-                upscale_file(job, run, ffmpeg, upscalers)
-            console.say(done_line(source, out_path, run, frames, time.monotonic() - started))
+            frames = upscale_picture(job, made_with, upscalers) if picture else \
+                upscale_file(job, made_with, ffmpeg, upscalers)
+            console.say(done_line(source, out_path, made_with, frames,
+                                  time.monotonic() - started))
             done += 1
         except ModelUnavailable as exc:
             # The same for every input: say it once rather than once per file.
