@@ -2077,6 +2077,11 @@ def frame_reader(ffmpeg, path, info, keep_color=True, deinterlace_as="frame", ke
         note = (f"interlaced ({field_order}) by its report, but its frames are coded "
                 "progressive (a film telecined by flags alone): read as they are, already "
                 "the film's own")
+    elif field_order and mode == "frame" and looks_telecined(ffmpeg, path, stream.index):
+        note = (f"interlaced ({field_order}): deinterlaced by ffmpeg as it is read, "
+                f"{DEINTERLACING[mode].about}; its fields repeat as a telecined film's do "
+                "(3:2 pulldown): --deinterlace film gives back the film's own frames, without "
+                "the repeats' judder")
     elif field_order:
         note = (f"interlaced ({field_order}): deinterlaced by ffmpeg as it is read, "
                 f"{DEINTERLACING[mode].about}" + (
@@ -2216,6 +2221,25 @@ def gif_is_transparent(ffmpeg, path):
         "-f", "null", "-"), "reading its transparency", check=False)
     return any(line.startswith(b"lavfi.signalstats.YMIN=") and float(line.split(b"=")[1]) < 255
                for line in out.splitlines())
+
+
+# ffmpeg's idet counts, over the frames it sees, those whose top or bottom field repeats the
+# one before: a 3:2 pulldown repeats one field in every 5 frames twice (40%), true
+# interlaced video none.
+REPEATED_FIELDS_RE = re.compile(r"Repeated Fields: Neither: *(\d+) Top: *(\d+) Bottom: *(\d+)")
+TELECINE_SHARE = 0.25
+
+
+def looks_telecined(ffmpeg, path, stream_index, frames=300):
+    """Whether an interlaced stream's first frames repeat fields as a telecined film's do."""
+    _, report = ffmpeg_output(ffmpeg_args(
+        ffmpeg, "-i", Path(path), "-map", f"0:{stream_index}", "-frames:v", frames, "-vf",
+        "idet", "-f", "null", "-", level="info"), "looking for telecine", check=False)
+    found = REPEATED_FIELDS_RE.findall(report)
+    if not found:
+        return False
+    neither, top, bottom = (int(x) for x in found[-1])
+    return (top + bottom) >= TELECINE_SHARE * max(1, neither + top + bottom)
 
 
 def interlaced_frames(ffmpeg, path, stream_index, frames=4):

@@ -265,6 +265,18 @@ def test_film_deinterlacing_gives_back_a_telecined_films_own_frames(ffmpeg, tmp_
     assert steps.min() > 0.040 and steps.max() < 0.043        # 1001/24000 s, in 1 ms
 
 
+def test_a_telecined_film_read_frame_by_frame_is_told_of_film_deinterlacing(ffmpeg,
+                                                                            tmp_path):
+    src = film_clip(ffmpeg, tmp_path / "dvd.mkv")
+    result = run_cli(src, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert "its fields repeat as a telecined film's do" in result.stderr
+    assert "--deinterlace film gives back the film's own frames" in result.stderr
+    tv = run_cli(interlaced_stripes(ffmpeg, tmp_path / "tv.ts"), "--model", "cubic",
+                 "--scale", "2")
+    assert tv.returncode == 0 and "telecined film's do" not in tv.stderr
+
+
 def test_film_deinterlacing_reads_in_one_piece_keeping_every_frame_once(ffmpeg, tmp_path):
     # In segments, each started its own field matching and decimation: 146 frames of 144,
     # repeats at the joins.
