@@ -1469,13 +1469,14 @@ class FfmpegScaler:
         self.size = tuple(size)
 
     def video_filter(self, deinterlace="frame"):
-        """Frames marked interlaced deinterlaced as the networks' are (FfmpegReader), the
-        scale, square pixels, and even sides (repeating the last row or column) as codecs
-        need; out_range=tv makes a full-range source's YUV limited range, as every other
-        method's output is (RGB output ignores it)."""
+        """Frames marked interlaced deinterlaced as the networks' are (FfmpegReader; None:
+        no deinterlacer), the scale, square pixels, and even sides (repeating the last row
+        or column) as codecs need; out_range=tv makes a full-range source's YUV limited
+        range, as every other method's output is (RGB output ignores it)."""
         w, h = self.size
-        return (f"{DEINTERLACING[deinterlace].filter},scale={w}:{h}:flags=bicubic:out_range=tv,"
-                "setsar=1,pad=ceil(iw/2)*2:ceil(ih/2)*2")
+        first = DEINTERLACING[deinterlace].filter + "," if deinterlace else ""
+        return (f"{first}scale={w}:{h}:flags=bicubic:out_range=tv,setsar=1,"
+                "pad=ceil(iw/2)*2:ceil(ih/2)*2")
 
     def upscale(self, picture, on_tile=None):
         """A picture (BGR, 8 or 16 bits) scaled by ffmpeg, through pipes: what --model ffmpeg
@@ -1491,7 +1492,7 @@ class FfmpegScaler:
     def scale_file(self, ffmpeg, source, out, encoder_args, container_format,
                    deinterlace="frame"):
         """Write the first video stream of source, scaled, to out (interlaced frames
-        deinterlaced as DEINTERLACING[deinterlace] says)."""
+        deinterlaced as DEINTERLACING[deinterlace] says; None: not at all)."""
         times = KEEP_FRAME_TIMES[:2] if "-enc_time_base" in encoder_args else KEEP_FRAME_TIMES
         run_ffmpeg(ffmpeg_args(ffmpeg, "-i", Path(source), "-map", "0:v:0", "-an", "-sn", "-dn",
                                *times, "-vf", self.video_filter(deinterlace), *encoder_args,
@@ -3373,11 +3374,13 @@ def upscale_file(job, settings, ffmpeg, upscalers):
         if upscaler.whole_files:
             temp_video = new_temp("video.mp4")
             console.say(f"{source.name}: scaling with ffmpeg to {job.plan.width}x{job.plan.height}")
+            # (ffmpeg's deinterlacers refuse pictures under 3 pixels on a side)
+            tiny = 0 < min(info.video[0].width, info.video[0].height) < 3
             upscaler.scale_file(ffmpeg, source, temp_video,
                                 scaled_video_encoder(settings.codec, settings.crf,
                                                      settings.preset,
                                                      writes_deep(job, settings, False)), "mp4",
-                                settings.deinterlace)
+                                None if tiny else settings.deinterlace)
         else:
             encoder = pipe_encoder(ffmpeg, settings, info.video[0], job.reader) \
                 if settings.codec.piped else video_writer(settings.codec.temp_fourcc)

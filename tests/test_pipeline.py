@@ -140,6 +140,16 @@ def test_every_model_and_scale_upscales(ffmpeg, tmp_path, method, scales):
         assert decoded_frame_count(ffmpeg, out) == 3
 
 
+@pytest.mark.parametrize("method", ["fast", "cubic", "ffmpeg"])
+def test_a_video_of_2_by_2_pixels_is_upscaled(ffmpeg, tmp_path, method):
+    # (ffmpeg's deinterlacer, in the ffmpeg baseline's filters, refused it)
+    src = make_clip(ffmpeg, tmp_path / "dot.mp4", size="2x2", seconds=0.2,
+                    vcodec=("-c:v", "libx264", "-pix_fmt", "yuv444p"))
+    result = run_cli(src, "--model", method, "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert video_size(tmp_path / f"dot_{method}_x2.mp4") == (4, 4)
+
+
 @pytest.mark.parametrize("method", ["nearest", "linear", "cubic", "area", "lanczos", "ffmpeg"])
 def test_every_baseline_upscales_with_audio(ffmpeg, tmp_path, method):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="40x30", seconds=0.5)
