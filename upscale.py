@@ -3846,8 +3846,36 @@ def read_through_ffmpeg(path, data):
         raise UpscaleError(f"{path}: not a picture this ffmpeg can decode (HEIC needs ffmpeg "
                            "7.1 or newer, as pip's imageio-ffmpeg brings); or convert it to "
                            "JPEG in a photo app, then upscale that")
+    grid = heif_grid(data) if data[4:8] == b"ftyp" else None
+    if grid and (grid[2] % 2 or grid[3] % 2):
+        bgr = whole_grid(path, grid, bgr)
     profile, notes = kept_profile(data, gray=False)
     return Picture(bgr, notes=notes, profile=profile, exif=exif_of(data))
+
+
+def whole_grid(path, grid, shown):
+    """The picture of a HEIF grid of odd width or height, which ffmpeg's own joining crops
+    to even sides (4:2:0): its tiles joined by ffmpeg and cropped after their conversion to
+    RGB, then turned and mirrored as ffmpeg turned `shown`, its own decoding (found by
+    trying each way); shown itself when none matches."""
+    rows, cols, w, h, tiles = grid
+    joined = [("".join(f"[0:i:{t}]" for t in tiles[r * cols:(r + 1) * cols]) +
+               (f"hstack=inputs={cols}" if cols > 1 else "null") + f"[row{r}]")
+              for r in range(rows)]
+    graph = ";".join(joined) + ";" + "".join(f"[row{r}]" for r in range(rows)) + \
+        (f"vstack=inputs={rows}" if rows > 1 else "null") + f",format=rgb24,crop={w}:{h}:0:0"
+    raw, _ = ffmpeg_output(ffmpeg_args(find_ffmpeg(), "-i", Path(path), "-filter_complex",
+                                       graph, "-frames:v", 1, "-f", "rawvideo", "-pix_fmt",
+                                       "bgr24", "-"), "joining its tiles", check=False)
+    if len(raw) != w * h * 3:
+        return shown
+    whole = np.frombuffer(raw, np.uint8).reshape(h, w, 3)
+    even = whole[:h - h % 2, :w - w % 2]
+    errors = {name: float(np.abs(turn(even).astype(np.int16) - shown).mean())
+              for name, turn in ORIENTATIONS.items() if turn(even).shape == shown.shape}
+    best = min(errors, key=errors.get, default=None)
+    return np.ascontiguousarray(ORIENTATIONS[best](whole)) if best and errors[best] < 4 \
+        else shown
 
 
 def prepare_picture(source, settings):
@@ -4152,20 +4180,33 @@ def exif_of(data):
 
 
 def heif_exif(data):
-    """The EXIF block of a HEIC or HEIF file: the data of its item of type Exif, found
-    through the item list (iinf) and the item locations (iloc); None if none."""
+    """The EXIF block of a HEIC or HEIF file: the data of its item of type Exif; None if
+    none."""
+    wanted = next((item for item, kind in heif_item_types(data).items() if kind == b"Exif"),
+                  None)
+    body = heif_item_data(data, wanted) if wanted is not None else None
+    return body[4 + struct.unpack(">I", body[:4])[0]:] if body else None   # after its offset
+
+
+def heif_item_types(data):
+    """{item ID: its type (b"hvc1", b"grid", b"Exif", ...)} from the item list (iinf)."""
     meta = isobmff_box(data, [b"meta"]) or b""
     items = isobmff_box(meta, [b"iinf"]) or b""
-    wanted = None
+    types = {}
     for kind, body in isobmff_boxes(items[6 if items[:1] == b"\0" else 8:]):
         if kind == b"infe" and body[0] >= 2:              # version 2: 16-bit IDs; 3: 32
             wide = body[0] == 3
             item, at = struct.unpack(">I" if wide else ">H", body[4:8 if wide else 6])[0], \
                 8 if wide else 6
-            if body[at + 2:at + 6] == b"Exif":
-                wanted = item
-    places = isobmff_box(meta, [b"iloc"])
-    if wanted is None or not places:
+            types[item] = body[at + 2:at + 6]
+    return types
+
+
+def heif_item_data(data, wanted):
+    """The bytes of one item of a HEIF file, from its first extent in the file (iloc);
+    None if it has none there."""
+    places = isobmff_box(data, [b"meta", b"iloc"])
+    if not places:
         return None
     version, at = places[0], 4
     sizes = places[at] >> 4, places[at] & 15, places[at + 1] >> 4, \
@@ -4187,8 +4228,34 @@ def heif_exif(data):
                    for _ in range(number(2))]
         if item == wanted and method == 0 and extents:
             _, start, length = extents[0]
-            body = data[start:start + length]
-            return body[4 + struct.unpack(">I", body[:4])[0]:]    # after its header's offset
+            return data[start:start + length]
+    return None
+
+
+def heif_grid(data):
+    """(rows, columns, width, height, [tile item IDs, row by row]) of a HEIF file whose
+    primary item is a grid of tiles; None for any other."""
+    meta = isobmff_box(data, [b"meta"]) or b""
+    primary = isobmff_box(meta, [b"pitm"])
+    if not primary:
+        return None
+    primary = int.from_bytes(primary[4:], "big")
+    grid = heif_item_data(data, primary) if heif_item_types(data).get(primary) == b"grid" \
+        else None
+    references = isobmff_box(meta, [b"iref"])
+    if not grid or not references:
+        return None
+    wide = references[0] == 1                               # 32-bit item IDs
+    size = 4 if wide else 2
+    for kind, body in isobmff_boxes(references[4:]):
+        if kind == b"dimg" and int.from_bytes(body[:size], "big") == primary:
+            count = int.from_bytes(body[size:size + 2], "big")
+            tiles = [int.from_bytes(body[size + 2 + i * size:size + 2 + (i + 1) * size], "big")
+                     for i in range(count)]
+            rows, cols = grid[2] + 1, grid[3] + 1
+            w, h = struct.unpack(">II", grid[4:12]) if grid[1] & 1 else \
+                struct.unpack(">HH", grid[4:8])                   # flags: 32-bit sizes
+            return (rows, cols, w, h, tiles) if len(tiles) == rows * cols else None
     return None
 
 

@@ -606,6 +606,26 @@ def test_a_heic_photos_rotation_is_applied_as_phones_show_it(ffmpeg, tmp_path):
     assert out.shape == (400, 272, 3) and cv2.PSNR(out, expected) > 30
 
 
+@pytest.mark.parametrize("rotation,turn", [(0, None), (1, cv2.ROTATE_90_COUNTERCLOCKWISE),
+                                           (2, cv2.ROTATE_180)])
+def test_a_heic_photo_of_odd_width_and_height_keeps_every_row_and_column(
+        ffmpeg, tmp_path, rotation, turn):
+    # (ffmpeg's own joining of the tiles crops a 4:2:0 picture to even sides: 200x136)
+    image = photo(201, 137)
+    heic_file(ffmpeg, tmp_path / "crop.heic", image, rotation=rotation)
+    result = run_cli(tmp_path / "crop.heic", "--model", "cubic", "--scale", "2", "-o",
+                     tmp_path / "crop.png")
+    assert result.returncode == 0, result.stderr
+    shown = image if turn is None else cv2.rotate(image, turn)
+    out = read(tmp_path / "crop.png")
+    assert out.shape == (shown.shape[0] * 2, shown.shape[1] * 2, 3)
+    back = cv2.resize(out, shown.shape[1::-1], interpolation=cv2.INTER_AREA)
+    assert cv2.PSNR(back, shown) > 30
+    # The last column and row are the picture's own, not a copy of the ones before.
+    assert np.abs(back[:, -1].astype(int) - shown[:, -1]).mean() < 6
+    assert np.abs(back[-1].astype(int) - shown[-1]).mean() < 6
+
+
 def test_a_heic_photos_colour_profile_is_kept(ffmpeg, tmp_path):
     heic_file(ffmpeg, tmp_path / "p3.heic", photo(128, 64), profile=icc_profile())
     assert run_cli(tmp_path / "p3.heic", "--scale", "2").returncode == 0
