@@ -1877,6 +1877,7 @@ class Deinterlacing:
     filter: str
     rate: float
     about: str
+    asked: bool = True          # a --deinterlace choice (else chosen for what "film" finds)
 
 
 DEINTERLACING = {
@@ -1890,6 +1891,12 @@ DEINTERLACING = {
     "film": Deinterlacing("fieldmatch=order=auto:combmatch=full,"
                           "bwdif=mode=send_frame:deint=interlaced,decimate", 0.8,
                           "the film's own frames, 4 of every 5 (inverse telecine)"),
+    # A film whose fields repeat nowhere (at 25 frames a second, 2:2): each frame's fields
+    # matched, none dropped (decimate would take a real frame in every five).
+    "matched": Deinterlacing("fieldmatch=order=auto:combmatch=full,"
+                             "bwdif=mode=send_frame:deint=interlaced", 1.0,
+                             "the film's own frames, its fields matched (none repeat, as in "
+                             "a film at 25 frames a second: none dropped)", asked=False),
 }
 
 
@@ -2067,13 +2074,9 @@ def frame_reader(ffmpeg, path, info, keep_color=True, deinterlace_as="frame", ke
             f"{path}: OpenCV's decoder cannot read its {stream.codec} video (ffmpeg can); "
             "convert it first, then upscale that: " + conversion_command(path, "-h264"))
     mode = deinterlace_as if field_order or mixed else "frame"
-    film_already = mode == "film" and not (field_order and interlaced_frames(
-        ffmpeg, path, stream.index))
-    if film_already:
-        # Only frames coded interlaced carry a telecine's repeated fields; a film telecined
-        # by flags alone (most DVDs) decodes to its own frames, and decimate would drop a
-        # real one in every five.
-        mode = "frame"
+    if mode == "film":
+        mode = film_deinterlacing(ffmpeg, path, stream, field_order)
+    film_already = deinterlace_as == "film" and mode == "frame"
     if film_already and field_order:
         note = (f"interlaced ({field_order}) by its report, but its frames are coded "
                 "progressive (a film telecined by flags alone): read as they are, already "
@@ -2222,6 +2225,17 @@ def gif_is_transparent(ffmpeg, path):
         "-f", "null", "-"), "reading its transparency", check=False)
     return any(line.startswith(b"lavfi.signalstats.YMIN=") and float(line.split(b"=")[1]) < 255
                for line in out.splitlines())
+
+
+def film_deinterlacing(ffmpeg, path, stream, field_order):
+    """What --deinterlace film does to a stream (a key of DEINTERLACING): "film" (inverse
+    telecine) where its fields repeat as 3:2 pulldown repeats them, "matched" where frames
+    are coded interlaced but none repeat (a film at 25 frames a second, 2:2), "frame" where
+    they are coded progressive (a film telecined by flags alone, as most DVDs are, decodes
+    to its own frames). Decimating either of the last two would drop a real frame in five."""
+    if not (field_order and interlaced_frames(ffmpeg, path, stream.index)):
+        return "frame"
+    return "film" if looks_telecined(ffmpeg, path, stream.index) else "matched"
 
 
 # ffmpeg's idet counts, over the frames it sees, those whose top or bottom field repeats the
@@ -3374,13 +3388,16 @@ def upscale_file(job, settings, ffmpeg, upscalers):
         if upscaler.whole_files:
             temp_video = new_temp("video.mp4")
             console.say(f"{source.name}: scaling with ffmpeg to {job.plan.width}x{job.plan.height}")
+            stream = info.video[0]
+            deinterlace = settings.deinterlace if settings.deinterlace != "film" else \
+                film_deinterlacing(ffmpeg, source, stream, stream.field_order)
             # (ffmpeg's deinterlacers refuse pictures under 3 pixels on a side)
-            tiny = 0 < min(info.video[0].width, info.video[0].height) < 3
+            tiny = 0 < min(stream.width, stream.height) < 3
             upscaler.scale_file(ffmpeg, source, temp_video,
                                 scaled_video_encoder(settings.codec, settings.crf,
                                                      settings.preset,
                                                      writes_deep(job, settings, False)), "mp4",
-                                None if tiny else settings.deinterlace)
+                                None if tiny else deinterlace)
         else:
             encoder = pipe_encoder(ffmpeg, settings, info.video[0], job.reader) \
                 if settings.codec.piped else video_writer(settings.codec.temp_fourcc)
@@ -6050,7 +6067,8 @@ def build_parser():
     parser.add_argument("--preset", default=None, choices=X264_PRESETS, metavar="PRESET",
                         help="encoding speed, x264's names for every codec above: "
                              + ", ".join(X264_PRESETS) + f" (default: {DEFAULT_PRESET})")
-    parser.add_argument("--deinterlace", choices=list(DEINTERLACING), default="frame",
+    parser.add_argument("--deinterlace", choices=[k for k, d in DEINTERLACING.items()
+                                                  if d.asked], default="frame",
                         help="interlaced video (DV, DVD, broadcast, 1080i camcorders): "
                              "'frame' makes a frame of each frame (50i becomes 25p, the "
                              "default), 'field' one of each field (50i becomes 50p: motion "

@@ -227,26 +227,27 @@ def test_the_ffmpeg_baseline_deinterlaces_per_field_when_asked(ffmpeg, tmp_path)
     assert len(made) == 20 and row_to_row(made) < 2
 
 
-FILM = "nullsrc=s=160x120:r=24000/1001:d={},geq=lum='20+2*N+15*sin((X-4*N)/5)':cb=128:cr=128"
+FILM = "nullsrc=s=160x120:r={}:d={},geq=lum='20+2*N+15*sin((X-4*N)/5)':cb=128:cr=128"
 
 
-def film_clip(ffmpeg, path, seconds=2, telecine=True):
-    """Film for an NTSC DVD, each frame brighter than the last and its stripes moved on:
-    telecined (3:2 pulldown, 29.97i, MPEG-2 coded interlaced), or left as its frames with
-    only the stream's field order saying interlaced (as a DVD telecined by flags reads)."""
+def film_clip(ffmpeg, path, seconds=2, telecine=True, rate="24000/1001", coded="+ilme+ildct"):
+    """Film for a DVD, each frame brighter than the last and its stripes moved on:
+    telecined (3:2 pulldown, 29.97i, MPEG-2 coded interlaced), or its frames as they are
+    with the stream's field order saying interlaced: coded progressive (as an NTSC DVD
+    telecined by flags reads) or interlaced (coded="+ilme+ildct", as a PAL DVD's 2:2)."""
     vf = "telecine=first_field=top:pattern=23,setfield=tff" if telecine else "setfield=tff"
-    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", FILM.format(seconds),
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", FILM.format(rate, seconds),
                     "-vf", vf, "-c:v", "mpeg2video", "-q:v", "2",
-                    *(("-flags", "+ilme+ildct") if telecine else ()), str(path)], check=True)
+                    *(("-flags", coded) if coded else ()), str(path)], check=True)
     return path
 
 
-def film_frames_shown(ffmpeg, path, seconds=2):
+def film_frames_shown(ffmpeg, path, seconds=2, rate="24000/1001"):
     """Which of the film's frames each of path's frames shows (their indexes)."""
     made = gray_frames(ffmpeg, path, 320, 240)
     assert row_to_row(made) < 2                     # no combing
     film = gray_frames(ffmpeg, "lavfi", 160, 120, input_args=("-f", "lavfi", "-i",
-                                                              FILM.format(seconds)))
+                                                              FILM.format(rate, seconds)))
     return [nearest_field(cv2.resize(f, (160, 120), interpolation=cv2.INTER_AREA), film)
             for f in made]
 
@@ -289,13 +290,26 @@ def test_film_deinterlacing_reads_in_one_piece_keeping_every_frame_once(ffmpeg, 
     assert shown == list(range(144))
 
 
-def test_film_deinterlacing_leaves_a_film_telecined_by_flags_alone_as_it_is(ffmpeg, tmp_path):
-    # (decimating it would drop one real frame in every five)
-    src = film_clip(ffmpeg, tmp_path / "dvd.mkv", telecine=False)
-    result = run_cli(src, "--model", "cubic", "--scale", "2", "--deinterlace", "film")
+# (decimating either would drop one real frame in every five)
+@pytest.mark.parametrize("method", ["cubic", "ffmpeg"])
+def test_film_deinterlacing_leaves_a_film_telecined_by_flags_alone_as_it_is(ffmpeg, tmp_path,
+                                                                            method):
+    src = film_clip(ffmpeg, tmp_path / "dvd.mkv", telecine=False, coded="")
+    result = run_cli(src, "--model", method, "--scale", "2", "--deinterlace", "film")
     assert result.returncode == 0, result.stderr
-    assert "coded progressive" in result.stderr
-    assert film_frames_shown(ffmpeg, tmp_path / "dvd_cubic_x2.mp4") == list(range(48))
+    assert method == "ffmpeg" or "coded progressive" in result.stderr
+    assert film_frames_shown(ffmpeg, tmp_path / f"dvd_{method}_x2.mp4") == list(range(48))
+
+
+@pytest.mark.parametrize("method", ["cubic", "ffmpeg"])
+def test_film_deinterlacing_of_a_25_fps_film_matches_its_fields_dropping_none(
+        ffmpeg, tmp_path, method):
+    src = film_clip(ffmpeg, tmp_path / "pal.mkv", telecine=False, rate="25")
+    result = run_cli(src, "--model", method, "--scale", "2", "--deinterlace", "film")
+    assert result.returncode == 0, result.stderr
+    assert method == "ffmpeg" or "none dropped" in result.stderr
+    shown = film_frames_shown(ffmpeg, tmp_path / f"pal_{method}_x2.mp4", rate="25")
+    assert shown == list(range(50))
 
 
 def test_the_ffmpeg_baseline_gives_back_a_telecined_films_frames_when_asked(ffmpeg, tmp_path):
