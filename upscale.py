@@ -5906,6 +5906,8 @@ examples:
   python upscale.py clip.mp4 --model hq --scale 2     sharper still, about 3x the time
   python upscale.py clip.mov -o big.mkv --codec h265  choose the output name and codec
   python upscale.py clip.mp4 --codec av1              smaller files (-o clip.webm: VP9 WebM)
+  python upscale.py dvd.mkv --deinterlace film        a telecined NTSC DVD's film frames
+  python upscale.py tape.dv --deinterlace field       50i as 50p, as smooth as the original
   python upscale.py IMG_0001.HEIC                     a phone photo (any picture too)
                                                       -> IMG_0001_fast_x2.jpg
   python upscale.py clips/ --output-dir big/          every video and picture directly
