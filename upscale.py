@@ -345,7 +345,7 @@ class Codec:
         if deep and self.deep_pix_fmt:
             args[args.index("-pix_fmt") + 1] = self.deep_pix_fmt
         if hdr and self.hdr_option:
-            params = HDR_METADATA_FORMATS[self.hdr_option](**hdr)
+            params = hdr_params(self.hdr_option, **hdr)
             if self.hdr_option in args:         # joined to the options already there
                 at = args.index(self.hdr_option) + 1
                 args[at] += ":" + params
@@ -354,34 +354,39 @@ class Codec:
         return [*args, "-crf", str(crf), *speed]
 
 
-def x265_hdr_params(primaries, white, luminance, light):
-    """x265's master-display (chromaticities in 0.00002, luminance in 0.0001 cd/m2) and
-    max-cll."""
-    xy = {k: f"({round(x * 50000)},{round(y * 50000)})" for k, (x, y) in primaries.items()}
-    params = []
-    if xy:
-        params.append(f"master-display=G{xy['g']}B{xy['b']}R{xy['r']}WP"
-                      f"({round(white[0] * 50000)},{round(white[1] * 50000)})"
-                      f"L({round(luminance[1] * 10000)},{round(luminance[0] * 10000)})")
-    if light:
-        params.append(f"max-cll={light[0]},{light[1]}")
-    return ":".join(params)
+@dataclass(frozen=True)
+class HdrWriting:
+    """How an encoder's options spell HDR10's static metadata."""
+    mastering: str             # its option for the mastering display
+    light: str                 # for the content light levels (MaxCLL, MaxFALL)
+    xy: object                 # a chromaticity as it writes one
+    nits: object               # a luminance (cd/m2) as it writes one
 
 
-def svtav1_hdr_params(primaries, white, luminance, light):
-    """SVT-AV1's mastering-display (plain numbers) and content-light."""
+# x265 counts chromaticities in 0.00002 and luminance in 0.0001 cd/m2; SVT-AV1 takes numbers.
+HDR_METADATA_FORMATS = {
+    "-x265-params": HdrWriting("master-display", "max-cll", lambda v: str(round(v * 50000)),
+                               lambda v: str(round(v * 10000))),
+    "-svtav1-params": HdrWriting("mastering-display", "content-light", lambda v: f"{v:.4f}",
+                                 lambda v: f"{v:.4f}"),
+}
+
+
+def hdr_params(option, primaries, white, luminance, light):
+    """HDR10's static metadata (hdr_static_metadata) as the encoder option `option` takes
+    it: `master-display=G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min):max-cll=CLL,FALL` for x265."""
+    form = HDR_METADATA_FORMATS[option]
+
+    def pair(a, b, spell):
+        return f"({spell(a)},{spell(b)})"
     params = []
     if primaries:
-        xy = {k: f"({x:.4f},{y:.4f})" for k, (x, y) in primaries.items()}
-        params.append(f"mastering-display=G{xy['g']}B{xy['b']}R{xy['r']}WP"
-                      f"({white[0]:.4f},{white[1]:.4f})"
-                      f"L({luminance[1]:.4f},{luminance[0]:.4f})")
+        params.append(f"{form.mastering}=" + "".join(
+            key.upper() + pair(*primaries[key], form.xy) for key in "gbr") +
+            "WP" + pair(*white, form.xy) + "L" + pair(luminance[1], luminance[0], form.nits))
     if light:
-        params.append(f"content-light={light[0]},{light[1]}")
+        params.append(f"{form.light}={light[0]},{light[1]}")
     return ":".join(params)
-
-
-HDR_METADATA_FORMATS = {"-x265-params": x265_hdr_params, "-svtav1-params": svtav1_hdr_params}
 
 
 # The frames' own times are written into the MP4's sample table after the encode

@@ -387,10 +387,10 @@ def test_an_opencv_without_the_contrib_modules_is_named_with_its_fix():
 def test_hdr10_metadata_is_written_in_each_encoders_own_units():
     hdr = {"primaries": {"r": (0.68, 0.32), "g": (0.265, 0.69), "b": (0.15, 0.06)},
            "white": (0.3127, 0.329), "luminance": (0.0001, 1000.0), "light": (1000, 400)}
-    assert upscale.x265_hdr_params(**hdr) == (
+    assert upscale.hdr_params("-x265-params", **hdr) == (
         "master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)"
         "L(10000000,1):max-cll=1000,400")
-    assert upscale.svtav1_hdr_params(**hdr) == (
+    assert upscale.hdr_params("-svtav1-params", **hdr) == (
         "mastering-display=G(0.2650,0.6900)B(0.1500,0.0600)R(0.6800,0.3200)"
         "WP(0.3127,0.3290)L(1000.0000,0.0001):content-light=1000,400")
     args = upscale.CODECS["h265"].encoder_args(18, "superfast", True, hdr)
