@@ -2026,6 +2026,17 @@ ORIENTATIONS = {
 }
 
 
+def orientation_errors(picture, shown):
+    """{name: mean difference} between each way of turning picture (ORIENTATIONS) and
+    shown, a picture of as many pixels, taken in each way's shape."""
+    errors = {}
+    for name, turn in ORIENTATIONS.items():
+        candidate = turn(picture)
+        errors[name] = float(np.abs(candidate.astype(np.int16) -
+                                    shown.reshape(candidate.shape)).mean())
+    return errors
+
+
 def display_orientation(ffmpeg, path, stream_index):
     """Which of ORIENTATIONS turns OpenCV's frames into what a player shows.
 
@@ -2041,11 +2052,7 @@ def display_orientation(ffmpeg, path, stream_index):
     shown = np.frombuffer(out, np.uint8)
     if not ok or shown.size != frame.size:
         return "as decoded"
-    errors = {}
-    for name, turn in ORIENTATIONS.items():
-        candidate = turn(frame)
-        errors[name] = float(np.abs(candidate.astype(np.int16) -
-                                    shown.reshape(candidate.shape)).mean())
+    errors = orientation_errors(frame, shown)
     best = min(errors, key=errors.get)
     # A picture that looks the same every way round (a flat colour) stays as decoded.
     return best if errors[best] < errors["as decoded"] - 1.0 else "as decoded"
@@ -3893,11 +3900,11 @@ def whole_grid(path, grid, shown):
         return shown
     whole = np.frombuffer(raw, np.uint8).reshape(h, w, 3)
     even = whole[:h - h % 2, :w - w % 2]
-    errors = {name: float(np.abs(turn(even).astype(np.int16) - shown).mean())
-              for name, turn in ORIENTATIONS.items() if turn(even).shape == shown.shape}
-    best = min(errors, key=errors.get, default=None)
-    return np.ascontiguousarray(ORIENTATIONS[best](whole)) if best and errors[best] < 4 \
-        else shown
+    if even.size != shown.size:                  # ffmpeg cut it otherwise (a clean aperture)
+        return shown
+    errors = orientation_errors(even, shown)
+    best = min(errors, key=errors.get)
+    return np.ascontiguousarray(ORIENTATIONS[best](whole)) if errors[best] < 4 else shown
 
 
 def prepare_picture(source, settings):
