@@ -461,10 +461,10 @@ def test_the_ffmpeg_baseline_keeps_an_hdr_sources_tags_and_10_bits(ffmpeg, tmp_p
     assert "8-bit" not in result.stderr.replace("the default, h264, is 8-bit", "")
 
 
-def hdr_ramp(ffmpeg, path, transfer, size=(96, 64), frames=6, primaries="bt2020",
-             space="bt2020nc"):
-    """A 10-bit BT.2020 clip tagged with an HDR transfer whose picture is a gentle ramp
-    across its width: 18 levels of luma, that 8 bits would make 4 or 5 of.
+def deep_ramp(ffmpeg, path, transfer, size=(96, 64), frames=6, primaries="bt2020",
+              space="bt2020nc"):
+    """A 10-bit clip (BT.2020 with an HDR transfer unless told otherwise) whose picture is
+    a gentle ramp across its width: 18 levels of luma, that 8 bits would make 4 or 5 of.
     A diagonal edge moves across it, so a network has something to sharpen."""
     w, h = size
     x, y = np.meshgrid(np.arange(w), np.arange(h))
@@ -499,7 +499,7 @@ def luma_levels(ffmpeg, path):
 def test_hdr_source_keeps_its_colours_in_10_bit_h265_by_default(ffmpeg, tmp_path, transfer):
     # Phones record 10-bit HLG; made 8-bit SDR (as OpenCV decodes it) the picture lost its
     # HDR and its gradation.
-    src = hdr_ramp(ffmpeg, tmp_path / "phone.mkv", transfer)
+    src = deep_ramp(ffmpeg, tmp_path / "phone.mkv", transfer)
     out = tmp_path / "out.mp4"
     result = run_cli(src, "--scale", "2", "-o", out)
     assert result.returncode == 0, result.stderr
@@ -522,8 +522,8 @@ def test_hdr_source_keeps_its_colours_in_10_bit_h265_by_default(ffmpeg, tmp_path
     (("bt709", "bt709", "bt709"), ("--codec", "h265"))])     # an SDR 10-bit camera file
 def test_a_10_bit_sources_gradation_comes_through(ffmpeg, tmp_path, source, options,
                                                   tool_ffmpeg):
-    src = hdr_ramp(ffmpeg, tmp_path / "deep.mkv", source[0], primaries=source[1],
-                   space=source[2])
+    src = deep_ramp(ffmpeg, tmp_path / "deep.mkv", source[0], primaries=source[1],
+                    space=source[2])
     out = tmp_path / "out.mkv"
     result = run_cli(src, "--model", "cubic", "--scale", "2", "--crf", "0", *options,
                      "-o", out, env=cli_env(UPSCALE_FFMPEG=str(tool_ffmpeg)))
@@ -562,7 +562,7 @@ def test_hdr10_mastering_display_and_light_levels_are_kept(ffmpeg, tmp_path, cod
 
 
 def test_hdr_source_written_as_h264_when_asked_keeps_its_tags_in_8_bits(ffmpeg, tmp_path):
-    src = hdr_ramp(ffmpeg, tmp_path / "phone.mkv", "arib-std-b67")
+    src = deep_ramp(ffmpeg, tmp_path / "phone.mkv", "arib-std-b67")
     out = tmp_path / "out.mp4"
     result = run_cli(src, "--scale", "2", "--codec", "h264", "-o", out)
     assert result.returncode == 0, result.stderr
@@ -578,7 +578,7 @@ def test_hdr_source_written_as_h264_when_asked_keeps_its_tags_in_8_bits(ffmpeg, 
 
 def test_hdr_source_through_the_videowriter_is_rounded_to_8_bits_keeping_its_tags(
         ffmpeg, tmp_path):
-    src = hdr_ramp(ffmpeg, tmp_path / "phone.mkv", "smpte2084")
+    src = deep_ramp(ffmpeg, tmp_path / "phone.mkv", "smpte2084")
     out = tmp_path / "out.mp4"
     result = run_cli(src, "--model", "cubic", "--scale", "2", "--codec", "mp4v", "-o", out)
     assert result.returncode == 0, result.stderr
