@@ -133,9 +133,10 @@ PICTURE_QUALITY = 95
 # upscaled frames would take more than ANIMATION_MEMORY is refused before any work.
 ANIMATED_PICTURES = (".png", ".webp", ".avif")
 ANIMATION_MEMORY = 4 << 30
-# The outputs a picture's ICC colour profile and EXIF are written into (an AVIF keeps them
-# in boxes its encoder writes).
-METADATA_PICTURES = (".png", ".jpg", ".webp")
+# The outputs a picture's ICC colour profile and its EXIF are written into (a still AVIF
+# keeps the profile as a property of its picture, not EXIF).
+PROFILE_PICTURES = (".png", ".jpg", ".webp", ".avif")
+EXIF_PICTURES = (".png", ".jpg", ".webp")
 # The outputs a 16-bit picture (PNG, TIFF: scans, developed raw photos) stays 16-bit in.
 DEEP_PICTURES = (".png",)
 
@@ -3997,9 +3998,9 @@ def finished_picture(data, extension, fingerprint, profile=None, exif=None):
     JPEG's or PNG's header, so the last added comes first: EXIF, where readers look for it
     first, then the profile, then the settings."""
     data = tag_picture(data, extension, f"{SETTINGS_TAG}\0{fingerprint}".encode())
-    if profile and extension in METADATA_PICTURES:
+    if profile and extension in PROFILE_PICTURES:
         data = with_profile(data, extension, profile)
-    if exif and extension in METADATA_PICTURES:
+    if exif and extension in EXIF_PICTURES:
         data = with_exif(data, extension, exif)
     return data
 
@@ -4168,7 +4169,9 @@ def kept_profile(data, gray):
 def with_profile(data, extension, profile):
     """An encoded picture's bytes with an ICC profile added where the format keeps one: a
     PNG iCCP chunk after the header, JPEG APP2 segments after the JFIF header, a WebP ICCP
-    chunk right after VP8X (whose flag announces it)."""
+    chunk right after VP8X (whose flag announces it), a still AVIF's colr property."""
+    if extension == ".avif":
+        return avif_with_profile(data, profile)
     if extension == ".png":
         return data[:33] + png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(profile)) + \
             data[33:]
@@ -4334,6 +4337,53 @@ def with_exif(data, extension, exif):
                      riff_chunk(b"EXIF", exif))
 
 
+# AVIF (a HEIF file) keeps a colour profile as a colr property of its picture's item. Adding
+# one grows the meta box, so every item location (iloc) after it moves by as much.
+
+def box_bytes(kind, body):
+    return struct.pack(">I", 8 + len(body)) + kind + body
+
+
+def avif_with_profile(data, profile):
+    """A still AVIF's bytes (as OpenCV writes them) with an ICC profile added as a colr
+    property of its primary item; data as it was when it is laid out otherwise."""
+    top = list(isobmff_boxes(data))
+    kinds = [kind for kind, _ in top]
+    if kinds.count(b"meta") != 1 or b"moov" in kinds:
+        return data
+    at = kinds.index(b"meta")
+    meta = dict(isobmff_boxes(top[at][1][4:]))
+    iloc, iprp = meta.get(b"iloc", b""), dict(isobmff_boxes(meta.get(b"iprp", b"")))
+    ipco, ipma = iprp.get(b"ipco"), iprp.get(b"ipma", b"")
+    # iloc version 0 (offsets in the file), 32-bit offsets, no base; ipma version 0 with
+    # 7-bit property indexes
+    if iloc[:1] != b"\0" or iloc[4:6] != b"\x44\x00" or ipco is None or ipma[:1] != b"\0" \
+            or ipma[3] & 1 or b"pitm" not in meta:
+        return data
+    primary = int.from_bytes(meta[b"pitm"][4:6], "big")
+    ipco += box_bytes(b"colr", b"prof" + profile)
+    index = len(list(isobmff_boxes(ipco)))
+    entries, pos, associations = int.from_bytes(ipma[4:8], "big"), 8, ipma[:8]
+    for _ in range(entries):
+        item, count = int.from_bytes(ipma[pos:pos + 2], "big"), ipma[pos + 2]
+        kept = ipma[pos + 3:pos + 3 + count] + (bytes([index]) if item == primary else b"")
+        associations += item.to_bytes(2, "big") + bytes([len(kept)]) + kept
+        pos += 3 + count
+    grown = len(box_bytes(b"colr", b"prof" + profile)) + len(associations) - len(ipma)
+    locations, pos = bytearray(iloc), 8
+    for _ in range(int.from_bytes(iloc[6:8], "big")):
+        extents = int.from_bytes(iloc[pos + 4:pos + 6], "big")
+        for e in range(extents):
+            where = pos + 6 + 8 * e
+            moved = int.from_bytes(iloc[where:where + 4], "big") + grown
+            locations[where:where + 4] = moved.to_bytes(4, "big")
+        pos += 6 + 8 * extents
+    meta[b"iloc"] = bytes(locations)
+    meta[b"iprp"] = box_bytes(b"ipco", ipco) + box_bytes(b"ipma", associations)
+    body = top[at][1][:4] + b"".join(box_bytes(kind, b) for kind, b in meta.items())
+    return b"".join(box_bytes(kind, b if i != at else body) for i, (kind, b) in enumerate(top))
+
+
 def picture_settings(path):
     """The settings an earlier run recorded in a picture (tag_picture); None when there are
     none or it cannot be read."""
@@ -4365,9 +4415,12 @@ def depth_lost(picture, extension):
 def metadata_lost(picture, extension):
     """The note (a tuple of one, or none) for a colour profile or EXIF that an output of
     that format cannot hold."""
-    lost = [] if extension in METADATA_PICTURES else \
-        [what for what, kept in (("colour profile", picture.profile), ("EXIF", picture.exif))
-         if kept]
+    # (an animated AVIF is laid out otherwise: no profile is added to it)
+    profile_kept = extension in PROFILE_PICTURES and not (
+        extension == ".avif" and picture.animation is not None)
+    lost = [what for what, there, kept in (("colour profile", picture.profile, profile_kept),
+                                           ("EXIF", picture.exif, extension in EXIF_PICTURES))
+            if there and not kept]
     return (f"its {' and '.join(lost)} cannot be kept in AVIF; name the output .jpg, .png "
             "or .webp with -o to keep them",) if lost else ()
 

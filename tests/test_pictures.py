@@ -492,12 +492,30 @@ def test_a_grey_pictures_grey_profile_is_kept_and_a_colour_one_is_dropped_with_a
     assert "g.png: its" not in result.stderr
 
 
-def test_an_avif_output_says_it_does_not_keep_the_colour_profile(tmp_path):
+def test_an_avif_output_keeps_the_colour_profile_and_decodes_as_before(ffmpeg, tmp_path):
     ok, data = cv2.imencode(".png", photo())
     (tmp_path / "p.png").write_bytes(png_with_profile(bytes(data), icc_profile()))
     result = run_cli(tmp_path / "p.png", "--scale", "2", "-o", tmp_path / "big.avif")
     assert result.returncode == 0, result.stderr
-    assert "its colour profile cannot be kept in AVIF" in result.stderr
+    assert "cannot be kept" not in result.stderr
+    out = (tmp_path / "big.avif").read_bytes()
+    assert upscale.icc_profile(out) == icc_profile()
+    # OpenCV (libavif) and ffmpeg still read it, to the same pixels as without the profile.
+    (tmp_path / "q.png").write_bytes(bytes(data))                   # no profile
+    assert run_cli(tmp_path / "q.png", "--scale", "2", "-o", tmp_path / "plain.avif"
+                   ).returncode == 0
+    assert upscale.icc_profile((tmp_path / "plain.avif").read_bytes()) is None
+    assert np.array_equal(read(tmp_path / "big.avif"), read(tmp_path / "plain.avif"))
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(tmp_path / "big.avif"), "-f", "null",
+                    "-"], check=True)
+
+
+def test_an_avif_output_says_it_does_not_keep_exif(tmp_path):
+    ok, jpeg = cv2.imencode(".jpg", photo())
+    (tmp_path / "p.jpg").write_bytes(with_exif_orientation(bytes(jpeg), 1))
+    result = run_cli(tmp_path / "p.jpg", "--scale", "2", "-o", tmp_path / "big.avif")
+    assert result.returncode == 0, result.stderr
+    assert "its EXIF cannot be kept in AVIF" in result.stderr
     assert read(tmp_path / "big.avif").shape == (120, 160, 3)
 
 
