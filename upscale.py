@@ -133,10 +133,10 @@ PICTURE_QUALITY = 95
 # upscaled frames would take more than ANIMATION_MEMORY is refused before any work.
 ANIMATED_PICTURES = (".png", ".webp", ".avif")
 ANIMATION_MEMORY = 4 << 30
-# The outputs a picture's ICC colour profile and its EXIF are written into (a still AVIF
-# keeps the profile as a property of its picture, not EXIF).
-PROFILE_PICTURES = (".png", ".jpg", ".webp", ".avif")
-EXIF_PICTURES = (".png", ".jpg", ".webp")
+# The outputs a picture's ICC colour profile and EXIF are written into: added to the encoded
+# bytes, or (a still AVIF) given to the encoder (cv2.imencodeWithMetadata).
+METADATA_PICTURES = (".png", ".jpg", ".webp")
+ENCODER_METADATA_PICTURES = (".avif",)
 # The outputs a 16-bit picture (PNG, TIFF: scans, developed raw photos) stays 16-bit in.
 DEEP_PICTURES = (".png",)
 
@@ -3979,9 +3979,19 @@ def encoded_animation(animation, extension):
     return bytes(data)
 
 
-def encoded_picture(image, extension):
-    """The bytes of an image file of that format."""
+def encoded_picture(image, extension, profile=None, exif=None):
+    """The bytes of an image file of that format; with the profile and EXIF given, where
+    the encoder writes them (ENCODER_METADATA_PICTURES)."""
     params = picture_params(extension)
+    metadata = [(kind, value) for kind, value in ((cv2.IMAGE_METADATA_ICCP, profile),
+                                                  (cv2.IMAGE_METADATA_EXIF, exif)) if value]
+    if metadata and extension in ENCODER_METADATA_PICTURES:
+        ok, data = cv2.imencodeWithMetadata(
+            extension, image, [kind for kind, _ in metadata],
+            [np.frombuffer(value, np.uint8) for _, value in metadata], params)
+        if not ok:
+            raise UpscaleError(f"OpenCV could not encode a {extension} picture")
+        return bytes(data)
     if extension == ".jpg" and hasattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR"):
         params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
     if extension == ".jpg" and image.ndim == 3 and image.shape[2] == 4:
@@ -3998,9 +4008,9 @@ def finished_picture(data, extension, fingerprint, profile=None, exif=None):
     JPEG's or PNG's header, so the last added comes first: EXIF, where readers look for it
     first, then the profile, then the settings."""
     data = tag_picture(data, extension, f"{SETTINGS_TAG}\0{fingerprint}".encode())
-    if profile and extension in PROFILE_PICTURES:
+    if profile and extension in METADATA_PICTURES:
         data = with_profile(data, extension, profile)
-    if exif and extension in EXIF_PICTURES:
+    if exif and extension in METADATA_PICTURES:
         data = with_exif(data, extension, exif)
     return data
 
@@ -4169,9 +4179,7 @@ def kept_profile(data, gray):
 def with_profile(data, extension, profile):
     """An encoded picture's bytes with an ICC profile added where the format keeps one: a
     PNG iCCP chunk after the header, JPEG APP2 segments after the JFIF header, a WebP ICCP
-    chunk right after VP8X (whose flag announces it), a still AVIF's colr property."""
-    if extension == ".avif":
-        return avif_with_profile(data, profile)
+    chunk right after VP8X (whose flag announces it)."""
     if extension == ".png":
         return data[:33] + png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(profile)) + \
             data[33:]
@@ -4337,53 +4345,6 @@ def with_exif(data, extension, exif):
                      riff_chunk(b"EXIF", exif))
 
 
-# AVIF (a HEIF file) keeps a colour profile as a colr property of its picture's item. Adding
-# one grows the meta box, so every item location (iloc) after it moves by as much.
-
-def box_bytes(kind, body):
-    return struct.pack(">I", 8 + len(body)) + kind + body
-
-
-def avif_with_profile(data, profile):
-    """A still AVIF's bytes (as OpenCV writes them) with an ICC profile added as a colr
-    property of its primary item; data as it was when it is laid out otherwise."""
-    top = list(isobmff_boxes(data))
-    kinds = [kind for kind, _ in top]
-    if kinds.count(b"meta") != 1 or b"moov" in kinds:
-        return data
-    at = kinds.index(b"meta")
-    meta = dict(isobmff_boxes(top[at][1][4:]))
-    iloc, iprp = meta.get(b"iloc", b""), dict(isobmff_boxes(meta.get(b"iprp", b"")))
-    ipco, ipma = iprp.get(b"ipco"), iprp.get(b"ipma", b"")
-    # iloc version 0 (offsets in the file), 32-bit offsets, no base; ipma version 0 with
-    # 7-bit property indexes
-    if iloc[:1] != b"\0" or iloc[4:6] != b"\x44\x00" or ipco is None or ipma[:1] != b"\0" \
-            or ipma[3] & 1 or b"pitm" not in meta:
-        return data
-    primary = int.from_bytes(meta[b"pitm"][4:6], "big")
-    ipco += box_bytes(b"colr", b"prof" + profile)
-    index = len(list(isobmff_boxes(ipco)))
-    entries, pos, associations = int.from_bytes(ipma[4:8], "big"), 8, ipma[:8]
-    for _ in range(entries):
-        item, count = int.from_bytes(ipma[pos:pos + 2], "big"), ipma[pos + 2]
-        kept = ipma[pos + 3:pos + 3 + count] + (bytes([index]) if item == primary else b"")
-        associations += item.to_bytes(2, "big") + bytes([len(kept)]) + kept
-        pos += 3 + count
-    grown = len(box_bytes(b"colr", b"prof" + profile)) + len(associations) - len(ipma)
-    locations, pos = bytearray(iloc), 8
-    for _ in range(int.from_bytes(iloc[6:8], "big")):
-        extents = int.from_bytes(iloc[pos + 4:pos + 6], "big")
-        for e in range(extents):
-            where = pos + 6 + 8 * e
-            moved = int.from_bytes(iloc[where:where + 4], "big") + grown
-            locations[where:where + 4] = moved.to_bytes(4, "big")
-        pos += 6 + 8 * extents
-    meta[b"iloc"] = bytes(locations)
-    meta[b"iprp"] = box_bytes(b"ipco", ipco) + box_bytes(b"ipma", associations)
-    body = top[at][1][:4] + b"".join(box_bytes(kind, b) for kind, b in meta.items())
-    return b"".join(box_bytes(kind, b if i != at else body) for i, (kind, b) in enumerate(top))
-
-
 def picture_settings(path):
     """The settings an earlier run recorded in a picture (tag_picture); None when there are
     none or it cannot be read."""
@@ -4415,14 +4376,14 @@ def depth_lost(picture, extension):
 def metadata_lost(picture, extension):
     """The note (a tuple of one, or none) for a colour profile or EXIF that an output of
     that format cannot hold."""
-    # (an animated AVIF is laid out otherwise: no profile is added to it)
-    profile_kept = extension in PROFILE_PICTURES and not (
-        extension == ".avif" and picture.animation is not None)
-    lost = [what for what, there, kept in (("colour profile", picture.profile, profile_kept),
-                                           ("EXIF", picture.exif, extension in EXIF_PICTURES))
-            if there and not kept]
-    return (f"its {' and '.join(lost)} cannot be kept in AVIF; name the output .jpg, .png "
-            "or .webp with -o to keep them",) if lost else ()
+    # (an animation's encoder, cv2.imencodeanimation, takes none)
+    kept = extension in METADATA_PICTURES or extension in ENCODER_METADATA_PICTURES and \
+        picture.animation is None
+    lost = [] if kept else \
+        [what for what, there in (("colour profile", picture.profile), ("EXIF", picture.exif))
+         if there]
+    return (f"its {' and '.join(lost)} cannot be kept in an animated AVIF; name the output "
+            ".png or .webp with -o to keep them",) if lost else ()
 
 
 def upscale_picture(job, settings, upscalers):
@@ -4438,6 +4399,7 @@ def upscale_picture(job, settings, upscalers):
                 f"{job.plan.width}x{job.plan.height} with {how_line(settings.method, job.plan)}")
     size, result = (job.plan.width, job.plan.height), None
     fingerprint = output_record(settings, job, picture=True)
+    exif = exif_for_output(picture.exif, *size) if picture.exif else None
     if picture.animation is None:
         progress = Progress(job.source.name, 0, unit="tiles")
         try:
@@ -4445,7 +4407,7 @@ def upscale_picture(job, settings, upscalers):
         finally:
             progress.close()
         data = encoded_picture(image if extension in DEEP_PICTURES else eight_bit(image),
-                               extension)
+                               extension, picture.profile, exif)
     else:
         count = len(picture.animation.frames)
         progress = Progress(job.source.name, count)
@@ -4455,7 +4417,6 @@ def upscale_picture(job, settings, upscalers):
             progress.close()
         data = encoded_animation(animation, extension)
         result = FrameResult(count, [], *size, fresh=count)
-    exif = exif_for_output(picture.exif, *size) if picture.exif else None
     data = finished_picture(data, extension, fingerprint, picture.profile, exif)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_name(out_path, "part" + extension)
