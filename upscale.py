@@ -44,7 +44,8 @@ How to read this file: its sections follow a frame from input to output.
      frame).
  12. Many files: inputs expanded, runs one by one or by --jobs children, progress.
  13. Benchmark and compare, which measure the same pipeline.
- 14. Appendix: the official graphs rewritten into faster equivalents (self-contained).
+ 14. Appendix: the luma networks' graphs rewritten into faster equivalents, and into ONNX
+     models for OpenCV 5.1, which reads no TensorFlow graphs (self-contained).
  15. Command line: the parser, its checks into Settings, and main().
 
 Our own weights (the default fast network, hq and FSRCNN, trained by models/train.py) ship in
@@ -57,6 +58,7 @@ Run `python upscale.py --help` for every option.
 
 import argparse
 import codecs
+import collections
 import concurrent.futures
 import contextlib
 import ctypes
@@ -177,6 +179,9 @@ class Method:
     # OpenCV 5 DNN engine for the rewritten graph (see fast_graph): "new" ran FSRCNN's 12%
     # faster on a 2-core x86-64; "classic" ran ESPCN's 5% faster and parses the originals.
     engine: str = "classic"
+    # Its graph translates to ONNX (onnx_model): it runs on OpenCV 5.1 and later, which read
+    # no TensorFlow files. LapSRN's and EDSR's hold operations the translation leaves out.
+    onnx: bool = False
 
     @property
     def is_network(self):
@@ -201,7 +206,7 @@ METHODS = {m.name: m for m in (
     # side (tests/model_speeds.py: 0.85 at 640x360 x2, 0.81 on the sample at x4).
     Method("fast", (2, 3, 4), "luma", "fsrcnn", "fast-upscalepy_x{scale}.pb",
            about="sharpest at its speed (default; ours, shipped)", official="fsrcnn-opencv",
-           features=16, reach=8, streams=2, engine="new", cache_tile=128,
+           features=16, reach=8, streams=2, engine="new", cache_tile=128, onnx=True,
            cost=(0.165, 0.008)),
     # hq: the same family twice as wide and up to twice as deep (about 7x FSRCNN's
     # multiply-adds), trained from fast's weights (models/README.md); for those who can
@@ -210,21 +215,21 @@ METHODS = {m.name: m for m in (
     # Tiles of 128 ran it 2.2x (640x360) and 1.7x (1280x720) faster than whole frames.
     Method("hq", (2, 3, 4), "luma", "fsrcnn", "hq-upscalepy_x{scale}.pb",
            about="sharpest; about 3.4x fast's time (ours, shipped)", official="fsrcnn-opencv",
-           features=32, reach=9, streams=2, engine="new", cache_tile=128,
+           features=32, reach=9, streams=2, engine="new", cache_tile=128, onnx=True,
            cost=(0.56, 0.008)),
     # FSRCNN: the official network with our own weights.
     Method("fsrcnn", (2, 3, 4), "luma", "fsrcnn", "FSRCNN-upscalepy_x{scale}.pb",
            about="FSRCNN with our weights (shipped)", official="fsrcnn-opencv",
-           features=56, reach=8, streams=2, engine="new", cache_tile=128,
+           features=56, reach=8, streams=2, engine="new", cache_tile=128, onnx=True,
            cost=(0.2, 0.008)),
     Method("fsrcnn-opencv", (2, 3, 4), "luma", "fsrcnn", "FSRCNN_x{scale}.pb", FSRCNN_URL,
            about="FSRCNN with OpenCV's official weights", features=56, reach=8, streams=2,
-           engine="new", cache_tile=128, cost=(0.2, 0.008)),
+           engine="new", cache_tile=128, onnx=True, cost=(0.2, 0.008)),
     Method("fsrcnn-small", (2, 3, 4), "luma", "fsrcnn", "FSRCNN-small_x{scale}.pb", FSRCNN_URL,
            about="fastest network", features=32, reach=8, streams=2, engine="new",
-           cache_tile=128, cost=(0.08, 0.006)),
+           cache_tile=128, onnx=True, cost=(0.08, 0.006)),
     Method("espcn", (2, 3, 4), "luma", "espcn", "ESPCN_x{scale}.pb", ESPCN_URL,
-           about="fast, good", features=64, reach=8, streams=2, cache_tile=128,
+           about="fast, good", features=64, reach=8, streams=2, cache_tile=128, onnx=True,
            cost=(0.24, 0.005)),
     Method("lapsrn", (2, 4, 8), "luma", "lapsrn", "LapSRN_x{scale}.pb", LAPSRN_URL,
            about="slow (~100x FSRCNN), x8 capable", features=64, reach=32, cost=(0.0, 1.4)),
@@ -1512,11 +1517,20 @@ def register_superres_layers():
     return cv2.dnn_superres.DnnSuperResImpl_create()
 
 
-def read_network(model, engine="classic"):
-    """A network from a model file's path or its bytes, on OpenCV 5's "classic" or "new"
-    DNN engine (see Method.engine); OpenCV 4 has only the classic one."""
+def reads_tensorflow(cv2_module=cv2):
+    """Whether this OpenCV reads TensorFlow's graphs (5.1 dropped the importer)."""
+    return hasattr(cv2_module.dnn, "readNetFromTensorflow")
+
+
+def read_network(model, engine="classic", onnx=False):
+    """A network from a TensorFlow graph's (or with onnx, an ONNX model's) path or bytes,
+    on OpenCV 5.0's "classic" or "new" DNN engine (see Method.engine); OpenCV 4 has only
+    the classic one, 5.1 only its own."""
     source = np.frombuffer(model, np.uint8) if isinstance(model, bytes) else str(model)
     chosen = getattr(cv2.dnn, f"ENGINE_{engine.upper()}", None)
+    if onnx:
+        return cv2.dnn.readNetFromONNX(source) if chosen is None else \
+            cv2.dnn.readNetFromONNX(source, chosen)
     if chosen is None:
         return cv2.dnn.readNetFromTensorflow(source)
     return cv2.dnn.readNetFromTensorflow(source, None if isinstance(model, bytes) else "",
@@ -1611,7 +1625,7 @@ class NetworkUpscaler(ResizeUpscaler):
     EDSR runs on BGR with the DIV2K mean removed, as DnnSuperResImpl does it.
     """
 
-    def __init__(self, method, scale, model_path, tile=None, device="cpu"):
+    def __init__(self, method, scale, model_path, tile=None, device="cpu", onnx=None):
         silence_opencv()
         register_superres_layers()
         self.method, self.scale, self.runs = method, scale, method.runs
@@ -1620,11 +1634,15 @@ class NetworkUpscaler(ResizeUpscaler):
         self.memory_budget = NETWORK_MEMORY_BUDGET
         # OpenCV's new engine runs only on the CPU.
         engine = method.engine if device == "cpu" else "classic"
-        self.fast = checked_fast_graph(str(model_path), engine) if self.runs == "luma" \
-            else FastGraph()
+        self.fast = checked_fast_graph(str(model_path), engine, onnx) \
+            if self.runs == "luma" else FastGraph()
+        if not self.fast.graph and not reads_tensorflow():
+            raise UpscaleError(opencv_problem([method]) or f"model file {model_path} cannot "
+                               f"be run by OpenCV {cv2.__version__}, which reads no "
+                               "TensorFlow graphs; use OpenCV 5.0")
         try:
             self.net = read_network(self.fast.graph or model_path,
-                                    engine if self.fast.graph else "classic")
+                                    engine if self.fast.graph else "classic", self.fast.onnx)
         except cv2.error:
             raise UpscaleError(f"model file {model_path} cannot be loaded by OpenCV; delete "
                                "it to download it again") from None
@@ -1642,7 +1660,7 @@ class NetworkUpscaler(ResizeUpscaler):
         """Another copy of this network, for a second inference stream; each of `sharing`
         streams gets its share of the memory budget."""
         twin = NetworkUpscaler(self.method, self.scale, self.model_path, self.tile,
-                               self.device)
+                               self.device, self.fast.onnx)
         self.memory_budget = twin.memory_budget = NETWORK_MEMORY_BUDGET // sharing
         return twin
 
@@ -1681,7 +1699,10 @@ class NetworkUpscaler(ResizeUpscaler):
         h, w = blob.shape[2:]
         tile = self.tile
         if tile is None:        # automatic: small enough for the cache, or for memory
-            tile = (self.device == "cpu" and cache_tile(self.method, h, w)) or \
+            # (not for the cache on OpenCV 5.1's engine, which runs ONNX: there 128-pixel
+            # tiles took 1.1-1.3x the time of whole frames, at 640x360 and 1280x720)
+            tile = (self.device == "cpu" and not self.fast.onnx and
+                    cache_tile(self.method, h, w)) or \
                 auto_tile(self.method, h, w, self.memory_budget)
         if tile and (h > tile or w > tile):
             return source, forward_tiled(self.net, blob, self.scale // self.fast.block,
@@ -5818,6 +5839,7 @@ class FastGraph:
     graph: bytes = None        # None: no rewrite, use the original file
     block: int = 1             # > 1: output is block**2 planes for depth_to_space()
     tanh: bool = False         # output still needs tanh (OpenCV fuses it slowly into a conv)
+    onnx: bool = False         # graph is that network as an ONNX model (onnx_model)
 
 
 def cut_depth_to_space(nodes):
@@ -5882,14 +5904,21 @@ def fast_picture(fast, planes):
 
 
 @functools.lru_cache(maxsize=None)
-def checked_fast_graph(model_path, engine="classic"):
+def checked_fast_graph(model_path, engine="classic", onnx=None):
     """The FastGraph of a model file when, on this OpenCV and engine, it computes what the
-    original does (checked on a test image); FastGraph() when not: use the original."""
+    original does (checked on a test image); FastGraph() when not: use the original.
+    With onnx (the default on an OpenCV that reads no TensorFlow graphs, 5.1), the
+    rewritten graph as an ONNX model, unchecked here (the tests check the translation on
+    an OpenCV that reads both); FastGraph() when it has none: the file cannot run there.
+    On 5.0 that ran 1.3-1.7x slower than the TensorFlow graph, so it is not used there."""
     graph = Path(model_path).read_bytes()
     try:
         fast = fast_graph(graph)
     except (ValueError, IndexError):          # not a protobuf this parser understands
         return FastGraph()
+    if onnx or (onnx is None and not reads_tensorflow()):
+        model = fast.graph and onnx_model(fast.graph)
+        return dataclasses.replace(fast, graph=model, onnx=True) if model else FastGraph()
     if fast.graph is None:
         return fast
     probe = np.random.default_rng(0).random((1, 1, 37, 53), np.float32)
@@ -5916,6 +5945,181 @@ def depth_to_space(planes, block):
     for dy in range(block):
         out[:, dy, :] = cv2.merge(list(planes[dy * block:(dy + 1) * block])).reshape(h, -1)
     return out.reshape(h * block, w * block)
+
+
+# The rewritten luma graphs as ONNX models, for OpenCV 5.1 and later, which read ONNX but
+#   no longer TensorFlow's files. What fast_graph leaves of FSRCNN, ESPCN and our networks
+#   is convolutions, biases, PReLU, ReLU and additions: each becomes its ONNX operator, the
+#   weights turned from TensorFlow's HWIO to ONNX's OIHW, each bias joined to its
+#   convolution. Tensors are NCHW, as OpenCV's blobs are. LapSRN's and EDSR's graphs hold
+#   more than that and are not translated.
+
+# Field numbers in TensorFlow's attr_value.proto (AttrValue.s and .list, ListValue.i).
+ATTR_STRING, ATTR_LIST, LIST_INTS = 2, 1, 3
+# Field numbers in onnx.proto: ModelProto, OperatorSetIdProto, GraphProto, NodeProto,
+# AttributeProto, TensorProto, ValueInfoProto, TypeProto, TypeProto.Tensor, TensorShapeProto.
+ONNX_MODEL_IR_VERSION, ONNX_MODEL_GRAPH, ONNX_MODEL_OPSET, ONNX_OPSET_VERSION = 1, 7, 8, 2
+ONNX_GRAPH_NODE, ONNX_GRAPH_NAME, ONNX_GRAPH_INITIALIZER = 1, 2, 5
+ONNX_GRAPH_INPUT, ONNX_GRAPH_OUTPUT = 11, 12
+ONNX_NODE_INPUTS, ONNX_NODE_OUTPUTS, ONNX_NODE_NAME, ONNX_NODE_TYPE = 1, 2, 3, 4
+ONNX_NODE_ATTRIBUTES = 5
+ONNX_ATTRIBUTE_NAME, ONNX_ATTRIBUTE_INT, ONNX_ATTRIBUTE_INTS, ONNX_ATTRIBUTE_TYPE = 1, 3, 8, 20
+ONNX_ATTRIBUTE_IS_INT, ONNX_ATTRIBUTE_IS_INTS = 2, 7
+ONNX_TENSOR_DIMS, ONNX_TENSOR_TYPE, ONNX_TENSOR_NAME, ONNX_TENSOR_RAW = 1, 2, 8, 9
+ONNX_VALUE_NAME, ONNX_VALUE_TYPE, ONNX_TYPE_TENSOR = 1, 2, 1
+ONNX_TENSOR_ELEMENTS, ONNX_TENSOR_SHAPE_OF = 1, 2
+ONNX_SHAPE_DIM_OF, ONNX_DIM_PARAM = 1, 2
+ONNX_FLOAT = 1
+ONNX_IR, ONNX_OPSET = 7, 13      # ONNX 1.8's, which has every operator used here
+
+
+def packed_varints(data):
+    """The integers of a packed repeated varint field."""
+    values, value, shift = [], 0, 0
+    for byte in data:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            values.append(value)
+            value = shift = 0
+    return values
+
+
+def attr_ints(node, key):
+    """The integers of a node's list attribute `key` ([] when it has none)."""
+    values = []
+    for number, _, listed in node_attr(node, key):
+        for field_number, wire, item in protobuf_fields(listed) if number == ATTR_LIST else ():
+            if field_number == LIST_INTS:
+                values += packed_varints(item) if wire == 2 else [item]
+    return values
+
+
+def attr_string(node, key, default=""):
+    """A node's string attribute `key`, or default."""
+    return next((v.decode() for f, _, v in node_attr(node, key) if f == ATTR_STRING), default)
+
+
+def onnx_tensor(name, values):
+    values = np.ascontiguousarray(values, "<f4")
+    return protobuf_message([(ONNX_TENSOR_DIMS, 0, d) for d in values.shape]
+                            + [(ONNX_TENSOR_TYPE, 0, ONNX_FLOAT),
+                               (ONNX_TENSOR_NAME, 2, name.encode()),
+                               (ONNX_TENSOR_RAW, 2, values.tobytes())])
+
+
+def onnx_node(op, inputs, output, **ints):
+    """A NodeProto; each keyword an integer or list-of-integers attribute."""
+    def attribute(key, value):
+        if isinstance(value, list):
+            typed = [(ONNX_ATTRIBUTE_INTS, 0, v) for v in value] + \
+                [(ONNX_ATTRIBUTE_TYPE, 0, ONNX_ATTRIBUTE_IS_INTS)]
+        else:
+            typed = [(ONNX_ATTRIBUTE_INT, 0, value),
+                     (ONNX_ATTRIBUTE_TYPE, 0, ONNX_ATTRIBUTE_IS_INT)]
+        return protobuf_message([(ONNX_ATTRIBUTE_NAME, 2, key.encode())] + typed)
+
+    return protobuf_message(
+        [(ONNX_NODE_INPUTS, 2, i.encode()) for i in inputs]
+        + [(ONNX_NODE_OUTPUTS, 2, output.encode()), (ONNX_NODE_NAME, 2, output.encode()),
+           (ONNX_NODE_TYPE, 2, op.encode())]
+        + [(ONNX_NODE_ATTRIBUTES, 2, attribute(k, v)) for k, v in ints.items()])
+
+
+def onnx_value(name):
+    """A ValueInfoProto: a float NCHW tensor of any size."""
+    dims = [protobuf_message([(ONNX_DIM_PARAM, 2, d)]) for d in (b"n", b"c", b"h", b"w")]
+    shape = protobuf_message([(ONNX_SHAPE_DIM_OF, 2, d) for d in dims])
+    tensor = protobuf_message([(ONNX_TENSOR_ELEMENTS, 0, ONNX_FLOAT),
+                               (ONNX_TENSOR_SHAPE_OF, 2, shape)])
+    kind = protobuf_message([(ONNX_TYPE_TENSOR, 2, tensor)])
+    return protobuf_message([(ONNX_VALUE_NAME, 2, name.encode()), (ONNX_VALUE_TYPE, 2, kind)])
+
+
+def onnx_convolution(node, weights, bias, output):
+    """(ONNX nodes, initializers) of a stride-1 NHWC Conv2D, or None."""
+    if weights is None or weights.ndim != 4 or \
+            attr_string(node, "data_format", "NHWC") != "NHWC" or \
+            any(v != 1 for v in attr_ints(node, "strides") + attr_ints(node, "dilations")):
+        return None
+    kh, kw = weights.shape[:2]
+    padding = attr_string(node, "padding")
+    if padding == "SAME":            # TensorFlow puts the odd pixel after
+        pads = [(kh - 1) // 2, (kw - 1) // 2, kh // 2, kw // 2]
+    elif padding == "VALID":
+        pads = [0, 0, 0, 0]
+    else:
+        return None
+    tensors = [onnx_tensor(output + "/weights", weights.transpose(3, 2, 0, 1))]
+    if bias is not None:
+        tensors.append(onnx_tensor(output + "/bias", bias.reshape(-1)))
+    inputs = [node.inputs[0]] + [output + "/weights"] + \
+        ([output + "/bias"] if bias is not None else [])
+    return [onnx_node("Conv", inputs, output, kernel_shape=[kh, kw], pads=pads)], tensors
+
+
+def onnx_model(graph, whole=None):
+    """The ONNX model (bytes) that computes what a rewritten luma GraphDef computes, from
+    a (1, 1, H, W) luma blob; None when the graph holds anything else. With whole (the
+    graph's FastGraph), the model also does what FastGraph leaves to its caller (tanh,
+    DepthToSpace) and outputs the picture, as DnnSuperResImpl wants it."""
+    nodes = graph_nodes(graph) or []
+    by_name = {n.name: n for n in nodes}
+    uses = collections.Counter(i for n in nodes for i in n.inputs)
+    inputs = [n for n in nodes if n.op == "Placeholder"]
+    outputs = [n for n in nodes if n.op != "Const" and not uses[n.name]]
+    if len(inputs) != 1 or len(outputs) != 1:
+        return None
+
+    def per_channel(name):                       # a 1-D Const as a (C, 1, 1) tensor
+        values = const_floats(by_name.get(name))
+        return None if values is None or values.ndim > 1 else values.reshape(-1, 1, 1)
+
+    # A BiasAdd that alone uses a convolution's output becomes that convolution's bias.
+    joined = {n.inputs[0]: n for n in nodes if n.op == "BiasAdd" and uses[n.inputs[0]] == 1
+              and getattr(by_name.get(n.inputs[0]), "op", "") == "Conv2D"}
+    made, tensors = [], []
+    for node in nodes:
+        if node.op in ("Placeholder", "Const") or node in joined.values():
+            continue
+        constants = [per_channel(i) for i in node.inputs[1:]]
+        if node.op == "Conv2D":
+            bias = joined.get(node.name)
+            translated = onnx_convolution(
+                node, const_floats(by_name.get(node.inputs[1])),
+                bias and per_channel(bias.inputs[1]), bias.name if bias else node.name)
+        elif node.op in ("BiasAdd", "PReLU") and constants[0] is not None:
+            name = node.name + "/" + node.op
+            translated = ([onnx_node("Add" if node.op == "BiasAdd" else "PRelu",
+                                     [node.inputs[0], name], node.name)],
+                          [onnx_tensor(name, constants[0])])
+        elif node.op in ("Add", "AddV2") and len(node.inputs) == 2 and \
+                not any(by_name.get(i).op == "Const" for i in node.inputs):
+            translated = [onnx_node("Add", node.inputs, node.name)], []
+        elif node.op == "Relu":
+            translated = [onnx_node("Relu", node.inputs[:1], node.name)], []
+        else:
+            translated = None
+        if translated is None:
+            return None
+        made += translated[0]
+        tensors += translated[1]
+    output = outputs[0].name
+    if whole and whole.tanh:
+        made.append(onnx_node("Tanh", [output], output + "/tanh"))
+        output += "/tanh"
+    if whole and whole.block > 1:       # ONNX's default order (DCR) is TensorFlow's
+        made.append(onnx_node("DepthToSpace", [output], output + "/picture",
+                              blocksize=whole.block))
+        output += "/picture"
+    onnx_graph = protobuf_message(
+        [(ONNX_GRAPH_NODE, 2, n) for n in made] + [(ONNX_GRAPH_NAME, 2, b"upscale")]
+        + [(ONNX_GRAPH_INITIALIZER, 2, t) for t in tensors]
+        + [(ONNX_GRAPH_INPUT, 2, onnx_value(inputs[0].name)),
+           (ONNX_GRAPH_OUTPUT, 2, onnx_value(output))])
+    opset = protobuf_message([(ONNX_OPSET_VERSION, 0, ONNX_OPSET)])
+    return protobuf_message([(ONNX_MODEL_IR_VERSION, 0, ONNX_IR),
+                             (ONNX_MODEL_GRAPH, 2, onnx_graph), (ONNX_MODEL_OPSET, 2, opset)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -6151,7 +6355,7 @@ def build_parser():
         "same after mp4v encoding); writes <name>_compare_x<scale>.mp4 (videos) and .png")
     compare.add_argument("--compare", action="store_true",
                          help="compare methods instead of upscaling")
-    compare.add_argument("--methods", default=",".join(COMPARE_METHODS),
+    compare.add_argument("--methods", default=default_compare_methods(),
                          help="comma-separated methods to compare (default: %(default)s)")
     compare.add_argument("--no-reference", action="store_true",
                          help="the inputs are already low-resolution footage: no "
@@ -6170,29 +6374,47 @@ def build_parser():
 
 
 URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-COMPARE_ONLY = {"methods": ",".join(COMPARE_METHODS), "no_reference": False,
-                "report": None}                   # options of --compare, and their defaults
 
 
-def opencv_problem(cv2_module=cv2):
-    """Why this OpenCV cannot run the networks (every model file here is a frozen
-    TensorFlow graph), or "" when it can."""
-    if not hasattr(cv2_module, "dnn_superres"):
+def opencv_problem(methods, cv2_module=cv2):
+    """Why this OpenCV cannot run these methods' networks, or "" when it can. Every model
+    file here is a frozen TensorFlow graph; an OpenCV without that importer (5.1) runs
+    those whose graphs translate to ONNX (Method.onnx)."""
+    networks = [m for m in methods if m.is_network]
+    if networks and not hasattr(cv2_module, "dnn_superres"):
         return (f"OpenCV {cv2_module.__version__} has no dnn_superres module (the contrib "
                 "build); install it with: pip install -r requirements.txt")
-    if not hasattr(cv2_module.dnn, "readNetFromTensorflow"):
-        return (f"OpenCV {cv2_module.__version__} cannot read TensorFlow model files (5.1 "
-                "dropped them); install 5.0 or 4.x with: pip install -r requirements.txt")
+    unreadable = [m.name for m in networks if not m.onnx]
+    if unreadable and not reads_tensorflow(cv2_module):
+        readable = ", ".join(m.name for m in METHODS.values() if m.onnx)
+        return (f"OpenCV {cv2_module.__version__} cannot run {', '.join(unreadable)}: it reads "
+                f"no TensorFlow model files (5.1 dropped them; it runs {readable}); install "
+                "5.0 with: pip install -r requirements.txt")
     return ""
+
+
+def default_compare_methods(cv2_module=cv2):
+    """--compare's methods when none are named: COMPARE_METHODS less those this OpenCV
+    cannot run (LapSRN and EDSR on 5.1)."""
+    return ",".join(m for m in COMPARE_METHODS
+                    if not opencv_problem([METHODS[m]], cv2_module))
+
+
+COMPARE_ONLY = {"methods": default_compare_methods(), "no_reference": False,
+                "report": None}                   # options of --compare, and their defaults
 
 
 def settings_from_args(args):
     """Checked Settings, or UsageError before any work is done."""
     method = METHODS[args.model]
     wanted = [METHODS.get(m) for m in args.methods.split(",")] if args.compare else [method]
-    problem = opencv_problem()
-    if problem and any(m and m.is_network for m in wanted):
+    problem = opencv_problem([m for m in wanted if m])
+    if problem:
         raise UsageError(problem)
+    if args.benchmark and method.is_network and not reads_tensorflow():
+        raise UsageError(f"--benchmark measures the pipeline against DnnSuperResImpl, which "
+                         f"OpenCV {cv2.__version__} cannot run on TensorFlow model files; "
+                         "benchmark under OpenCV 5.0 (pip install -r requirements.txt)")
     output = Path(args.output) if args.output else None       # (Path drops a final "/")
     url = next((i for i in args.inputs if URL_RE.match(i)), None)
     if url:

@@ -366,22 +366,41 @@ def test_output_names_say_the_model_and_the_size_asked(tmp_path):
         tmp_path / "out" / "clip_fast_x2_first10.mp4"
 
 
+@pytest.mark.skipif(not upscale.reads_tensorflow(), reason="an OpenCV outside requirements.txt")
 def test_the_installed_opencv_can_run_every_network():
     # requirements.txt keeps OpenCV below 5.1, which dropped the TensorFlow importer.
-    assert upscale.opencv_problem() == ""
+    assert upscale.opencv_problem(upscale.METHODS.values()) == ""
 
 
-def test_an_opencv_without_the_tensorflow_importer_is_named_with_its_fix():
-    # OpenCV 5.1's cv2.dnn as far as the check looks: no readNetFromTensorflow.
-    opencv51 = SimpleNamespace(__version__="5.1.0", dnn_superres=object(),
-                               dnn=SimpleNamespace(readNetFromONNX=object()))
-    problem = upscale.opencv_problem(opencv51)
-    assert "5.1.0" in problem and "TensorFlow" in problem and "requirements.txt" in problem
+# OpenCV 5.1's cv2.dnn as far as the check looks: no readNetFromTensorflow.
+OPENCV51 = SimpleNamespace(__version__="5.1.0", dnn_superres=object(),
+                           dnn=SimpleNamespace(readNetFromONNX=object()))
+
+
+def test_an_opencv_without_the_tensorflow_importer_runs_the_networks_that_translate():
+    methods = [upscale.METHODS[m] for m in ("fast", "hq", "fsrcnn", "fsrcnn-opencv",
+                                            "fsrcnn-small", "espcn", "cubic", "ffmpeg")]
+    assert upscale.opencv_problem(methods, OPENCV51) == ""
+
+
+def test_an_opencv_without_the_tensorflow_importer_names_what_it_cannot_run_and_the_fix():
+    problem = upscale.opencv_problem([upscale.METHODS[m] for m in ("fast", "lapsrn", "edsr")],
+                                     OPENCV51)
+    assert "5.1.0" in problem and "lapsrn, edsr" in problem and "requirements.txt" in problem
+    assert "cannot run fast" not in problem
+
+
+def test_compare_leaves_out_by_default_what_this_opencv_cannot_run():
+    assert upscale.default_compare_methods(OPENCV51).split(",") == [
+        m for m in upscale.COMPARE_METHODS if m not in ("lapsrn", "edsr")]
+    installed = upscale.default_compare_methods().split(",")
+    assert installed == list(upscale.COMPARE_METHODS) or not upscale.reads_tensorflow()
 
 
 def test_an_opencv_without_the_contrib_modules_is_named_with_its_fix():
     plain = SimpleNamespace(__version__="5.0.0", dnn=SimpleNamespace(readNetFromTensorflow=1))
-    assert "dnn_superres" in upscale.opencv_problem(plain)
+    assert "dnn_superres" in upscale.opencv_problem([upscale.METHODS["fast"]], plain)
+    assert upscale.opencv_problem([upscale.METHODS["cubic"]], plain) == ""
 
 
 def test_hdr10_metadata_is_written_in_each_encoders_own_units():
