@@ -19,6 +19,13 @@ import upscale  # noqa: E402
 
 SHARED_MODELS = ROOT.parent / "shared" / "models"
 MODEL_DIR = Path(os.environ.get("UPSCALE_MODEL_DIR") or SHARED_MODELS).resolve()
+# What OpenCV 5.1 cannot do (README, "OpenCV 5.1"): read TensorFlow graphs as they are, so
+# no LapSRN, EDSR or DnnSuperResImpl on our files. Tests of those (and those that use LapSRN
+# as a slow model) run on the OpenCV that requirements.txt installs, the CI's.
+needs_tensorflow = pytest.mark.skipif(
+    not upscale.reads_tensorflow(), reason=f"OpenCV {upscale.cv2.__version__} reads no "
+    "TensorFlow graphs: no LapSRN, EDSR or DnnSuperResImpl on these files")
+
 # Tests never reach the internet: a download goes to a port where nothing listens.
 NO_NETWORK_URL = "http://127.0.0.1:9/models"
 

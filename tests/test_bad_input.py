@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import (SCRIPT, cli_env, leftovers, make_clip, recording_ffmpeg,
-                      run_cli, video_size, wait_until_writing, work_folders)
+from conftest import (SCRIPT, cli_env, leftovers, make_clip, needs_tensorflow,
+                      recording_ffmpeg, run_cli, video_size, wait_until_writing, work_folders)
 
 
 def error_lines(result):
@@ -34,6 +34,26 @@ def assert_one_clear_error(result, status, *words):
                                           ("--height", "1080.5"), ("--width", "wide")])
 def test_nonsense_size_is_a_usage_error(tmp_path, option, value):
     assert_one_clear_error(run_cli(tmp_path / "x.mp4", option, value), 2, option[2:])
+
+
+only_without_tensorflow = pytest.mark.skipif(
+    upscale.reads_tensorflow(), reason=f"OpenCV {cv2.__version__} reads TensorFlow graphs: "
+    "these are OpenCV 5.1's refusals")
+
+
+@only_without_tensorflow
+@pytest.mark.parametrize("model", ["lapsrn", "edsr"])
+def test_a_network_this_opencv_cannot_run_is_refused_before_any_work(tmp_path, model):
+    clip = make_clip(upscale.find_ffmpeg(), tmp_path / "clip.mp4", audio=False)
+    result = run_cli(clip, "--model", model, "--scale", "2")
+    assert_one_clear_error(result, 2, model, cv2.__version__, "requirements.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+@only_without_tensorflow
+def test_benchmark_is_refused_where_dnn_superres_cannot_run_the_model(tmp_path):
+    clip = make_clip(upscale.find_ffmpeg(), tmp_path / "clip.mp4", audio=False)
+    assert_one_clear_error(run_cli(clip, "--benchmark"), 2, "--benchmark", "5.0")
 
 
 def test_zero_frames_is_a_usage_error_not_the_whole_video(tmp_path):
@@ -151,6 +171,7 @@ def test_ffmpeg_failing_during_mux_leaves_only_the_picture_kept_for_a_rerun(ffmp
     assert leftovers(tmp_path) == [] and (tmp_path / "clip_fast_x2.mp4").exists()
 
 
+@needs_tensorflow
 @pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
                                         (signal.SIGHUP, 129)])
 def test_interrupt_mid_run_leaves_nothing(ffmpeg, tmp_path, sig, status):
@@ -269,6 +290,7 @@ def test_an_output_made_by_another_run_meanwhile_is_kept_and_this_runs_work_remo
     assert leftovers(tmp_path) == []
 
 
+@needs_tensorflow
 def test_huge_output_is_refused_before_starting_with_an_estimate(ffmpeg, tmp_path):
     # A 4K source: one frame is enough to be refused at x4 (the EDSR case of the issue,
     # shown with LapSRN x8 since EDSR's weights are not available here).
@@ -279,6 +301,7 @@ def test_huge_output_is_refused_before_starting_with_an_estimate(ffmpeg, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["uhd.mkv"]
 
 
+@needs_tensorflow
 def test_slow_run_gets_a_time_estimate_up_front(ffmpeg, tmp_path):
     import upscale
     src = make_clip(ffmpeg, tmp_path / "long.mkv", size="320x240", seconds=60, rate="8",
@@ -519,6 +542,7 @@ def start_slow_run(ffmpeg, folder, name="long", *options):
     return proc
 
 
+@needs_tensorflow
 def test_second_signal_during_cleanup_does_not_stop_it(ffmpeg, tmp_path):
     proc = start_slow_run(ffmpeg, tmp_path)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -569,6 +593,7 @@ def run_temps(folder):
     return sorted(p.name for p in Path(folder).rglob(".*") if upscale.TEMP_RE.match(p.name))
 
 
+@needs_tensorflow
 def test_killed_runs_leftovers_are_removed_by_the_next_run_but_a_live_runs_are_not(
         ffmpeg, tmp_path):
     killed = start_slow_run(ffmpeg, tmp_path, "killed")

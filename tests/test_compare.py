@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 
 import upscale
-from conftest import (ROOT, cli_env, decoded_frame_count, make_clip, recording_ffmpeg, run_cli,
-                      video_size)
+from conftest import (ROOT, cli_env, decoded_frame_count, make_clip, needs_tensorflow,
+                      recording_ffmpeg, run_cli, video_size)
 
 
 def flat_image(path):
@@ -60,6 +60,7 @@ def test_footage_is_made_small_with_antialiased_bicubic_as_the_papers_do():
     assert list(low[0]) == [0, 19, 236, 255]
 
 
+@needs_tensorflow
 def test_report_has_the_documented_keys_and_types(tmp_path):
     image = smooth_image(tmp_path / "smooth.png")
     _, rows = report_of(tmp_path, image, "--scale", "8", "--methods", "lapsrn,espcn,linear")
@@ -149,6 +150,7 @@ def test_the_detail_crop_is_taken_where_the_picture_has_most_detail():
     assert upscale.most_detailed_window(image, 30, 40) == (80, 10)
 
 
+@needs_tensorflow
 def test_compare_measures_at_a_fractional_scale_as_the_tool_upscales(tmp_path):
     # a held-out photo shrunk 1.5x; each method brings it back to the photo's own size
     photo = cv2.imread(str(ROOT.parent / "shared" / "datasets" / "BSD200" / "106020.png"))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import make_clip
+from conftest import make_clip, needs_tensorflow
 
 LUMA_FILES = [f"{name}_x{scale}.pb" for name in ("FSRCNN", "FSRCNN-small", "ESPCN")
               for scale in (2, 3, 4)]
@@ -46,6 +46,7 @@ def test_fsrcnn_and_espcn_files_get_a_rewritten_graph_ending_before_depth_to_spa
     assert fast.tanh == name.startswith("ESPCN")
 
 
+@needs_tensorflow
 @pytest.mark.parametrize("engine", ["classic", "new"])
 @pytest.mark.parametrize("name", ALL_FILES)
 def test_rewritten_graph_computes_what_the_official_graph_computes(model_dir, luma_blob,
@@ -61,6 +62,7 @@ def test_rewritten_graph_computes_what_the_official_graph_computes(model_dir, lu
     assert np.abs(rewritten - official).max() <= 1e-5
 
 
+@needs_tensorflow
 def test_rewritten_fsrcnn_runs_fewer_layers(model_dir):
     upscale.register_superres_layers()
     path = model_dir / "FSRCNN_x4.pb"
@@ -71,6 +73,7 @@ def test_rewritten_fsrcnn_runs_fewer_layers(model_dir):
     assert len(names) < len(official) // 2
 
 
+@needs_tensorflow
 @pytest.mark.parametrize("name", ["LapSRN_x2.pb", "LapSRN_x8.pb"])
 def test_lapsrn_leaky_relus_are_fused_and_its_depth_to_space_layers_kept(model_dir, name):
     upscale.register_superres_layers()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import MODEL_DIR, cli_env, make_clip, model_file, run_cli
+from conftest import MODEL_DIR, cli_env, make_clip, model_file, needs_tensorflow, run_cli
 
 
 class ModelServer(http.server.ThreadingHTTPServer):
@@ -110,6 +110,7 @@ def test_no_network_error_names_file_url_and_folder(clip, tmp_path):
     assert str(models) in line
 
 
+@needs_tensorflow
 def test_edsr_without_its_file_reports_the_official_download(clip, tmp_path):
     env = cli_env(UPSCALE_MODEL_DIR=str(tmp_path / "nothing-here"), UPSCALE_MODEL_URL="")
     env.pop("UPSCALE_MODEL_URL")
@@ -158,6 +159,7 @@ def test_pinned_checksums_match_the_shared_model_files(model_dir):
         assert hashlib.sha256((model_dir / name).read_bytes()).hexdigest() == digest
 
 
+@needs_tensorflow
 @pytest.mark.parametrize("name,scale", [("fast", 4), ("fast", 3), ("fsrcnn", 4),
                                         ("fsrcnn-opencv", 4), ("espcn", 3), ("lapsrn", 2),
                                         ("fsrcnn-small", 2)])
@@ -175,7 +177,8 @@ def test_fast_luma_path_matches_dnn_superres(model_dir, name, scale):
     assert cv2.PSNR(ours, theirs) >= 45
 
 
-@pytest.mark.parametrize("name,scale", [("fast", 2), ("fsrcnn-opencv", 3), ("lapsrn", 2)])
+@pytest.mark.parametrize("name,scale", [("fast", 2), ("fsrcnn-opencv", 3),
+                                        pytest.param("lapsrn", 2, marks=needs_tensorflow)])
 def test_a_16_bit_frame_is_upscaled_as_its_8_bit_twin_with_its_finer_levels(
         model_dir, name, scale):
     # (HDR sources of 10 bits come to the networks as 16-bit BGR)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import ROOT, cli_env, make_clip, run_cli, video_size
+from conftest import ROOT, cli_env, make_clip, needs_tensorflow, run_cli, video_size
 
 sys.path.insert(0, str(ROOT / "models"))
 import srdata  # noqa: E402
@@ -45,6 +45,7 @@ def test_shipped_file_matches_its_pinned_checksum(name, scale):
     assert upscale.file_digest(path, checksum) == checksum
 
 
+@needs_tensorflow
 @pytest.mark.parametrize("name,scale", SHIPPED)
 def test_shipped_file_loads_through_dnn_superres_as_fsrcnn_does(name, scale):
     sr = cv2.dnn_superres.DnnSuperResImpl_create()
@@ -59,6 +60,7 @@ def test_shipped_file_loads_through_dnn_superres_as_fsrcnn_does(name, scale):
                     out) >= 45
 
 
+@needs_tensorflow
 @pytest.mark.parametrize("name,scale", SHIPPED)
 def test_shipped_file_is_rewritten_into_the_fast_graph(name, scale):
     method = upscale.METHODS[name]
@@ -68,6 +70,7 @@ def test_shipped_file_is_rewritten_into_the_fast_graph(name, scale):
     assert "PReLU" in ops and not ops & {"Abs", "Relu", "DepthToSpace"}
 
 
+@needs_tensorflow
 @pytest.mark.parametrize("scale", SCALES)
 def test_our_fsrcnn_gets_the_same_fast_graph_as_the_official_file(model_dir, scale):
     method = upscale.METHODS["fsrcnn"]
@@ -79,12 +82,19 @@ def test_our_fsrcnn_gets_the_same_fast_graph_as_the_official_file(model_dir, sca
     assert len(layers[0]) == len(layers[1])
 
 
+@pytest.mark.parametrize("read_as", [pytest.param("tensorflow", marks=needs_tensorflow),
+                                     "onnx"])
 @pytest.mark.parametrize("name,scale", SHIPPED)
-def test_exported_graph_reproduces_the_trained_network(name, scale):
+def test_exported_graph_reproduces_the_trained_network(name, scale, read_as):
+    # as exported, and as translated for OpenCV 5.1 (the whole network: tanh, DepthToSpace)
     with np.load(reference_file(name)) as reference:
         low, expected = reference[f"low_x{scale}"], reference[f"out_x{scale}"]
     upscale.register_superres_layers()
-    net = upscale.read_network(shipped(name, scale))
+    if read_as == "onnx":
+        fast = upscale.fast_graph(shipped(name, scale).read_bytes())
+        net = upscale.read_network(upscale.onnx_model(fast.graph, fast), onnx=True)
+    else:
+        net = upscale.read_network(shipped(name, scale))
     net.setInput(cv2.dnn.blobFromImage(low, 1.0 / 255.0))
     out = net.forward()[0, 0]
     assert out.shape == expected.shape == (low.shape[0] * scale, low.shape[1] * scale)

@@ -5,8 +5,8 @@ from fractions import Fraction
 import pytest
 
 import upscale
-from conftest import (decoded_frame_count, leftovers, make_clip, packet_times, probe,
-                      run_cli, video_size)
+from conftest import (decoded_frame_count, leftovers, make_clip, needs_tensorflow,
+                      packet_times, probe, run_cli, video_size)
 
 CONTAINERS = {
     "mp4": (("-c:v", "libx264", "-pix_fmt", "yuv420p"), ("-c:a", "aac")),
@@ -128,7 +128,7 @@ def test_rotated_source_is_upscaled_upright(ffmpeg, tmp_path):
 
 @pytest.mark.parametrize("method,scales", [
     ("fast", (2, 3, 4)), ("fsrcnn", (2, 3, 4)), ("fsrcnn-small", (2, 3, 4)), ("espcn", (2, 3, 4)),
-    ("lapsrn", (2, 4, 8)),
+    pytest.param("lapsrn", (2, 4, 8), marks=needs_tensorflow),
 ])
 def test_every_model_and_scale_upscales(ffmpeg, tmp_path, method, scales):
     src = make_clip(ffmpeg, tmp_path / "tiny.mp4", size="32x24", rate="5", seconds=0.6)
@@ -479,6 +479,7 @@ def test_frames_makes_a_quick_try_with_its_sound_cut_to_match(ffmpeg, tmp_path):
     assert decoded_frame_count(ffmpeg, trial) == 10
 
 
+@needs_tensorflow
 def test_h264_needs_no_lossless_intermediate_only_room_for_its_own_stream(ffmpeg, tmp_path):
     import sys
     from conftest import SCRIPT, cli_env

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import ROOT, decoded_frame_count, make_clip, run_cli, video_size
+from conftest import (ROOT, decoded_frame_count, make_clip, needs_tensorflow, run_cli,
+                      video_size)
 
 FAST_LIKE = upscale.METHODS["fsrcnn"]           # a network with scales 2, 3, 4
 CUBIC = upscale.METHODS["cubic"]
@@ -239,6 +240,7 @@ def test_parts_at_an_asked_height_join_into_the_whole_video(ffmpeg, tmp_path):
     assert decoded_frame_count(ffmpeg, tmp_path / "clip_cubic_72p.mp4") == 50
 
 
+@needs_tensorflow
 def test_benchmark_measures_a_run_at_an_asked_size(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", size="64x48", seconds=0.4)
     result = run_cli(src, "--model", "fsrcnn", "--height", "72", "--benchmark")

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 import upscale
-from conftest import (SCRIPT, cli_env, leftovers, make_clip, model_file, run_cli,
-                      segment_being_written, video_size)
+from conftest import (SCRIPT, cli_env, leftovers, make_clip, model_file, needs_tensorflow,
+                      run_cli, segment_being_written, video_size)
 
 
-@pytest.mark.parametrize("name,scale", [("fsrcnn", 4), ("espcn", 3), ("lapsrn", 8),
-                                        ("fsrcnn-small", 2)])
+@pytest.mark.parametrize("name,scale", [("fsrcnn", 4), ("espcn", 3), ("fsrcnn-small", 2),
+                                        pytest.param("lapsrn", 8, marks=needs_tensorflow)])
 def test_tiled_upscaling_is_seamless(model_dir, name, scale):
     method = upscale.METHODS[name]
     path = model_file(name, scale)
@@ -153,6 +153,7 @@ def test_the_same_input_named_twice_is_done_once(ffmpeg, tmp_path):
         assert result.stderr.count("done: ") == 1
 
 
+@needs_tensorflow
 def test_jobs_interrupted_leave_nothing(ffmpeg, tmp_path):
     for name in ("a", "b"):
         make_clip(ffmpeg, tmp_path / f"{name}.mp4", size="160x120", seconds=20)
@@ -170,6 +171,7 @@ def test_jobs_interrupted_leave_nothing(ffmpeg, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4"]
 
 
+@needs_tensorflow
 def test_ctrl_c_during_jobs_is_one_clean_line_per_job(ffmpeg, tmp_path):
     for name in ("a", "b"):
         make_clip(ffmpeg, tmp_path / f"{name}.mp4", size="160x120", seconds=20)
@@ -193,6 +195,7 @@ def test_ctrl_c_during_jobs_is_one_clean_line_per_job(ffmpeg, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4"]
 
 
+@needs_tensorflow
 @pytest.mark.parametrize("model", ["fsrcnn", "espcn"])
 def test_benchmark_prints_each_stage_both_loops_their_ratio_psnr_and_memory(
         ffmpeg, tmp_path, model):
