@@ -211,10 +211,11 @@ METHODS = {m.name: m for m in (
     # hq: the same family twice as wide and up to twice as deep (about 7x FSRCNN's
     # multiply-adds), trained from fast's weights (models/README.md); for those who can
     # wait. Its cost: fast's times 3.4, the whole-run time ratio measured side by side
-    # (tests/model_speeds.py: 3.4 / 3.6 / 3.3 at 640x360 / 1280x720 / 1920x1080 x2).
+    # (tests/model_speeds.py: 3.4 / 3.6 / 3.3 at 640x360 / 1280x720 / 1920x1080 x2; a
+    # later run: 3.0 / 2.8 / 3.0).
     # Tiles of 128 ran it 2.2x (640x360) and 1.7x (1280x720) faster than whole frames.
     Method("hq", (2, 3, 4), "luma", "fsrcnn", "hq-upscalepy_x{scale}.pb",
-           about="sharpest; about 3.4x fast's time (ours, shipped)", official="fsrcnn-opencv",
+           about="sharpest; about 3x fast's time (ours, shipped)", official="fsrcnn-opencv",
            features=32, reach=9, streams=2, engine="new", cache_tile=128, onnx=True,
            cost=(0.56, 0.008)),
     # FSRCNN: the official network with our own weights.
@@ -5910,7 +5911,8 @@ def checked_fast_graph(model_path, engine="classic", onnx=None):
     With onnx (the default on an OpenCV that reads no TensorFlow graphs, 5.1), the
     rewritten graph as an ONNX model, unchecked here (the tests check the translation on
     an OpenCV that reads both); FastGraph() when it has none: the file cannot run there.
-    On 5.0 that ran 1.3-1.7x slower than the TensorFlow graph, so it is not used there."""
+    On 5.0 whole runs took 1.2-1.7x as long with it as with the TensorFlow graph (sample
+    x4), so it is used only where it must be."""
     graph = Path(model_path).read_bytes()
     try:
         fast = fast_graph(graph)
@@ -5968,7 +5970,7 @@ ONNX_ATTRIBUTE_IS_INT, ONNX_ATTRIBUTE_IS_INTS = 2, 7
 ONNX_TENSOR_DIMS, ONNX_TENSOR_TYPE, ONNX_TENSOR_NAME, ONNX_TENSOR_RAW = 1, 2, 8, 9
 ONNX_VALUE_NAME, ONNX_VALUE_TYPE, ONNX_TYPE_TENSOR = 1, 2, 1
 ONNX_TENSOR_ELEMENTS, ONNX_TENSOR_SHAPE_OF = 1, 2
-ONNX_SHAPE_DIM_OF, ONNX_DIM_PARAM = 1, 2
+ONNX_SHAPE_DIM_OF, ONNX_DIM_VALUE, ONNX_DIM_PARAM = 1, 1, 2
 ONNX_FLOAT = 1
 ONNX_IR, ONNX_OPSET = 7, 13      # ONNX 1.8's, which has every operator used here
 
@@ -6026,9 +6028,11 @@ def onnx_node(op, inputs, output, **ints):
         + [(ONNX_NODE_ATTRIBUTES, 2, attribute(k, v)) for k, v in ints.items()])
 
 
-def onnx_value(name):
-    """A ValueInfoProto: a float NCHW tensor of any size."""
-    dims = [protobuf_message([(ONNX_DIM_PARAM, 2, d)]) for d in (b"n", b"c", b"h", b"w")]
+def onnx_value(name, channels=None):
+    """A ValueInfoProto: a float NCHW tensor of any size, of `channels` channels if given
+    (OpenCV 4's importer needs the input's to size the first convolution)."""
+    dims = [protobuf_message([(ONNX_DIM_VALUE, 0, channels)] if d == b"c" and channels else
+                             [(ONNX_DIM_PARAM, 2, d)]) for d in (b"n", b"c", b"h", b"w")]
     shape = protobuf_message([(ONNX_SHAPE_DIM_OF, 2, d) for d in dims])
     tensor = protobuf_message([(ONNX_TENSOR_ELEMENTS, 0, ONNX_FLOAT),
                                (ONNX_TENSOR_SHAPE_OF, 2, shape)])
@@ -6115,7 +6119,7 @@ def onnx_model(graph, whole=None):
     onnx_graph = protobuf_message(
         [(ONNX_GRAPH_NODE, 2, n) for n in made] + [(ONNX_GRAPH_NAME, 2, b"upscale")]
         + [(ONNX_GRAPH_INITIALIZER, 2, t) for t in tensors]
-        + [(ONNX_GRAPH_INPUT, 2, onnx_value(inputs[0].name)),
+        + [(ONNX_GRAPH_INPUT, 2, onnx_value(inputs[0].name, channels=1)),
            (ONNX_GRAPH_OUTPUT, 2, onnx_value(output))])
     opset = protobuf_message([(ONNX_OPSET_VERSION, 0, ONNX_OPSET)])
     return protobuf_message([(ONNX_MODEL_IR_VERSION, 0, ONNX_IR),
