@@ -6066,7 +6066,8 @@ def onnx_model(graph, whole=None):
     """The ONNX model (bytes) that computes what a rewritten luma GraphDef computes, from
     a (1, 1, H, W) luma blob; None when the graph holds anything else. With whole (the
     graph's FastGraph), the model also does what FastGraph leaves to its caller (tanh,
-    DepthToSpace) and outputs the picture, as DnnSuperResImpl wants it."""
+    DepthToSpace) and outputs the picture, as the original graph does (the tests compare
+    it with the training framework's own output)."""
     nodes = graph_nodes(graph) or []
     by_name = {n.name: n for n in nodes}
     uses = collections.Counter(i for n in nodes for i in n.inputs)
@@ -6098,7 +6099,7 @@ def onnx_model(graph, whole=None):
                                      [node.inputs[0], name], node.name)],
                           [onnx_tensor(name, constants[0])])
         elif node.op in ("Add", "AddV2") and len(node.inputs) == 2 and \
-                not any(by_name.get(i).op == "Const" for i in node.inputs):
+                not any(getattr(by_name.get(i), "op", "") == "Const" for i in node.inputs):
             translated = [onnx_node("Add", node.inputs, node.name)], []
         elif node.op == "Relu":
             translated = [onnx_node("Relu", node.inputs[:1], node.name)], []
