@@ -259,9 +259,9 @@ MODEL_CHECKSUMS = {
     "fast-upscalepy_x2.pb":
         "sha256:6513c69d43356da8f346c081c4e8fe37fac76f12d9cebaee07fb2901cddeb9fb",
     "fast-upscalepy_x3.pb":
-        "sha256:3b1ba46687bcbdbbc875cca2207eeccc0ab09806615ad9afab7cf9e1fcb22488",
+        "sha256:02fd78ebc091e5ce5ba2bcf794711dbd7ce59f335358e241d83f7b27992d09a9",
     "fast-upscalepy_x4.pb":
-        "sha256:f1fdbb76a3236047f49f20ff6c1ebf98847698d5524defae7216e2bbf9c47819",
+        "sha256:543143f15afcbfb483eabb2814b13c916a146cca5b61c6ec7525a3de0e22a166",
     "hq-upscalepy_x2.pb":
         "sha256:181c9da6bd17dc1047cb52ea33e2afe97898d8cb118d51ed55eda477e4f9a38e",
     "hq-upscalepy_x3.pb":

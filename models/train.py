@@ -175,14 +175,58 @@ def save_pairs(path, pairs):
     save_npz(path, arrays)
 
 
+def exported_family(path, scale):
+    """The plain family (hq, fast) whose x`scale` export the file at path is."""
+    for family in nets.FAMILIES.values():
+        if family.plain:
+            try:
+                return family, pb_weights(path, family, scale)
+            except SystemExit:
+                continue
+    raise SystemExit(f"{path}: not a x{scale} export of fast or hq")
+
+
+def taught_images(pairs, scale, teacher, data_cache, threads):
+    """--teacher's outputs, 8-bit, one for each low-resolution image of every pair (in
+    training_pairs()'s order): the larger network's picture of what that image shows, which
+    the student learns beside the truth. Computed once with TensorFlow and cached beside
+    the pairs' own cache file, named by the teacher file's checksum."""
+    import hashlib
+    digest = hashlib.sha256(Path(teacher).read_bytes()).hexdigest()[:12]
+    cache = Path(data_cache).with_name(f"{Path(data_cache).stem}_taught_{digest}.npz")
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as data:
+            flat = [data[f"t{i}"] for i in range(int(data["count"]))]
+    else:
+        family, weights = exported_family(teacher, scale)
+        tf = tensorflow(threads)
+        w = {k: tf.constant(v) for k, v in dict(weights, **nets.constants(scale)).items()}
+        flat, started = [], time.monotonic()
+        lows = [low for _, variants in pairs for low in variants]
+        for i, low in enumerate(lows):
+            out = nets.forward(tf, family, tf.constant(low[None, :, :, None] / 255.0,
+                                                       tf.float32), w, scale)
+            flat.append(np.round(np.clip(out.numpy()[0, :, :, 0], 0, 1) * 255)
+                        .astype(np.uint8))
+            srdata.progress(i + 1, len(lows), started, f"x{scale} {family.name} teacher")
+        save_npz(cache, {"count": np.int64(len(flat)),
+                         **{f"t{i}": t for i, t in enumerate(flat)}})
+    taught, k = [], 0
+    for _, variants in pairs:
+        taught.append(flat[k:k + len(variants)])
+        k += len(variants)
+    return taught
+
+
 class TrainingImages:
     """The training images of one scale as flat 8-bit buffers (high resolution, and every
     low-resolution variant), from which a batch is gathered by index arithmetic alone: the
     same arithmetic in NumPy (TensorFlow's batches) and on a GPU (PyTorch's), so that both
     draw exactly the same patches, and a GPU step needs no data from the host but the draws."""
 
-    def __init__(self, pairs, scale):
-        pairs = [(hr, lows) for hr, lows in pairs if min(lows[0].shape) >= PATCH[scale]]
+    def __init__(self, pairs, scale, taught=None):
+        big_enough = [min(lows[0].shape) >= PATCH[scale] for _, lows in pairs]
+        pairs = [pair for pair, keep in zip(pairs, big_enough) if keep]
         self.scale, self.count = scale, len(pairs)
         areas = np.array([lows[0].size for _, lows in pairs], np.float64)
         self.areas = areas / areas.sum()
@@ -196,14 +240,21 @@ class TrainingImages:
         first = np.cumsum([0] + list(self.variants))[:-1]       # each image's first variant
         sizes = np.array([low.size for low in lows])
         self.low_start = (np.cumsum(np.concatenate([[0], sizes]))[:-1], first)
+        # With a teacher, its output for each low-resolution image, at the high resolution.
+        self.taught = None
+        if taught is not None:
+            taught = [t for ts, keep in zip(taught, big_enough) if keep for t in ts]
+            self.taught = np.concatenate([t.ravel() for t in taught])
+            self.taught_start = np.cumsum([0] + [t.size for t in taught])[:-1]
         p = PATCH[scale]
         self.low_grid, self.high_grid = transform_grids(p), transform_grids(p * scale)
 
     def draws(self, seed, step, size):
         """Batch `step`'s random draws as index columns [size, 5] (int64): where each
         low- and high-resolution patch starts in the flat buffers, the two row widths, and
-        which of the 8 flips and turns. They depend on (seed, step, size) alone, so a resumed
-        run draws what an uninterrupted one would."""
+        which of the 8 flips and turns; with a teacher, a sixth: where its patch starts.
+        They depend on (seed, step, size) alone, so a resumed run draws what an
+        uninterrupted one would."""
         rng = np.random.default_rng([seed, step])
         s, p = self.scale, PATCH[self.scale]
         picks = rng.choice(self.count, size, p=self.areas)
@@ -211,22 +262,29 @@ class TrainingImages:
         where = rng.random((size, 2))
         turns, flips = rng.integers(4, size=size), rng.integers(2, size=size)
         starts, first = self.low_start
-        low_start = starts[first[picks] + (variant * self.variants[picks]).astype(np.int64)]
+        which = first[picks] + (variant * self.variants[picks]).astype(np.int64)
+        low_start = starts[which]
         h, w = self.low_shapes[picks, 0], self.low_shapes[picks, 1]
         y = (where[:, 0] * (h - p + 1)).astype(np.int64)
         x = (where[:, 1] * (w - p + 1)).astype(np.int64)
         wide = self.high_width[picks]
-        return np.stack([low_start + y * w + x, w,
-                         self.high_start[picks] + y * s * wide + x * s, wide,
-                         turns * 2 + flips], axis=1).astype(np.int64)
+        columns = [low_start + y * w + x, w, self.high_start[picks] + y * s * wide + x * s,
+                   wide, turns * 2 + flips]
+        if self.taught is not None:
+            columns.append(self.taught_start[which] + y * s * wide + x * s)
+        return np.stack(columns, axis=1).astype(np.int64)
 
     def batch(self, draws):
-        """(low-resolution patches, high-resolution patches) of the draws, NHWC float32 in
-        [0, 1], with NumPy."""
-        return tuple(patches(flat, draws[:, i], draws[:, i + 1], draws[:, 4], grid)
-                     [..., None].astype(np.float32) / 255
-                     for i, flat, grid in ((0, self.low, self.low_grid),
-                                           (2, self.high, self.high_grid)))
+        """(low-resolution patches, high-resolution patches, the teacher's patches or None)
+        of the draws, NHWC float32 in [0, 1], with NumPy."""
+        def gathered(flat, start, width, grid):
+            return patches(flat, start, width, draws[:, 4], grid)[..., None] \
+                .astype(np.float32) / 255
+        low = gathered(self.low, draws[:, 0], draws[:, 1], self.low_grid)
+        high = gathered(self.high, draws[:, 2], draws[:, 3], self.high_grid)
+        taught = None if self.taught is None else \
+            gathered(self.taught, draws[:, 5], draws[:, 3], self.high_grid)
+        return low, high, taught
 
 
 def transform_grids(side):
@@ -375,12 +433,19 @@ def starting_weights(args, family, report):
 ADAM = (0.9, 0.999, 1e-8)                 # beta1, beta2, epsilon
 
 
+def tensorflow(threads):
+    """TensorFlow, set to `threads` threads and deterministic (before its first use: it
+    takes no threading settings after)."""
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.experimental.enable_op_determinism()
+    return tf
+
+
 class TensorflowSteps:
     def __init__(self, family, scale, weights, moments, pixel_weights, images, args):
-        import tensorflow as tf
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        tf.config.experimental.enable_op_determinism()
+        tf = tensorflow(args.threads)
         self.names = sorted(weights)
         variables = {k: tf.Variable(v) for k, v in weights.items()}
         self.variables, self.moments = variables, {
@@ -393,11 +458,17 @@ class TensorflowSteps:
             w = nets.folded(family, variables, scale, einsum=tf.einsum, constant=tf.constant)
             return nets.forward(tf, family, low, dict(w, **fixed), scale)
 
+        def batch_loss(out, truth):
+            return tf.reduce_sum(pixel_loss(out - truth) * pixel_weights) / out.shape[0]
+
         @tf.function(jit_compile=args.xla)
-        def step(low, high, lr, t):
+        def step(low, high, taught, lr, t):
             with tf.GradientTape() as tape:
                 out = network(low)
-                loss = tf.reduce_sum(pixel_loss(out - high) * pixel_weights) / low.shape[0]
+                loss = batch_loss(out, high)
+                if taught is not None:     # --teacher: part of the aim is its picture
+                    loss = (1 - args.teacher_weight) * loss + \
+                        args.teacher_weight * batch_loss(out, taught)
             grads = tape.gradient(loss, [variables[k] for k in self.names])
             b1, b2, eps = ADAM
             for k, g in zip(self.names, grads):
@@ -419,8 +490,9 @@ class TensorflowSteps:
 
     def step(self, draws, lr, t):
         """One Adam step on the batch of these draws."""
-        low, high = self.images.batch(draws)
-        self.losses.append(self._step(low, high, self.tf.constant(lr, self.tf.float32),
+        low, high, taught = self.images.batch(draws)
+        self.losses.append(self._step(low, high, taught,
+                                      self.tf.constant(lr, self.tf.float32),
                                       self.tf.constant(t, self.tf.float32)))
 
     def mean_loss(self):
@@ -658,9 +730,14 @@ def train(args):
         start = 0
         weights = starting_weights(args, family, report)
         moments = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in weights.items()}
-    images = TrainingImages(training_pairs(args.scale, args.degradation, args.cache,
-                                           args.copies),
-                            args.scale)
+    pairs = training_pairs(args.scale, args.degradation, args.cache, args.copies)
+    taught = None
+    if args.teacher:
+        if args.backend != "tensorflow":
+            raise SystemExit("--teacher: only with the tensorflow backend")
+        taught = taught_images(pairs, args.scale, args.teacher, cache_path(
+            args.cache, args.scale, args.degradation, args.copies), args.threads)
+    images = TrainingImages(pairs, args.scale, taught)
     steps = BACKENDS[args.backend](family, args.scale, weights, moments,
                                    loss_weights(family, args.scale), images, args)
 
@@ -674,7 +751,9 @@ def train(args):
            f"pixel): {images.count} training images ({args.degradation}"
            f"{', downscaled copies' if args.copies else ''}), {len(val)} "
            f"validation images; bicubic {bicubic_psnr(val, args.scale):.2f} dB; "
-           f"{steps.where}, batch {args.batch}, {args.loss.upper()} loss")
+           f"{steps.where}, batch {args.batch}, {args.loss.upper()} loss"
+           + (f", {args.teacher_weight:g} of it to {args.teacher}'s output"
+              if args.teacher else ""))
 
     def checkpoint(step):
         state = {"family": np.str_(family.name), "scale": np.int64(args.scale),
@@ -781,6 +860,12 @@ def main():
     t.add_argument("--loss", choices=sorted(LOSSES), default="l1",
                    help="each pixel's error: absolute (l1, the default) or squared (l2, for "
                    "a last phase: PSNR measures squared error)")
+    t.add_argument("--teacher", help="an exported file of a larger family at this scale (hq "
+                   "for fast): the loss also measures the distance to its output on each "
+                   "patch (knowledge distillation)")
+    t.add_argument("--teacher-weight", type=float, default=0.5,
+                   help="with --teacher, the share of the loss that is the distance to the "
+                   "teacher's output; the rest is the distance to the truth (default 0.5)")
     t.add_argument("--threads", type=int, default=os.cpu_count())
     t.add_argument("--val-every", type=int, default=1000)
     t.add_argument("--checkpoint-seconds", type=float, default=120,

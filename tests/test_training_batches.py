@@ -52,7 +52,8 @@ def test_every_patch_is_its_drawn_crop_turned_and_mirrored_at_both_resolutions(s
     pairs = synthetic_pairs(scale, variants=2)
     images = train.TrainingImages(pairs, scale)
     draws = images.draws(seed=3, step=11, size=64)
-    low, high = images.batch(draws)
+    low, high, taught = images.batch(draws)
+    assert taught is None
     places = drawn_places(images, pairs, draws)
     assert len(places) == len(draws)
     p = train.PATCH[scale]
@@ -62,6 +63,24 @@ def test_every_patch_is_its_drawn_crop_turned_and_mirrored_at_both_resolutions(s
         assert np.array_equal(low[i, :, :, 0], as_float(expected))
         assert np.array_equal(high[i, :, :, 0], as_float(
             sliced_patch(hr, y * scale, x * scale, p * scale, turn, flip)))
+
+
+@pytest.mark.parametrize("scale", (2, 4))
+def test_a_teachers_patch_is_its_output_for_the_drawn_low_resolution_image_at_the_same_place(
+        scale):
+    pairs = synthetic_pairs(scale, variants=3)
+    rng = np.random.default_rng(7)
+    taught = [[rng.integers(0, 256, hr.shape, dtype=np.uint8) for _ in lows]
+              for hr, lows in pairs]
+    images = train.TrainingImages(pairs, scale, taught)
+    draws = images.draws(seed=2, step=5, size=64)
+    _, _, patches = images.batch(draws)
+    places = drawn_places(images, pairs, draws[:, :5])
+    assert {j for _, j, *_ in places} == {0, 1, 2}
+    p = train.PATCH[scale] * scale
+    for i, (k, j, y, x, turn, flip) in enumerate(places):
+        assert np.array_equal(patches[i, :, :, 0], as_float(
+            sliced_patch(taught[k][j], y * scale, x * scale, p, turn, flip)))
 
 
 def test_draws_cover_all_eight_turns_and_mirrors_and_every_variant():
