@@ -257,7 +257,7 @@ DEFAULT_METHOD = "fast"
 # the bytes just as well.
 MODEL_CHECKSUMS = {
     "fast-upscalepy_x2.pb":
-        "sha256:6513c69d43356da8f346c081c4e8fe37fac76f12d9cebaee07fb2901cddeb9fb",
+        "sha256:dab282fd758cb329ac836002686b6cd88c4deb4f0787e4b77a7ba98828074cc7",
     "fast-upscalepy_x3.pb":
         "sha256:02fd78ebc091e5ce5ba2bcf794711dbd7ce59f335358e241d83f7b27992d09a9",
     "fast-upscalepy_x4.pb":
@@ -273,7 +273,7 @@ MODEL_CHECKSUMS = {
     "FSRCNN-upscalepy_x3.pb":
         "sha256:eeb6eee33f29bdba583a1423c0ed4cade291f640d941791df6afb3fbb2f1c90e",
     "FSRCNN-upscalepy_x4.pb":
-        "sha256:da66e5e5933c4d33f565980f8708fd1822cba39ca40131d1b93528d97427a09f",
+        "sha256:51b96ae4bf51c3179d70c82771fff0fda55bca68765b5c379b0b250781d59ec4",
     "ESPCN_x2.pb": "sha256:59f77351e1d7c0057bf6fe088b4a8a07e42c468c8c8aebb674a6b4ea1823221d",
     "ESPCN_x3.pb": "sha256:0e667db7a431d14c32568ed79bf21701a64df8b1d162e48ca1f8800affe2c2b3",
     "ESPCN_x4.pb": "sha256:e403f06309229cf36009cd8fb0da032ba7643fae9f15cf94fe562e8edf8fef47",
