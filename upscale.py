@@ -271,7 +271,7 @@ MODEL_CHECKSUMS = {
     "FSRCNN-upscalepy_x2.pb":
         "sha256:6717ad6403eb2099e20db1b911cce087f45b29c05d683f4c714dd541f8fe0c52",
     "FSRCNN-upscalepy_x3.pb":
-        "sha256:eeb6eee33f29bdba583a1423c0ed4cade291f640d941791df6afb3fbb2f1c90e",
+        "sha256:3ff050b0cdc2a48db82ba9a109f04f7784873c393b4194eda55b32f8d56d8a2f",
     "FSRCNN-upscalepy_x4.pb":
         "sha256:51b96ae4bf51c3179d70c82771fff0fda55bca68765b5c379b0b250781d59ec4",
     "ESPCN_x2.pb": "sha256:59f77351e1d7c0057bf6fe088b4a8a07e42c468c8c8aebb674a6b4ea1823221d",
