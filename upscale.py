@@ -269,7 +269,7 @@ MODEL_CHECKSUMS = {
     "hq-upscalepy_x4.pb":
         "sha256:51f2689febb9233e4c31cce2136eeeeb297227674a5400454fb1bc7b4e6fed70",
     "FSRCNN-upscalepy_x2.pb":
-        "sha256:6717ad6403eb2099e20db1b911cce087f45b29c05d683f4c714dd541f8fe0c52",
+        "sha256:ec087c7a4bd3f1e6c7ca7c469d21190034b0d829d62089e1d2f0d2c6130f600f",
     "FSRCNN-upscalepy_x3.pb":
         "sha256:3ff050b0cdc2a48db82ba9a109f04f7784873c393b4194eda55b32f8d56d8a2f",
     "FSRCNN-upscalepy_x4.pb":
