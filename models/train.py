@@ -17,6 +17,10 @@ through libx264 at CRF 18-23, as small video often does.
         --init runs/fast-x2 --steps 15000
     python models/train.py export --run runs/fast-x3 --out models/fast-upscalepy_x3.pb
 
+With --teacher FILE (an exported hq file of the same scale, say), part of the loss is the
+distance to that larger network's output on each patch instead of to the truth (knowledge
+distillation): the last phase of the shipped fast files and of fsrcnn x4.
+
 Training is deterministic given --seed (batch k is drawn from a generator seeded by
 (seed, k)) and resumable: a checkpoint is written every few minutes, and running the same
 command again continues from it.

@@ -21,9 +21,9 @@ SHIPPED = [(name, scale) for name in OURS for scale in SCALES]
 # FSRCNN, our FSRCNN over cv2's cubic) on the held-out images below (PSNR, MATLAB luma,
 # border = scale). OpenCV's official FSRCNN weights gain 0.45, -0.27 and -0.24 dB over cubic
 # there.
-MARGIN_DB = {("fsrcnn", 2): 1.0, ("fsrcnn", 3): 0.7, ("fsrcnn", 4): 0.8,  # 1.28, 0.99, 1.18
-             ("fast", 2): 0.1, ("fast", 3): 0.2, ("fast", 4): 0.15,   # 0.30, 0.35, 0.22
-             ("hq", 2): 0.2, ("hq", 3): 0.3, ("hq", 4): 0.15}         # 0.34, 0.45, 0.35
+MARGIN_DB = {("fsrcnn", 2): 1.0, ("fsrcnn", 3): 0.7, ("fsrcnn", 4): 0.8,  # 1.32, 1.04, 1.20
+             ("fast", 2): 0.1, ("fast", 3): 0.2, ("fast", 4): 0.15,   # 0.24, 0.29, 0.23
+             ("hq", 2): 0.2, ("hq", 3): 0.3, ("hq", 4): 0.15}         # 0.36, 0.45, 0.32
 BELOW = {"hq": "fast", "fast": "fsrcnn", "fsrcnn": "cubic"}
 HELD_OUT = ("T91/t1.bmp", "T91/t17.bmp", "T91/t25.bmp", "BSD200/100080.png")
 
