@@ -19,7 +19,7 @@ through libx264 at CRF 18-23, as small video often does.
 
 With --teacher FILE (an exported hq file of the same scale, say), part of the loss is the
 distance to that larger network's output on each patch instead of to the truth (knowledge
-distillation): the last phase of the shipped fast files and of fsrcnn x4.
+distillation): the last phase of the shipped fast and fsrcnn files.
 
 Training is deterministic given --seed (batch k is drawn from a generator seeded by
 (seed, k)) and resumable: a checkpoint is written every few minutes, and running the same
@@ -180,7 +180,8 @@ def save_pairs(path, pairs):
 
 
 def exported_family(path, scale):
-    """The plain family (hq, fast) whose x`scale` export the file at path is."""
+    """(family, weights) of the file at path: the plain family (hq, fast) whose x`scale`
+    export it is, and its weights."""
     for family in nets.FAMILIES.values():
         if family.plain:
             try:
