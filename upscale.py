@@ -120,6 +120,8 @@ VIDEO_EXTENSIONS = frozenset(
     ".vob .mod .tod .dv .mxf .asf .divx .f4v .3g2 .m2v .rm .rmvb .y4m".split())
 IMAGE_EXTENSIONS = frozenset(
     ".png .jpg .jpeg .bmp .tif .tiff .webp .avif .heic .heif .jp2 .ppm .pgm .pnm".split())
+# ffmpeg's codec names for pictures whose usual extension is not the codec's name.
+PICTURE_CODEC_EXTENSIONS = {"mjpeg": "jpg", "jpeg2000": "jp2"}
 # A picture's output format: JPEG, WebP and AVIF stay themselves (at high quality); HEIC and
 # HEIF (a phone's photos) become JPEG; the rest (PNG, BMP, TIFF, JPEG 2000, PPM/PGM) PNG,
 # lossless and small.
@@ -3351,6 +3353,19 @@ class Job:
             self.reader = OpenCVReader(self.source)
 
 
+def misnamed_picture_advice(source, codec):
+    """What to say of a file ffmpeg reads as one picture of this codec, given as a video:
+    either it is a picture the tool reads under its proper extension, or a format it does
+    not read at all (OpenEXR, Targa, ...)."""
+    source = Path(source)
+    extension = "." + PICTURE_CODEC_EXTENSIONS.get(codec, codec)
+    if extension in IMAGE_EXTENSIONS and extension != source.suffix.lower():
+        return f"is a picture ({codec}); name it {extension} to upscale it as a picture"
+    return (f"is a picture in a format this tool does not read ({codec}); convert it to PNG "
+            f"first: ffmpeg -i {shlex.quote(source.name)} "
+            f"{shlex.quote(source.stem + '.png')}")
+
+
 def prepare_job(source, settings, ffmpeg):
     """The Job for one input (already through check_source); UpscaleError when it is no
     video this tool can upscale."""
@@ -3361,9 +3376,7 @@ def prepare_job(source, settings, ffmpeg):
         raise UpscaleError(f"{source}: has no video stream (only {kinds}); nothing to upscale "
                            "here, give the video file instead")
     if info.format.endswith("_pipe") or info.format == "image2":
-        raise UpscaleError(f"{source}: is a picture ({info.video[0].codec}) named like a "
-                           f"video; name it .{info.video[0].codec.replace('mjpeg', 'jpg')} to "
-                           "upscale it as a picture")
+        raise UpscaleError(f"{source}: {misnamed_picture_advice(source, info.video[0].codec)}")
     reader = OpenCVReader(source) if settings.method.kind.whole_files else \
         frame_reader(ffmpeg, source, info, keep_color=not settings.sdr,
                      deinterlace_as=settings.deinterlace,

@@ -86,6 +86,24 @@ def test_text_file_named_mp4_is_an_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.mp4"]
 
 
+def test_a_picture_named_like_a_video_is_told_its_extension(ffmpeg, tmp_path):
+    src = tmp_path / "frame.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x48",
+                    "-frames:v", "1", "-c:v", "png", "-f", "image2", str(src)], check=True)
+    assert_one_clear_error(run_cli(src), 1, "frame.mp4", "name it .png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frame.mp4"]
+
+
+def test_a_picture_format_the_tool_does_not_read_is_not_told_to_keep_its_name(ffmpeg, tmp_path):
+    src = tmp_path / "texture.tga"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x48",
+                    "-frames:v", "1", str(src)], check=True)
+    result = run_cli(src)
+    assert_one_clear_error(result, 1, "texture.tga", "does not read", "texture.png")
+    assert "name it .tga" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texture.tga"]
+
+
 def test_audio_only_file_is_an_error(ffmpeg, tmp_path):
     src = tmp_path / "song.m4a"
     subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=d=0.5", "-c:a", "aac",

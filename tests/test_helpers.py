@@ -415,3 +415,12 @@ def test_hdr10_metadata_is_written_in_each_encoders_own_units():
     args = upscale.CODECS["h265"].encoder_args(18, "superfast", True, hdr)
     assert args[args.index("-x265-params") + 1].startswith("log-level=error:master-display=")
     assert args.count("-x265-params") == 1
+
+
+@pytest.mark.parametrize("name,codec,advice", [
+    ("still.mp4", "png", "name it .png"), ("still.mov", "mjpeg", "name it .jpg"),
+    ("scan.mkv", "jpeg2000", "name it .jp2"), ("sky.exr", "exr", "does not read (exr)"),
+    ("sky.png", "png", "does not read (png)")])
+def test_a_picture_given_as_a_video_is_renamed_only_to_an_extension_it_lacks(name, codec,
+                                                                             advice):
+    assert advice in upscale.misnamed_picture_advice(name, codec)
