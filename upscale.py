@@ -128,7 +128,8 @@ PICTURE_CODEC_EXTENSIONS = {"mjpeg": "jpg", "jpeg2000": "jp2"}
 PICTURE_OUTPUTS = {".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp", ".avif": ".avif",
                    ".heic": ".jpg", ".heif": ".jpg"}
 # Pictures OpenCV cannot decode, and ffmpeg (7.1 or newer, as imageio-ffmpeg's) can: HEIC
-# and HEIF, whose tile grids and rotation it puts together.
+# and HEIF, whose tile grids and rotation it puts together. Any other picture OpenCV fails
+# on is tried with ffmpeg too.
 FFMPEG_PICTURES = (".heic", ".heif")
 PICTURE_WRITES = (".png", ".jpg", ".jpeg", ".webp", ".avif")  # what -o may name for one
 PICTURE_QUALITY = 95
@@ -3872,8 +3873,8 @@ def read_picture(path):
     # (applies EXIF orientation; 8-bit, or 16-bit for a 16-bit picture)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | (cv2.IMREAD_ANYDEPTH if deep else 0))
     if bgr is None or raw is None:
-        raise UpscaleError(f"{path}: not a picture OpenCV can decode; check that it opens "
-                           "in an image viewer")
+        # (JPEG 2000 with subsampled colour, for one, which OpenCV's OpenJPEG refuses)
+        return read_through_ffmpeg(path, contents)
     notes, alpha = [], None
     if raw.dtype not in (np.uint8, np.uint16):
         notes.append(f"{raw.dtype.itemsize * 8}-bit samples become 8-bit")
@@ -3898,19 +3899,22 @@ def read_picture(path):
 
 
 def read_through_ffmpeg(path, data):
-    """The Picture of a HEIC or HEIF file (data: its bytes), decoded by ffmpeg into one PNG,
-    its tiles joined and its rotation applied; its colour profile, which ffmpeg leaves out,
-    read from data."""
+    """The Picture of a HEIC or HEIF file, or of one OpenCV cannot decode (data: its bytes),
+    decoded by ffmpeg into one PNG, its tiles joined and its rotation applied; its colour
+    profile, which ffmpeg leaves out, read from data."""
     png, _ = ffmpeg_output(ffmpeg_args(find_ffmpeg(), "-i", Path(path), "-frames:v", 1,
                                        "-c:v", "png", "-pix_fmt", "rgb24", "-f", "image2pipe",
                                        "-"), "decoding", check=False)
     # (Rotated once already: an EXIF orientation ffmpeg passed on must not turn it again.)
     bgr = cv2.imdecode(np.frombuffer(png, np.uint8),
                        cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if png else None
-    if bgr is None:
+    if bgr is None and Path(path).suffix.lower() in FFMPEG_PICTURES:
         raise UpscaleError(f"{path}: not a picture this ffmpeg can decode (HEIC needs ffmpeg "
                            "7.1 or newer, as pip's imageio-ffmpeg brings); or convert it to "
                            "JPEG in a photo app, then upscale that")
+    if bgr is None:
+        raise UpscaleError(f"{path}: not a picture OpenCV or ffmpeg can decode; check that "
+                           "it opens in an image viewer")
     grid = heif_grid(data) if data[4:8] == b"ftyp" else None
     if grid and (grid[2] % 2 or grid[3] % 2):
         bgr = whole_grid(path, grid, bgr)

@@ -188,9 +188,23 @@ def test_a_broken_picture_is_one_clear_error_and_leaves_nothing(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
     result = run_cli(tmp_path / "broken.png", "--scale", "2")
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "not a picture OpenCV can decode" in result.stderr
+    assert "not a picture OpenCV or ffmpeg can decode" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png"] and \
         leftovers(tmp_path) == []
+
+
+def test_a_picture_opencv_cannot_decode_is_decoded_by_ffmpeg(ffmpeg, tmp_path):
+    # JPEG 2000 with 4:2:0 colour, as ffmpeg writes it: OpenCV's OpenJPEG refuses it.
+    src = tmp_path / "scan.jp2"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", "80x60",
+                    "-i", "-", "-c:v", "jpeg2000", "-pix_fmt", "yuv420p", "-frames:v", "1",
+                    str(src)], input=photo().tobytes(), check=True)
+    assert cv2.imread(str(src)) is None
+    result = run_cli(src, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    out = read(tmp_path / "scan_cubic_x2.png")
+    assert out.shape == (120, 160, 3)
+    assert cv2.PSNR(out, cv2.resize(photo(), (160, 120), interpolation=cv2.INTER_CUBIC)) > 28
 
 
 def test_inputs_that_would_share_an_output_are_refused_not_skipped(tmp_path):
