@@ -3778,14 +3778,26 @@ def last_interval(times_ms, nominal_ms):
 
 
 # ---------------------------------------------------------------------------------------------
-# Pictures: a picture's file (IMAGE_EXTENSIONS) upscaled like one frame (an animation
-#   frame by frame), its colour profile and EXIF kept, its settings recorded in the file
+# Pictures: a picture's file (IMAGE_EXTENSIONS, or a GIF of one frame) upscaled like one
+#   frame (an animation frame by frame), its colour profile and EXIF kept, its settings recorded in the file
 #   itself (a PNG tEXt chunk, a JPEG comment, a WebP chunk of our own, an AVIF free box) so
 #   that a rerun skips it exactly as it skips a video
 # ---------------------------------------------------------------------------------------------
 
 def is_picture(path):
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    """Whether path is a picture's file: by its extension, or a GIF of one frame (a still
+    GIF is a picture, written as PNG; an animated one is a video)."""
+    suffix = Path(path).suffix.lower()
+    return suffix in IMAGE_EXTENSIONS or suffix == ".gif" and gif_frame_count(path) == 1
+
+
+def gif_frame_count(path):
+    """How many frames the GIF at path holds (0 when it cannot be read as a GIF)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return 0
+    return animation_frame_count(data) if data[:4] == b"GIF8" else 0
 
 
 def upscaled_as_picture(source, settings):
@@ -3826,7 +3838,31 @@ def animation_frame_count(data):
         return max(1, struct.unpack(">I", control[:4])[0]) if len(control) >= 4 else 1
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return max(1, sum(kind == b"ANMF" for kind, _ in riff_chunk_list(data, 12)))
+    if data[:4] == b"GIF8":
+        return max(1, gif_image_count(data))
     return 1
+
+
+def gif_image_count(data):
+    """How many images (frames) a GIF file's blocks hold, as far as its bytes go."""
+    def color_table(flags):
+        return 3 << ((flags & 7) + 1) if flags & 0x80 else 0
+
+    if len(data) < 13:
+        return 0
+    images, at = 0, 13 + color_table(data[10])       # header, screen descriptor, palette
+    while at < len(data) and data[at] != 0x3B:       # the trailer
+        if data[at] == 0x21:                         # an extension: introducer, label
+            at += 2
+        elif data[at] == 0x2C and at + 10 < len(data):   # an image: descriptor, palette,
+            images += 1                                  # LZW code size
+            at += 10 + color_table(data[at + 9]) + 1
+        else:
+            break
+        while at < len(data) and data[at]:           # data sub-blocks, to the empty one
+            at += data[at] + 1
+        at += 1
+    return images
 
 
 def isobmff_box(data, path):
@@ -3865,8 +3901,10 @@ def read_picture(path):
     contents = Path(path).read_bytes()
     if Path(path).suffix.lower() in FFMPEG_PICTURES:
         return read_through_ffmpeg(path, contents)
-    if animation_frame_count(contents) > 1 or contents[:4] == b"GIF8":
-        return read_animation(path, contents)
+    frames = animation_frame_count(contents)
+    if frames > 1 or contents[:4] == b"GIF8":
+        picture = read_animation(path, contents)
+        return picture if frames > 1 else dataclasses.replace(picture, animation=None)
     data = np.frombuffer(contents, np.uint8)
     raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     deep = raw is not None and raw.dtype == np.uint16

@@ -315,6 +315,31 @@ def test_a_gif_asked_for_as_an_animated_webp_keeps_its_transparency_and_times(tm
     assert out.frames[0][:, :60, 3].max() == 0 and out.frames[0][:, 68:, 3].min() == 255
 
 
+def test_a_still_gif_is_a_picture_upscaled_into_a_png_keeping_its_transparency(tmp_path):
+    frame = np.zeros((48, 64, 4), np.uint8)
+    frame[:, :, :3], frame[:, 32:, 3] = (40, 200, 90), 255                # left half clear
+    ok, data = cv2.imencodeanimation(".gif", animation_of([frame], [100]), [])
+    (tmp_path / "icon.gif").write_bytes(bytes(data))
+    result = run_cli(tmp_path / "icon.gif", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    out = read(tmp_path / "icon_fast_x2.png")
+    assert out.shape == (96, 128, 4)
+    assert out[:, :60, 3].max() == 0 and out[:, 68:, 3].min() == 255
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["icon.gif", "icon_fast_x2.png"]
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_a_gifs_frames_are_counted_from_its_blocks_whoever_wrote_it(ffmpeg, tmp_path, frames):
+    ours = tmp_path / "opencv.gif"
+    ok, data = cv2.imencodeanimation(".gif", animation_of(moving_frames(frames),
+                                                          [100] * frames), [])
+    ours.write_bytes(bytes(data))
+    theirs = make_clip(ffmpeg, tmp_path / "ffmpeg.gif", size="64x48", rate="10",
+                       seconds=frames / 10, audio=False, vcodec=("-c:v", "gif"))
+    assert upscale.gif_frame_count(ours) == upscale.gif_frame_count(theirs) == frames
+    assert upscale.is_picture(ours) == upscale.is_picture(theirs) == (frames == 1)
+
+
 def test_a_gif_asked_for_as_a_jpeg_names_what_it_can_be(tmp_path):
     ok, data = cv2.imencodeanimation(".gif", animation_of(moving_frames(2), [100, 100]), [])
     (tmp_path / "a.gif").write_bytes(bytes(data))
