@@ -3779,9 +3779,9 @@ def last_interval(times_ms, nominal_ms):
 
 # ---------------------------------------------------------------------------------------------
 # Pictures: a picture's file (IMAGE_EXTENSIONS, or a GIF of one frame) upscaled like one
-#   frame (an animation frame by frame), its colour profile and EXIF kept, its settings recorded in the file
-#   itself (a PNG tEXt chunk, a JPEG comment, a WebP chunk of our own, an AVIF free box) so
-#   that a rerun skips it exactly as it skips a video
+#   frame (an animation frame by frame), its colour profile and EXIF kept, its settings
+#   recorded in the file itself (a PNG tEXt chunk, a JPEG comment, a WebP chunk of our own,
+#   an AVIF free box) so that a rerun skips it exactly as it skips a video
 # ---------------------------------------------------------------------------------------------
 
 def is_picture(path):
