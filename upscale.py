@@ -1092,6 +1092,7 @@ class Stream:
     height: int = 0
     sar: float = 1.0           # sample (pixel) aspect ratio: width of a pixel over its height
     rotation: float = 0.0      # degrees its display matrix turns the picture
+    alpha: bool = False        # it carries transparency: an alpha plane, or VP8/VP9 alpha
     field_order: str = ""      # "top first", "bottom first"...: interlaced; "" otherwise
     scan: str = ""             # "progressive" or "interlaced" where the report says; else ""
 
@@ -1127,6 +1128,10 @@ VIDEO_SIZE_RE = re.compile(r"^(\d+)x(\d+)(?: \[SAR (\d+):(\d+) DAR \d+:\d+\])?")
 CONTAINER_SAR_RE = re.compile(r"^SAR (\d+):(\d+) DAR \d+:\d+$")
 FILE_TAG_RE = re.compile(r"^    (\w+)\s*: (.*)$")      # indented 4: the file's, not a stream's
 ROTATION_RE = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
+# Transparency: pixel formats with an alpha plane (ProRes 4444, PNG or QuickTime Animation
+# in MOV, GIF), and the tag WebM gives VP8/VP9 streams whose alpha rides beside them.
+ALPHA_PIX_FMT_RE = re.compile(r"^(yuva|gbrap|rgba|bgra|argb|abgr|ya\d)")
+ALPHA_MODE_RE = re.compile(r"^\s{6,}alpha_mode\s*: 1$", re.IGNORECASE)
 
 
 def top_level_fields(text):
@@ -1217,6 +1222,8 @@ def parse_probe(text):
         end = STREAM_END_RE.match(line)
         if end and streams:
             streams[-1].end = seconds_of(*end.groups())
+        if ALPHA_MODE_RE.match(line) and streams:
+            streams[-1].alpha = True
         title = TITLE_RE.match(line)
         if title and streams:
             streams[-1].title = streams[-1].title or title.group(1).strip()
@@ -1232,6 +1239,7 @@ def parse_probe(text):
                 stream.scan = "interlaced" if stream.field_order else \
                     "progressive" if re.search(r"[(,] ?progressive[,)]", rest) else ""
                 stream.width, stream.height, stream.sar = parse_video_size(rest)
+                stream.alpha = bool(ALPHA_PIX_FMT_RE.match(stream.pix_fmt))
             streams.append(stream)
     return Probe(streams, duration, fmt, matrix, tags)
 
@@ -3427,10 +3435,15 @@ def upscale_file(job, settings, ffmpeg, upscalers):
                             writes_deep(job, settings, decoded))
     if warning:
         console.warn(f"{source} {warning}")
-    if source.suffix.lower() == ".gif" and gif_is_transparent(ffmpeg, source):
-        console.warn(f"{source.name}: its transparency cannot be kept in a video (its clear "
-                     "pixels take their palette colour); -o NAME.webp (or .png) makes it an "
-                     "animated picture that keeps it")
+    if source.suffix.lower() == ".gif":
+        if gif_is_transparent(ffmpeg, source):
+            console.warn(f"{source.name}: its transparency cannot be kept in a video (its "
+                         "clear pixels take their palette colour); -o NAME.webp (or .png) "
+                         "makes it an animated picture that keeps it")
+    elif info.video[0].alpha:
+        console.warn(f"{source.name}: has an alpha channel (transparency), which the output "
+                     "does not keep: it is opaque, its clear pixels in whatever colour they "
+                     "hold")
     if decoded and job.reader.note:
         console.say(f"note: {source.name}: {job.reader.note}")
     try:

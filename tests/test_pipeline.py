@@ -63,6 +63,29 @@ def test_a_gif_with_clear_pixels_made_a_video_says_its_transparency_is_lost(
     assert "-o NAME.webp" in result.stderr
 
 
+@pytest.mark.parametrize("name,vcodec", [
+    ("sticker.webm", ("-c:v", "libvpx-vp9", "-pix_fmt", "yuva420p")),       # WebM's alpha
+    ("title.mov", ("-c:v", "prores_ks", "-profile:v", "4444", "-pix_fmt", "yuva444p10le"))])
+def test_a_video_with_an_alpha_channel_says_its_transparency_is_not_kept(ffmpeg, tmp_path,
+                                                                         name, vcodec):
+    src = make_clip(ffmpeg, tmp_path / name, seconds=0.2, audio=False, vcodec=vcodec,
+                    vfilter="format=yuva444p,geq=lum='lum(X,Y)':cb='cb(X,Y)':cr='cr(X,Y)':"
+                    "a='if(lt(X,32),0,255)'")
+    assert probe(ffmpeg, src).video[0].alpha
+    result = run_cli(src, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert f"{name}: has an alpha channel (transparency), which the output does not keep" \
+        in result.stderr
+
+
+def test_an_opaque_video_says_nothing_of_transparency(ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "clip.webm", seconds=0.2, audio=False,
+                    vcodec=("-c:v", "libvpx-vp9"))
+    assert not probe(ffmpeg, src).video[0].alpha
+    result = run_cli(src, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0 and "transparency" not in result.stderr
+
+
 def test_duration_is_within_one_frame_of_source(ffmpeg, tmp_path):
     src = make_clip(ffmpeg, tmp_path / "clip.mp4", rate="25", seconds=2)
     assert run_cli(src, "--scale", "2").returncode == 0
