@@ -840,6 +840,9 @@ def output_path_for(source, settings, label):
 
 def check_source(path):
     p = Path(path)
+    if str(path) == "-" and not p.exists():
+        raise UpscaleError("-: reading a video from standard input is not supported (the tool "
+                           "needs to seek in its input); save it to a file and give its path")
     if not p.exists():
         raise UpscaleError(f"{path}: no such file; check the path")
     if p.is_dir():

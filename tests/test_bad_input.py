@@ -473,6 +473,12 @@ def test_named_pipe_is_not_called_an_empty_file(tmp_path):
     assert "empty" not in result.stderr
 
 
+def test_standard_input_is_refused_with_what_to_do_instead(tmp_path):
+    result = run_cli("-", cwd=tmp_path)
+    assert_one_clear_error(result, 1, "standard input", "save it to a file")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("existing", [True, False])
 def test_output_naming_a_folder_suggests_output_dir(tmp_path, existing):
     folder = tmp_path / "big"
