@@ -3269,8 +3269,10 @@ def stream_plan(info, container):
                  f"-map_metadata:s:s:{k}", f"1:s:{s.index}"]
         args += track_name_args(f"s:{k}", s, container)
         k += 1
-    if container.attachments and info.of_kind("attachment"):
-        args += ["-map", "1:t"]
+    if container.attachments:
+        for k, s in enumerate(info.of_kind("attachment")):
+            # (Matroska refuses an attached file without its name and MIME type.)
+            args += ["-map", f"1:{s.index}", f"-map_metadata:s:t:{k}", f"1:s:{s.index}"]
     args += ["-map_metadata", "1", "-map_chapters", "1"]
     if info.video:
         # (but not the name of the encoder that made the source's picture, which is not this)

@@ -305,7 +305,7 @@ def test_stream_plan_into_webm_makes_other_audio_opus_and_text_subtitles_webvtt(
     args, notes = upscale.stream_plan(info, upscale.CONTAINERS["webm"])
     assert args[args.index("-c:a:0") + 1] == "libopus"
     assert args[args.index("-c:a:1") + 1] == "copy"
-    assert args[args.index("-c:s:0") + 1] == "webvtt" and "1:4" not in args and "1:t" not in args
+    assert args[args.index("-c:s:0") + 1] == "webvtt" and "1:4" not in args and "1:5" not in args
     assert len(notes) == 2 and "Opus" in notes[0] and "dropped" in notes[1]
 
 
@@ -314,7 +314,8 @@ def test_stream_plan_into_matroska_keeps_everything_as_it_is():
                     stream("subtitle", 2, "hdmv_pgs_subtitle"), stream("attachment", 3, "ttf"))
     args, notes = upscale.stream_plan(info, upscale.CONTAINERS["mkv"])
     assert args[args.index("-c:a:0") + 1] == "copy" and args[args.index("-c:s:0") + 1] == "copy"
-    assert ["-map", "1:t"] == args[args.index("1:t") - 1:args.index("1:t") + 1]
+    assert ["-map", "1:3", "-map_metadata:s:t:0", "1:s:3"] == \
+        args[args.index("1:3") - 1:args.index("1:3") + 3]
     assert notes == []
 
 

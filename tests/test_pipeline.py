@@ -278,6 +278,31 @@ def test_explicit_mkv_output_is_matroska(ffmpeg, tmp_path):
     assert out.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"      # EBML magic
 
 
+def test_a_matroska_films_fonts_styled_subtitles_and_chapters_stay_in_a_matroska_output(
+        ffmpeg, tmp_path):
+    (tmp_path / "font.ttf").write_bytes(b"\0\1\0\0" + bytes(range(256)) * 8)
+    (tmp_path / "chapters.txt").write_text(
+        ";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=200\ntitle=Opening\n"
+        "[CHAPTER]\nTIMEBASE=1/1000\nSTART=200\nEND=400\ntitle=Ending\n")
+    (tmp_path / "subs.srt").write_text("1\n00:00:00,000 --> 00:00:00,300\nHello\n")
+    src = tmp_path / "film.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x48:d=0.4",
+                    "-i", tmp_path / "subs.srt", "-i", tmp_path / "chapters.txt",
+                    "-map", "0", "-map", "1", "-map_chapters", "2", "-c:v", "libx264",
+                    "-c:s", "ass", "-attach", tmp_path / "font.ttf",
+                    "-metadata:s:t", "mimetype=font/ttf", src], check=True)
+    result = run_cli(src, "--scale", "2", "--format", "mkv")
+    assert result.returncode == 0, result.stderr
+    report = subprocess.run([ffmpeg, "-hide_banner", "-i", tmp_path / "film_fast_x2.mkv"],
+                            capture_output=True, text=True).stderr
+    kept = upscale.parse_probe(report)
+    assert [(s.kind, s.codec) for s in kept.streams][:2] == [("video", "h264"),
+                                                             ("subtitle", "ass")]
+    assert [s.kind for s in kept.streams][2:] == ["attachment"]
+    assert "filename        : font.ttf" in report and "mimetype        : font/ttf" in report
+    assert "title           : Ending" in report
+
+
 # (Matroska and WebM store tags in upper case: an output of theirs was refused as "made by
 # something else".)
 @pytest.mark.parametrize("options,name", [((), "clip_fast_x2.mp4"),
