@@ -443,6 +443,11 @@ DEFAULT_DEEP_CODEC = "h265"
 # Audio codecs MP4 can carry as they are; anything else is re-encoded to AAC there.
 MP4_AUDIO_CODECS = frozenset("aac mp3 mp2 ac3 eac3 alac flac opus".split())
 TEXT_SUBTITLE_CODECS = frozenset("subrip srt ass ssa webvtt mov_text text".split())
+# Subtitles Matroska carries as they are (ffmpeg's muxer refuses MP4's mov_text, teletext
+# and closed captions, and would only say so as the output is written).
+MATROSKA_SUBTITLE_CODECS = frozenset(
+    "subrip srt ass ssa webvtt text hdmv_pgs_subtitle dvd_subtitle dvb_subtitle "
+    "hdmv_text_subtitle".split())
 
 
 @dataclass(frozen=True)
@@ -452,8 +457,9 @@ class Container:
     extensions: tuple          # the first is the one outputs get
     ffmpeg_format: str
     audio: frozenset = None    # audio codecs carried as they are; None: any
-    # "": subtitles copied as they are; else text ones become this codec and picture ones
-    # are dropped.
+    # Subtitles it carries as they are (None: any); other text ones become
+    # text_subtitles_as, other picture ones are dropped.
+    subtitles: frozenset = None
     text_subtitles_as: str = ""
     attachments: bool = False  # fonts and other attached files
     codecs: tuple = ()         # video codecs (CODECS) it may hold; (): any
@@ -462,16 +468,19 @@ class Container:
 
 
 CONTAINERS = {c.name: c for c in (
-    Container("mp4", (".mp4", ".m4v"), "mp4", MP4_AUDIO_CODECS, "mov_text",
-              codecs=("mp4v", "h264", "h265", "av1", "vp9")),
-    # QuickTime also carries uncompressed audio as it is (but not AV1 or VP9, to ffmpeg).
-    Container("mov", (".mov",), "mov", MP4_AUDIO_CODECS | {
+    Container("mp4", (".mp4", ".m4v"), "mp4", MP4_AUDIO_CODECS, frozenset(("mov_text",)),
+              "mov_text", codecs=("mp4v", "h264", "h265", "av1", "vp9")),
+    # QuickTime also carries uncompressed audio as it is (but not FLAC or Opus, nor AV1 or
+    # VP9, to ffmpeg).
+    Container("mov", (".mov",), "mov", MP4_AUDIO_CODECS - {"flac", "opus"} | {
         "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_f32le",
-        "pcm_u8"}, "mov_text", codecs=("mp4v", "h264", "h265")),
-    Container("mkv", (".mkv",), "matroska", attachments=True),
+        "pcm_u8"}, frozenset(("mov_text",)), "mov_text", codecs=("mp4v", "h264", "h265")),
+    Container("mkv", (".mkv",), "matroska", subtitles=MATROSKA_SUBTITLE_CODECS,
+              text_subtitles_as="subrip", attachments=True),
     # The web's Matroska: VP9 or AV1, Opus or Vorbis, WebVTT subtitles.
-    Container("webm", (".webm",), "webm", frozenset(("opus", "vorbis")), "webvtt",
-              codecs=("vp9", "av1"), audio_reencode=("libopus", "Opus", "192k")),
+    Container("webm", (".webm",), "webm", frozenset(("opus", "vorbis")),
+              frozenset(("webvtt",)), "webvtt", codecs=("vp9", "av1"),
+              audio_reencode=("libopus", "Opus", "192k")),
 )}
 
 
@@ -3254,14 +3263,15 @@ def stream_plan(info, container):
             args += [f"-c:a:{k}", "copy"]
     k = 0
     for s in info.of_kind("subtitle"):
-        if not container.text_subtitles_as:
+        if container.subtitles is None or s.codec in container.subtitles:
             codec = "copy"
         elif s.codec in TEXT_SUBTITLE_CODECS:
             codec = container.text_subtitles_as
         else:
+            keeps = s.codec in MATROSKA_SUBTITLE_CODECS
             notes.append(f"subtitle stream ({s.codec}) cannot go into "
-                         f"{container.name.upper()} and was dropped (use an .mkv output to "
-                         "keep it)")
+                         f"{container.name.upper()} and was dropped" +
+                         (" (use an .mkv output to keep it)" if keeps else ""))
             continue
         # Naming any -map_metadata turns off ffmpeg's default copying of stream metadata
         # (language, title), so every stream gets its own.

@@ -319,6 +319,22 @@ def test_stream_plan_into_matroska_keeps_everything_as_it_is():
     assert notes == []
 
 
+def test_stream_plan_into_matroska_converts_mp4_subtitles_and_drops_what_it_cannot_hold():
+    info = probe_of(stream("video", 0, "h264"), stream("subtitle", 1, "mov_text"),
+                    stream("subtitle", 2, "dvb_teletext"))
+    args, notes = upscale.stream_plan(info, upscale.CONTAINERS["mkv"])
+    assert args[args.index("-c:s:0") + 1] == "subrip" and "1:2" not in args
+    assert len(notes) == 1 and "dvb_teletext" in notes[0] and ".mkv" not in notes[0]
+
+
+def test_stream_plan_into_quicktime_reencodes_flac_and_opus():
+    info = probe_of(stream("video", 0, "h264"), stream("audio", 1, "flac"),
+                    stream("audio", 2, "opus"), stream("audio", 3, "pcm_s24le"))
+    args, notes = upscale.stream_plan(info, upscale.CONTAINERS["mov"])
+    assert [args[args.index(f"-c:a:{k}") + 1] for k in range(3)] == ["aac", "aac", "copy"]
+    assert len(notes) == 2
+
+
 def mux_job(tmp_path, info, settings, out_name):
     plan = upscale.plan_frames(settings.size, settings.method, 64, 48)
     (tmp_path / "src.mp4").write_bytes(b"a source")     # what its identity is read from

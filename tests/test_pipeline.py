@@ -278,6 +278,34 @@ def test_explicit_mkv_output_is_matroska(ffmpeg, tmp_path):
     assert out.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"      # EBML magic
 
 
+# Sources whose sound and subtitles each output container but their own cannot hold as they
+# are: MP4's mov_text, Matroska's FLAC and ASS, WebM's Opus and WebVTT, QuickTime's PCM.
+MUX_SOURCES = {
+    "mp4": ("-c:a", "aac", "-c:s", "mov_text"),
+    "mkv": ("-c:a", "flac", "-c:s", "ass"),
+    "webm": ("-c:a", "libopus", "-c:s", "webvtt"),
+    "mov": ("-c:a", "pcm_s24le", "-c:s", "mov_text"),
+}
+
+
+@pytest.mark.parametrize("source", sorted(MUX_SOURCES))
+@pytest.mark.parametrize("output", sorted(upscale.CONTAINERS))
+def test_every_output_container_takes_every_source_containers_sound_and_subtitles(
+        ffmpeg, tmp_path, source, output):
+    (tmp_path / "subs.srt").write_text("1\n00:00:00,000 --> 00:00:00,300\nHello\n")
+    src = tmp_path / f"clip.{source}"
+    vcodec = ("-c:v", "libvpx-vp9", "-deadline", "realtime") if source == "webm" else \
+        ("-c:v", "libx264")
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x48:d=0.4",
+                    "-f", "lavfi", "-i", "sine=d=0.4", "-i", tmp_path / "subs.srt",
+                    "-map", "0", "-map", "1", "-map", "2", *vcodec, *MUX_SOURCES[source],
+                    src], check=True)
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--format", output)
+    assert result.returncode == 0, result.stderr
+    kept = probe(ffmpeg, tmp_path / f"clip_cubic_x2.{output}")
+    assert [s.kind for s in kept.streams] == ["video", "audio", "subtitle"]
+
+
 def test_a_matroska_films_fonts_styled_subtitles_and_chapters_stay_in_a_matroska_output(
         ffmpeg, tmp_path):
     (tmp_path / "font.ttf").write_bytes(b"\0\1\0\0" + bytes(range(256)) * 8)
