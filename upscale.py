@@ -3246,49 +3246,85 @@ def track_name_args(spec, stream, container):
     return [f"-metadata:s:{spec}", f"handler_name={stream.title}"]
 
 
-def stream_plan(info, container):
+def stream_plan(info, container, refused=frozenset(), source=1):
     """(ffmpeg args, notes) mapping the source's audio, subtitles, attachments, chapters
-    and metadata (input 1) into the output."""
+    and metadata (input `source`) into the output. refused: indexes of streams the
+    container's muxer refuses as they are (refused_streams), though its table allows them:
+    audio is re-encoded, text subtitles converted, the rest dropped, each with a note."""
     args, notes = [], []
+    where = container.name.upper()
     for k, s in enumerate(info.of_kind("audio")):
-        args += ["-map", f"1:{s.index}", f"-map_metadata:s:a:{k}", f"1:s:{s.index}"]
+        args += ["-map", f"{source}:{s.index}", f"-map_metadata:s:a:{k}",
+                 f"{source}:s:{s.index}"]
         args += track_name_args(f"a:{k}", s, container)
-        if container.audio is not None and s.codec not in container.audio:
+        if s.index in refused or container.audio is not None and s.codec not in container.audio:
             encoder, name, bitrate = container.audio_reencode
             args += [f"-c:a:{k}", encoder, f"-b:a:{k}", bitrate]
-            notes.append(f"audio stream {k + 1} ({s.codec}) cannot go into "
-                         f"{container.name.upper()} as it is: re-encoded to {name} {bitrate} "
-                         "(use an .mkv output to keep it exact)")
+            notes.append(f"audio stream {k + 1} ({s.codec}) cannot go into {where} as it is: "
+                         f"re-encoded to {name} {bitrate}" +
+                         ("" if container.name == "mkv" else
+                          " (use an .mkv output to keep it exact)"))
         else:
             args += [f"-c:a:{k}", "copy"]
     k = 0
     for s in info.of_kind("subtitle"):
-        if container.subtitles is None or s.codec in container.subtitles:
+        if s.index not in refused and (container.subtitles is None or
+                                       s.codec in container.subtitles):
             codec = "copy"
-        elif s.codec in TEXT_SUBTITLE_CODECS:
+        elif s.codec in TEXT_SUBTITLE_CODECS and s.codec != container.text_subtitles_as:
             codec = container.text_subtitles_as
         else:
-            keeps = s.codec in MATROSKA_SUBTITLE_CODECS
-            notes.append(f"subtitle stream ({s.codec}) cannot go into "
-                         f"{container.name.upper()} and was dropped" +
-                         (" (use an .mkv output to keep it)" if keeps else ""))
+            keeps = s.codec in MATROSKA_SUBTITLE_CODECS and container.name != "mkv"
+            notes.append(f"subtitle stream ({s.codec}) cannot go into {where} and was "
+                         "dropped" + (" (use an .mkv output to keep it)" if keeps else ""))
             continue
         # Naming any -map_metadata turns off ffmpeg's default copying of stream metadata
         # (language, title), so every stream gets its own.
-        args += ["-map", f"1:{s.index}", f"-c:s:{k}", codec,
-                 f"-map_metadata:s:s:{k}", f"1:s:{s.index}"]
+        args += ["-map", f"{source}:{s.index}", f"-c:s:{k}", codec,
+                 f"-map_metadata:s:s:{k}", f"{source}:s:{s.index}"]
         args += track_name_args(f"s:{k}", s, container)
         k += 1
     if container.attachments:
-        for k, s in enumerate(info.of_kind("attachment")):
+        kept = [s for s in info.of_kind("attachment") if s.index not in refused]
+        notes += [f"attached file ({s.codec}) cannot go into {where} and was dropped"
+                  for s in info.of_kind("attachment") if s.index in refused]
+        for k, s in enumerate(kept):
             # (Matroska refuses an attached file without its name and MIME type.)
-            args += ["-map", f"1:{s.index}", f"-map_metadata:s:t:{k}", f"1:s:{s.index}"]
-    args += ["-map_metadata", "1", "-map_chapters", "1"]
+            args += ["-map", f"{source}:{s.index}", f"-map_metadata:s:t:{k}",
+                     f"{source}:s:{s.index}"]
+    args += ["-map_metadata", str(source), "-map_chapters", str(source)]
     if info.video:
         # (but not the name of the encoder that made the source's picture, which is not this)
-        args += ["-map_metadata:s:v:0", f"1:s:{info.video[0].index}", "-metadata:s:v:0",
-                 "encoder="]
+        args += ["-map_metadata:s:v:0", f"{source}:s:{info.video[0].index}",
+                 "-metadata:s:v:0", "encoder="]
     return args, notes
+
+
+# Seconds of the source a trial mux reads (refused_streams).
+TRIAL_MUX_SECONDS = 0.2
+
+
+def refused_streams(ffmpeg, source, info, container):
+    """Indexes of the source's streams that ffmpeg's muxer for container refuses as
+    stream_plan puts them there (ADPCM in Matroska, say): found before any work by muxing
+    the first moments of the source's other streams into nothing, since the real mux would
+    otherwise fail after every frame was upscaled."""
+    def refuses(streams):
+        trial = dataclasses.replace(info, streams=streams)
+        args, _ = stream_plan(trial, container, source=0)
+        if container.ffmpeg_format in ("mp4", "mov"):
+            args += ["-strict", "experimental"]            # as mux_command's
+        command = ffmpeg_args(ffmpeg, "-t", TRIAL_MUX_SECONDS, "-i", Path(source), *args,
+                              "-f", container.ffmpeg_format, os.devnull)
+        try:
+            ffmpeg_output(command, "trying the output's streams")
+        except UpscaleError:
+            return True
+        return False
+    others = [s for s in info.streams if s.kind in ("audio", "subtitle", "attachment")]
+    if not others or not refuses(others):
+        return frozenset()
+    return frozenset(s.index for s in others if refuses([s]))
 
 
 # What an ffmpeg re-encode needs to keep every frame at its own time: no frames dropped or
@@ -3321,7 +3357,7 @@ def mux_command(ffmpeg, job, settings, temp_video, out_path, video_offset=0.0, e
     vfilter, tags = color_args(info.video[0] if info.video else None, converted, from_bgr,
                                job.reader is None or job.reader.converts_color)
     args += (vfilter if encode else []) + tags
-    streams, notes = stream_plan(info, container)
+    streams, notes = stream_plan(info, container, job.refused)
     args += streams
     # What made the file, so a rerun can tell it from a file made with other settings.
     args += ["-metadata", f"{SETTINGS_TAG}={output_record(settings, job)}"]
@@ -3371,6 +3407,7 @@ class Job:
     out_path: Path
     picture: object = None     # a picture's Job: its decoded Picture (info is None)
     reader: object = None      # a video's frame reader (frame_reader); OpenCV's if not given
+    refused: frozenset = frozenset()   # streams the output's muxer refuses (refused_streams)
 
     def __post_init__(self):
         if self.reader is None and self.picture is None:
@@ -3420,8 +3457,9 @@ def prepare_job(source, settings, ffmpeg):
         plan = plan_frames(settings.size, settings.method, width, height, sar)
     except UpscaleError as exc:
         raise UpscaleError(f"{source}: {exc}") from None
-    return Job(source, info, orientation, plan, output_path_for(source, settings, plan.label),
-               reader=reader)
+    out_path = output_path_for(source, settings, plan.label)
+    refused = refused_streams(ffmpeg, source, info, container_of(out_path, settings.format))
+    return Job(source, info, orientation, plan, out_path, reader=reader, refused=refused)
 
 
 def upscale_file(job, settings, ffmpeg, upscalers):

@@ -335,6 +335,17 @@ def test_stream_plan_into_quicktime_reencodes_flac_and_opus():
     assert len(notes) == 2
 
 
+def test_stream_plan_re_encodes_converts_or_drops_what_the_muxer_refused():
+    info = probe_of(stream("video", 0, "h264"), stream("audio", 1, "adpcm_ima_qt"),
+                    stream("audio", 2, "aac"), stream("subtitle", 3, "ass"),
+                    stream("subtitle", 4, "dvd_subtitle"), stream("attachment", 5, "ttf"))
+    args, notes = upscale.stream_plan(info, upscale.CONTAINERS["mkv"], refused={1, 3, 4, 5})
+    assert args[args.index("-c:a:0") + 1] == "aac" and args[args.index("-c:a:1") + 1] == "copy"
+    assert args[args.index("-c:s:0") + 1] == "subrip"                  # text: converted
+    assert "1:4" not in args and "1:5" not in args and "-c:s:1" not in args
+    assert len(notes) == 3 and all("MKV" in note for note in notes)
+
+
 def mux_job(tmp_path, info, settings, out_name):
     plan = upscale.plan_frames(settings.size, settings.method, 64, 48)
     (tmp_path / "src.mp4").write_bytes(b"a source")     # what its identity is read from

@@ -306,6 +306,22 @@ def test_every_output_container_takes_every_source_containers_sound_and_subtitle
     assert [s.kind for s in kept.streams] == ["video", "audio", "subtitle"]
 
 
+def test_sound_the_output_container_refuses_is_found_before_the_work_and_re_encoded(
+        ffmpeg, tmp_path):
+    # QuickTime's IMA ADPCM: Matroska's muxer has no tag for it, and would have failed the
+    # output once every frame was upscaled.
+    src = make_clip(ffmpeg, tmp_path / "camera.mov", seconds=0.4,
+                    acodec=("-c:a", "adpcm_ima_qt"))
+    info = probe(ffmpeg, src)
+    assert upscale.refused_streams(ffmpeg, src, info, upscale.CONTAINERS["mkv"]) == {1}
+    assert upscale.refused_streams(ffmpeg, src, info, upscale.CONTAINERS["mov"]) == set()
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--format", "mkv")
+    assert result.returncode == 0, result.stderr
+    assert "audio stream 1 (adpcm_ima_qt) cannot go into MKV as it is" in result.stderr
+    out = probe(ffmpeg, tmp_path / "camera_cubic_x2.mkv")
+    assert [(s.kind, s.codec) for s in out.streams][1:] == [("audio", "aac")]
+
+
 def test_a_matroska_films_fonts_styled_subtitles_and_chapters_stay_in_a_matroska_output(
         ffmpeg, tmp_path):
     (tmp_path / "font.ttf").write_bytes(b"\0\1\0\0" + bytes(range(256)) * 8)
