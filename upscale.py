@@ -4665,19 +4665,23 @@ OUTPUT_NAME_RE = re.compile(r"_(%s)_(x\d+(\.\d+)?|\d+p|w\d+)(_first\d+)?$"
                             % "|".join(re.escape(m) for m in METHODS))
 
 
+def folder_inputs(folder):
+    """The videos and pictures directly inside a folder, by name, leaving out hidden files
+    and earlier outputs of this tool."""
+    return sorted(c for c in Path(folder).iterdir()
+                  if c.is_file() and c.suffix.lower() in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+                  and not c.name.startswith(".") and not OUTPUT_NAME_RE.search(c.stem)
+                  and not COMPARE_NAME_RE.search(c.stem))
+
+
 def expand_inputs(paths):
     """Input files in order: a folder stands for the videos and pictures directly inside
-    it, by name, leaving out earlier outputs of this tool. Missing paths are kept to be
-    reported."""
+    it (folder_inputs). Missing paths are kept to be reported."""
     files = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(c for c in p.iterdir()
-                           if c.is_file() and c.suffix.lower() in VIDEO_EXTENSIONS |
-                           IMAGE_EXTENSIONS
-                           and not c.name.startswith(".") and not OUTPUT_NAME_RE.search(c.stem)
-                           and not COMPARE_NAME_RE.search(c.stem))
+            found = folder_inputs(p)
             files += found if found else [p]     # an empty folder is reported as an error
         else:
             files.append(p)
@@ -4685,6 +4689,34 @@ def expand_inputs(paths):
     for f in files:
         unique.setdefault(f.resolve() if f.exists() else f, f)
     return list(unique.values())
+
+
+def subfolders_note(folders):
+    """What to say of subfolders a folder input leaves out (unsearched_subfolders)."""
+    if len(folders) == 1:
+        return (f"note: {folders[0]} holds videos or pictures too; subfolders are not "
+                "searched: name it as an input as well to upscale them")
+    shown = ", ".join(map(str, folders[:3])) + (", ..." if len(folders) > 3 else "")
+    return (f"note: {len(folders)} subfolders hold videos or pictures too ({shown}); "
+            "subfolders are not searched: name them as inputs as well to upscale them")
+
+
+def unsearched_subfolders(paths):
+    """Subfolders, directly inside the folders among paths and not named themselves, that
+    hold videos or pictures: a folder input does not reach into them."""
+    named = {Path(p).resolve() for p in paths if Path(p).is_dir()}
+    found = []
+    for folder in map(Path, paths):
+        if not folder.is_dir():
+            continue
+        for sub in sorted(folder.iterdir()):
+            try:
+                if sub.is_dir() and not sub.name.startswith(".") and \
+                        sub.resolve() not in named and folder_inputs(sub):
+                    found.append(sub)
+            except OSError:            # unreadable: nothing to say of it
+                continue
+    return found
 
 
 def done_line(source, out_path, settings, frames, seconds):
@@ -6637,6 +6669,9 @@ def main(argv=None):
             return compare(args.inputs, settings, args.methods.split(","),
                            reference=not args.no_reference, max_frames=args.frames,
                            report=args.report)
+        unsearched = unsearched_subfolders(args.inputs)
+        if unsearched:
+            console.say(subfolders_note(unsearched))
         return run(settings, expand_inputs(args.inputs))
     except Exception as exc:
         console.error(describe(exc, (args.inputs or [""])[0]))

@@ -215,6 +215,26 @@ def test_several_inputs_and_folder_inputs_are_all_done(ffmpeg, tmp_path):
     assert [line.split()[1].rsplit("/", 1)[-1] for line in done] == ["a.mp4", "b.mp4", "c.mkv"]
 
 
+def test_a_folder_input_names_its_subfolders_of_videos_it_leaves_out(ffmpeg, tmp_path):
+    folder = tmp_path / "trip"
+    for sub in ("day1", "day2", "empty", ".thumbnails"):
+        (folder / sub).mkdir(parents=True)
+    make_clip(ffmpeg, folder / "a.mp4", seconds=0.2, audio=False)
+    make_clip(ffmpeg, folder / "day1" / "b.mp4", seconds=0.2, audio=False)
+    make_clip(ffmpeg, folder / "day2" / "c.mp4", seconds=0.2, audio=False)
+    make_clip(ffmpeg, folder / ".thumbnails" / "d.mp4", seconds=0.2, audio=False)
+    (folder / "empty" / "notes.txt").write_text("not a video")
+    result = run_cli(folder, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "subfolders" in line]
+    assert len(notes) == 1 and "2 subfolders" in notes[0]
+    assert "day1" in notes[0] and "day2" in notes[0] and "empty" not in notes[0]
+    assert not (folder / "day1" / "b_cubic_x2.mp4").exists()
+    named = run_cli(folder, folder / "day1", folder / "day2", "--model", "cubic", "--scale", "2")
+    assert named.returncode == 0 and "subfolders" not in named.stderr
+    assert (folder / "day1" / "b_cubic_x2.mp4").is_file()
+
+
 def test_a_folder_of_dvd_camcorder_and_broadcast_files_is_all_done(ffmpeg, tmp_path):
     folder = tmp_path / "tapes"
     folder.mkdir()
