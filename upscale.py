@@ -63,6 +63,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
+import datetime
 import errno
 import fractions
 import functools
@@ -3327,6 +3328,68 @@ def refused_streams(ffmpeg, source, info, container):
     return frozenset(s.index for s in others if refuses([s]))
 
 
+# MP4 and QuickTime keep a file's creation time in their movie and track headers. ffmpeg's
+# muxer, asked to keep tags of its own (use_metadata_tags, as mux_command does), writes it a
+# second time as a tag, which ffmpeg 7 and later then read back doubled ("T;T"), and which
+# tools built on ffprobe (photo and media libraries) cannot parse. So the output is muxed
+# without it and the source's time is written into the headers afterwards.
+MP4_EPOCH = datetime.datetime(1904, 1, 1, tzinfo=datetime.timezone.utc)
+TIMED_HEADERS = {b"mvhd": (), b"tkhd": (b"trak",), b"mdhd": (b"trak", b"mdia")}
+
+
+def creation_seconds(info):
+    """The source's creation time in MP4's clock (seconds since 1904), or None when it has
+    none that reads as a time."""
+    text = info.tags.get("creation_time", "").split(";")[0].strip()
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    seconds = int((when - MP4_EPOCH).total_seconds())
+    return seconds if 0 < seconds < 1 << 32 else None
+
+
+def file_boxes(f, start, end):
+    """(type, body start, body end) of each box between two offsets of an open file."""
+    at = start
+    while at + 8 <= end:
+        f.seek(at)
+        size, kind = struct.unpack(">I4s", f.read(8))
+        head = 8
+        if size == 1:
+            size, head = struct.unpack(">Q", f.read(8))[0], 16
+        elif size == 0:
+            size = end - at
+        if size < head:
+            return
+        yield kind, at + head, min(at + size, end)
+        at += size
+
+
+def stamp_creation_time(path, seconds):
+    """Write seconds (since 1904) as the creation and modification time of an MP4 or
+    QuickTime file's movie, track and media headers, in place."""
+    with open(path, "r+b") as f:
+        end = os.fstat(f.fileno()).st_size
+        moov = [(a, b) for kind, a, b in file_boxes(f, 0, end) if kind == b"moov"]
+
+        def headers(a, b, inside=()):
+            for kind, start, stop in list(file_boxes(f, a, b)):
+                if kind in TIMED_HEADERS and TIMED_HEADERS[kind] == inside:
+                    yield start
+                elif kind in (b"trak", b"mdia"):
+                    yield from headers(start, stop, inside + (kind,))
+        for a, b in moov:
+            for at in list(headers(a, b)):
+                f.seek(at)
+                version = f.read(1)[0]
+                f.seek(at + 4)
+                f.write(struct.pack(">QQ", seconds, seconds) if version == 1 else
+                        struct.pack(">II", seconds, seconds))
+
+
 # What an ffmpeg re-encode needs to keep every frame at its own time: no frames dropped or
 # repeated, and the encoder working in the input's time base. (Otherwise it takes 1/rate:
 # uneven gaps of 0.08-0.10 s came out evenly spaced through FFV1.)
@@ -3371,10 +3434,21 @@ def mux_command(ffmpeg, job, settings, temp_video, out_path, video_offset=0.0, e
         args += ["-strict", "experimental"]
         args += [a for key in ("major_brand", "minor_version", "compatible_brands")
                  for a in ("-metadata", f"{key}=")]
+        if creation_seconds(info) is not None:     # (stamp_creation_time writes it after)
+            args += ["-metadata", "creation_time="]
     if end:
         args += ["-t", f"{end:.6f}"]
     args += ["-f", container.ffmpeg_format]
     return args + [ffmpeg_arg(Path(out_path))], notes
+
+
+def stamp_source_time(path, job, settings):
+    """Give an output muxed by mux_command the source's creation time, where MP4 or
+    QuickTime holds it in headers (creation_seconds)."""
+    seconds = creation_seconds(job.info)
+    if seconds is not None and \
+            container_of(job.out_path, settings.format).ffmpeg_format in ("mp4", "mov"):
+        stamp_creation_time(path, seconds)
 
 
 def scaled_video_encoder(codec, crf, preset, deep=False):
@@ -3534,6 +3608,7 @@ def upscale_file(job, settings, ffmpeg, upscalers):
         for note in notes:
             console.say(f"note: {source.name}: {note}")
         run_ffmpeg(command, "muxing the output")
+        stamp_source_time(temp_final, job, settings)
         os.chmod(temp_final, 0o666 & ~current_umask())
         publish(temp_final, out_path, settings.overwrite)
         if work:
@@ -5023,6 +5098,7 @@ def plain_loop(job, method, model_path, ffmpeg):
                             codec=CODECS["mp4v"])
         command, _ = mux_command(ffmpeg, job, settings, temp_video, out_path)
         run_ffmpeg(command, "muxing the plain loop's output")
+        stamp_source_time(out_path, job, settings)
         return count
     finally:
         if temp_video.exists():

@@ -452,3 +452,12 @@ def test_hdr10_metadata_is_written_in_each_encoders_own_units():
 def test_a_picture_given_as_a_video_is_renamed_only_to_an_extension_it_lacks(name, codec,
                                                                              advice):
     assert advice in upscale.misnamed_picture_advice(name, codec)
+
+
+@pytest.mark.parametrize("text,seconds", [
+    ("2024-05-01T10:30:00.000000Z", 3797404200), ("2024-05-01T12:30:00+02:00", 3797404200),
+    ("2024-05-01 10:30:00", 3797404200), ("1904-01-01T00:00:00Z", None), ("yesterday", None),
+    ("", None)])
+def test_creation_seconds_are_mp4s_clock_of_the_sources_time(text, seconds):
+    info = upscale.Probe([], tags={"creation_time": text} if text else {})
+    assert upscale.creation_seconds(info) == seconds

@@ -342,6 +342,17 @@ def test_sound_the_output_container_refuses_is_found_before_the_work_and_re_enco
     assert [(s.kind, s.codec) for s in out.streams][1:] == [("audio", "aac")]
 
 
+@pytest.mark.parametrize("fmt", ["mp4", "mov", "mkv"])
+def test_a_phone_videos_creation_time_is_kept_once_and_exactly(ffmpeg, tmp_path, fmt):
+    # (ffmpeg 7 and later read a time that is both in the headers and a tag as "T;T")
+    src = make_clip(ffmpeg, tmp_path / "IMG_0042.mov", seconds=0.3,
+                    extra=("-metadata", "creation_time=2024-05-01T10:30:00Z"))
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--format", fmt)
+    assert result.returncode == 0, result.stderr
+    out = probe(ffmpeg, tmp_path / f"IMG_0042_cubic_x2.{fmt}")
+    assert out.tags["creation_time"] == "2024-05-01T10:30:00.000000Z"
+
+
 def test_a_matroska_films_fonts_styled_subtitles_and_chapters_stay_in_a_matroska_output(
         ffmpeg, tmp_path):
     (tmp_path / "font.ttf").write_bytes(b"\0\1\0\0" + bytes(range(256)) * 8)
