@@ -3328,6 +3328,57 @@ def refused_streams(ffmpeg, source, info, container):
     return frozenset(s.index for s in others if refuses([s]))
 
 
+# Subtitle files beside a video, which players pair with it by name (film.srt, film.en.srt,
+# film.forced.ass): copied beside the output under its name, so its player finds them too.
+SIDECAR_EXTENSIONS = frozenset(".srt .ass .ssa .vtt .sub .idx .sup".split())
+
+
+def sidecar_subtitles(source):
+    """{path: ending} of the subtitle files paired with a video by name: <stem>.srt or
+    <stem>.<language or note>.srt (.ass, .vtt, ...), ending being what follows the stem.
+    One that names a longer video of the same folder (clip.part2.srt beside clip.part2.mp4)
+    is that video's."""
+    source = Path(source)
+    try:
+        entries = sorted(source.parent.iterdir())
+    except OSError:
+        return {}
+    longer = [e.stem for e in entries if e.suffix.lower() in VIDEO_EXTENSIONS and
+              e.stem.startswith(source.stem + ".")]
+    found = {}
+    for entry in entries:
+        name = entry.name[:-len(entry.suffix)] if entry.suffix else entry.name
+        if entry.suffix.lower() not in SIDECAR_EXTENSIONS or \
+                not (name == source.stem or name.startswith(source.stem + ".")) or \
+                any(name == other or name.startswith(other + ".") for other in longer) or \
+                not entry.is_file():
+            continue
+        found[entry] = entry.name[len(source.stem):]
+    return found
+
+
+def copy_sidecars(sidecars, out_path, overwrite):
+    """Copy each sidecar (sidecar_subtitles) beside out_path, named after it; (copied,
+    kept): the names written, and those that existed with other contents and were kept
+    (without overwrite). Each copy appears whole or not at all."""
+    copied, kept = [], []
+    for path, ending in sidecars.items():
+        target = Path(out_path).with_name(Path(out_path).stem + ending)
+        if target.exists() and not overwrite:
+            if target.read_bytes() != path.read_bytes():
+                kept.append(target)
+            continue
+        temp = temp_name(target, "copy")
+        try:
+            shutil.copyfile(path, temp)
+            os.replace(temp, target)
+        finally:
+            if temp.exists():
+                temp.unlink()
+        copied.append(target)
+    return copied, kept
+
+
 # MP4 and QuickTime keep a file's creation time in their movie and track headers. ffmpeg's
 # muxer, asked to keep tags of its own (use_metadata_tags, as mux_command does), writes it a
 # second time as a tag, which ffmpeg 7 and later then read back doubled ("T;T"), and which
@@ -3613,6 +3664,7 @@ def upscale_file(job, settings, ffmpeg, upscalers):
         publish(temp_final, out_path, settings.overwrite)
         if work:
             work.remove()
+        report_sidecars(source, out_path, settings.overwrite)
         return frames
     except OutputTaken:
         if work is not None:        # shared with the run that won, which is done with it
@@ -3628,6 +3680,23 @@ def upscale_file(job, settings, ffmpeg, upscalers):
                 os.unlink(t)
             except FileNotFoundError:
                 pass
+
+
+def report_sidecars(source, out_path, overwrite):
+    """Copy a finished video's subtitle files beside its output (copy_sidecars) and say
+    so; a failure to copy is a warning, the output being done."""
+    try:
+        copied, kept = copy_sidecars(sidecar_subtitles(source), out_path, overwrite)
+    except OSError as exc:
+        console.warn(f"{source.name}: its subtitle files could not be copied beside the "
+                     f"output ({exc.strerror or exc}); copy them by hand")
+        return
+    if copied:
+        console.say(f"note: {source.name}: subtitle files copied beside the output: "
+                    f"{', '.join(t.name for t in copied)}")
+    if kept:
+        console.say(f"note: {source.name}: {', '.join(t.name for t in kept)} already exist "
+                    "with other contents: kept (--overwrite replaces them)")
 
 
 def settings_for(job, settings):

@@ -461,3 +461,13 @@ def test_a_picture_given_as_a_video_is_renamed_only_to_an_extension_it_lacks(nam
 def test_creation_seconds_are_mp4s_clock_of_the_sources_time(text, seconds):
     info = upscale.Probe([], tags={"creation_time": text} if text else {})
     assert upscale.creation_seconds(info) == seconds
+
+
+def test_sidecar_subtitles_are_those_named_after_the_video_and_no_longer_video(tmp_path):
+    for name in ("ep.mkv", "ep.srt", "ep.EN.SRT", "ep.fr.forced.ass", "ep.vtt.txt", "ep2.srt",
+                 "ep.cut.mkv", "ep.cut.srt", "ep.cut.de.srt", "ep_notes.srt"):
+        (tmp_path / name).write_text("x")
+    found = upscale.sidecar_subtitles(tmp_path / "ep.mkv")
+    assert sorted(found.values()) == [".EN.SRT", ".fr.forced.ass", ".srt"]
+    assert sorted(upscale.sidecar_subtitles(tmp_path / "ep.cut.mkv").values()) == [
+        ".de.srt", ".srt"]

@@ -353,6 +353,38 @@ def test_a_phone_videos_creation_time_is_kept_once_and_exactly(ffmpeg, tmp_path,
     assert out.tags["creation_time"] == "2024-05-01T10:30:00.000000Z"
 
 
+SUBTITLES = "1\n00:00:00,000 --> 00:00:00,300\nHello\n"
+
+
+def test_subtitle_files_beside_a_video_are_copied_beside_its_output_under_its_name(
+        ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "film.mp4", seconds=0.2, audio=False)
+    (tmp_path / "film.srt").write_text(SUBTITLES)
+    (tmp_path / "film.en.ass").write_text("[Script Info]\n")
+    make_clip(ffmpeg, tmp_path / "film.part2.mp4", seconds=0.2, audio=False)
+    (tmp_path / "film.part2.srt").write_text("another film's")
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--output-dir", tmp_path / "big")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "big").iterdir()) == [
+        "film_cubic_x2.en.ass", "film_cubic_x2.mp4", "film_cubic_x2.srt"]
+    assert (tmp_path / "big" / "film_cubic_x2.srt").read_text() == SUBTITLES
+    assert "subtitle files copied" in result.stderr
+
+
+def test_a_different_subtitle_file_already_beside_the_output_is_kept_unless_overwriting(
+        ffmpeg, tmp_path):
+    src = make_clip(ffmpeg, tmp_path / "film.mp4", seconds=0.2, audio=False)
+    (tmp_path / "film.srt").write_text(SUBTITLES)
+    (tmp_path / "film_cubic_x2.srt").write_text("the user's own")
+    result = run_cli(src, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 0 and "already exist with other contents" in result.stderr
+    assert (tmp_path / "film_cubic_x2.srt").read_text() == "the user's own"
+    again = run_cli(src, "--model", "cubic", "--scale", "2", "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "film_cubic_x2.srt").read_text() == SUBTITLES
+    assert leftovers(tmp_path) == []
+
+
 def test_a_matroska_films_fonts_styled_subtitles_and_chapters_stay_in_a_matroska_output(
         ffmpeg, tmp_path):
     (tmp_path / "font.ttf").write_bytes(b"\0\1\0\0" + bytes(range(256)) * 8)
