@@ -38,7 +38,9 @@ How to read this file: its sections follow a frame from input to output.
      kept, in 16 bits for 10-bit HDR) and the pipeline: a reader thread, workers that
      upscale and encode in order.
   9. Segments: the work folder, resume, --part.
- 10. Timing and muxing: the frames' own times put back, the source's other streams added.
+ 10. Timing and muxing: the frames' own times put back, the source's other streams added
+     (what the output's muxer would refuse found by a trial mux before any work), its
+     creation time written into MP4 headers, its subtitle files copied beside the output.
  11. One file end to end: a Job (probe, orientation, size plan, output path) through
      steps 7-10, and the same for pictures (an animated PNG, WebP or AVIF frame by
      frame).
@@ -3123,7 +3125,8 @@ def rewrite_mp4_timing(path, times_ms, last_interval_ms, fps=0.0):
 
 
 # ---------------------------------------------------------------------------------------------
-# Muxing: the upscaled picture plus everything else the source had
+# Muxing: the upscaled picture plus everything else the source had (streams, found muxable
+#   before any work; creation time; subtitle files beside it)
 # ---------------------------------------------------------------------------------------------
 
 def container_for_extension(suffix):
