@@ -446,6 +446,9 @@ DEFAULT_DEEP_CODEC = "h265"
 # Audio codecs MP4 can carry as they are; anything else is re-encoded to AAC there.
 MP4_AUDIO_CODECS = frozenset("aac mp3 mp2 ac3 eac3 alac flac opus".split())
 TEXT_SUBTITLE_CODECS = frozenset("subrip srt ass ssa webvtt mov_text text".split())
+# The channel layouts libopus encodes (Vorbis order), to which others are remixed first: it
+# refuses the 5.1(side) of most AC-3 and DTS tracks, 2.1, 4.0 and 7.1(wide) outright.
+OPUS_LAYOUTS = "mono|stereo|3.0|quad|5.0|5.1|6.1|7.1"
 # Subtitles Matroska carries as they are (ffmpeg's muxer refuses MP4's mov_text, teletext
 # and closed captions, and would only say so as the output is written).
 MATROSKA_SUBTITLE_CODECS = frozenset(
@@ -466,8 +469,9 @@ class Container:
     text_subtitles_as: str = ""
     attachments: bool = False  # fonts and other attached files
     codecs: tuple = ()         # video codecs (CODECS) it may hold; (): any
-    # What audio it cannot carry as it is becomes: (ffmpeg's encoder, its name, bitrate).
-    audio_reencode: tuple = ("aac", "AAC", "256k")
+    # What audio it cannot carry as it is becomes: (ffmpeg's encoder, its name, bitrate,
+    # the channel layouts the encoder takes, "" for any it converts to by itself).
+    audio_reencode: tuple = ("aac", "AAC", "256k", "")
 
 
 CONTAINERS = {c.name: c for c in (
@@ -483,7 +487,7 @@ CONTAINERS = {c.name: c for c in (
     # The web's Matroska: VP9 or AV1, Opus or Vorbis, WebVTT subtitles.
     Container("webm", (".webm",), "webm", frozenset(("opus", "vorbis")),
               frozenset(("webvtt",)), "webvtt", codecs=("vp9", "av1"),
-              audio_reencode=("libopus", "Opus", "192k")),
+              audio_reencode=("libopus", "Opus", "192k", OPUS_LAYOUTS)),
 )}
 
 
@@ -3262,8 +3266,10 @@ def stream_plan(info, container, refused=frozenset(), source=1):
                  f"{source}:s:{s.index}"]
         args += track_name_args(f"a:{k}", s, container)
         if s.index in refused or container.audio is not None and s.codec not in container.audio:
-            encoder, name, bitrate = container.audio_reencode
+            encoder, name, bitrate, layouts = container.audio_reencode
             args += [f"-c:a:{k}", encoder, f"-b:a:{k}", bitrate]
+            if layouts:
+                args += [f"-filter:a:{k}", f"aformat=channel_layouts={layouts}"]
             notes.append(f"audio stream {k + 1} ({s.codec}) cannot go into {where} as it is: "
                          f"re-encoded to {name} {bitrate}" +
                          ("" if container.name == "mkv" else

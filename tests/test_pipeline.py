@@ -326,6 +326,19 @@ def test_every_output_container_takes_every_source_containers_sound_and_subtitle
     assert [s.kind for s in kept.streams] == ["video", "audio", "subtitle"]
 
 
+def test_surround_sound_of_any_layout_is_re_encoded_into_webm(ffmpeg, tmp_path):
+    # AC-3 5.1 decodes as 5.1(side), a layout libopus refuses as it is
+    src = make_clip(ffmpeg, tmp_path / "film.mkv", seconds=0.3,
+                    acodec=("-c:a", "ac3", "-ac", "6"))
+    assert "5.1(side)" in subprocess.run([ffmpeg, "-hide_banner", "-i", src],
+                                         capture_output=True, text=True).stderr
+    result = run_cli(src, "--model", "cubic", "--scale", "2", "--format", "webm")
+    assert result.returncode == 0, result.stderr
+    report = subprocess.run([ffmpeg, "-hide_banner", "-i", tmp_path / "film_cubic_x2.webm"],
+                            capture_output=True, text=True).stderr
+    assert "Audio: opus, 48000 Hz, 5.1," in report
+
+
 def test_sound_the_output_container_refuses_is_found_before_the_work_and_re_encoded(
         ffmpeg, tmp_path):
     # QuickTime's IMA ADPCM: Matroska's muxer has no tag for it, and would have failed the
