@@ -1044,13 +1044,27 @@ def start_ffmpeg(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             preexec_fn=CHILD_SETUP if tied else None, pass_fds=pass_fds)
 
 
+# ffmpeg's lines that follow from an earlier failure rather than say what it was.
+FFMPEG_AFTERMATH_RE = re.compile(
+    r"Nothing was written into output file|Conversion failed|Task finished with error code|"
+    r"Terminating thread with return code|Error sending frames to consumers|"
+    r"Could not open encoder before EOF|Error while opening encoder|"
+    r"Error initializing output stream")
+# What starts each of ffmpeg's lines that names its component ("[libopus @ 0x55d1...] ").
+FFMPEG_COMPONENT_RE = re.compile(r"^(\[[^\]]* @ 0x[0-9a-f]+\] )+")
+
+
 def failure_detail(returncode, stderr_text):
-    """Why an ffmpeg process failed, in a few words: its last line, or the signal."""
+    """Why an ffmpeg process failed, in a few words: its last line that says why (not one
+    that only follows from it), or the signal."""
     if returncode < 0:
         name = signal.Signals(-returncode).name
         return f"killed by {name}" + (" (file size limit reached)" if name == "SIGXFSZ" else "")
-    lines = stderr_text.strip().splitlines()
-    return lines[-1] if lines else f"exit status {returncode}"
+    lines = [line for line in stderr_text.strip().splitlines() if line.strip()]
+    if not lines:
+        return f"exit status {returncode}"
+    causes = [line for line in lines if not FFMPEG_AFTERMATH_RE.search(line)]
+    return FFMPEG_COMPONENT_RE.sub("", (causes or lines)[-1]).strip()
 
 
 def ffmpeg_output(command, what, check=True, data=None):
@@ -3318,23 +3332,30 @@ def refused_streams(ffmpeg, source, info, container):
     """Indexes of the source's streams that ffmpeg's muxer for container refuses as
     stream_plan puts them there (ADPCM in Matroska, say): found before any work by muxing
     the first moments of the source's other streams into nothing, since the real mux would
-    otherwise fail after every frame was upscaled."""
-    def refuses(streams):
+    otherwise fail after every frame was upscaled. UpscaleError when even the plan made
+    without them fails."""
+    def failure(streams, refused=frozenset()):
         trial = dataclasses.replace(info, streams=streams)
-        args, _ = stream_plan(trial, container, source=0)
+        args, _ = stream_plan(trial, container, refused, source=0)
         if container.ffmpeg_format in ("mp4", "mov"):
             args += ["-strict", "experimental"]            # as mux_command's
         command = ffmpeg_args(ffmpeg, "-t", TRIAL_MUX_SECONDS, "-i", Path(source), *args,
                               "-f", container.ffmpeg_format, os.devnull)
         try:
-            ffmpeg_output(command, "trying the output's streams")
-        except UpscaleError:
-            return True
-        return False
+            ffmpeg_output(command, f"putting its sound and subtitles into "
+                                   f"{container.name.upper()}")
+        except UpscaleError as exc:
+            return str(exc)
+        return ""
     others = [s for s in info.streams if s.kind in ("audio", "subtitle", "attachment")]
-    if not others or not refuses(others):
+    if not others or not failure(others):
         return frozenset()
-    return frozenset(s.index for s in others if refuses([s]))
+    refused = frozenset(s.index for s in others if failure([s]))
+    still = failure(others, refused).rstrip(".")
+    if still:
+        raise UpscaleError(f"{source}: {still}" + (
+            "" if container.name == "mkv" else "; an .mkv output (--format mkv) may take it"))
+    return refused
 
 
 # Subtitle files beside a video, which players pair with it by name (film.srt, film.en.srt,

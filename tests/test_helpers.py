@@ -471,3 +471,16 @@ def test_sidecar_subtitles_are_those_named_after_the_video_and_no_longer_video(t
     assert sorted(found.values()) == [".EN.SRT", ".fr.forced.ass", ".srt"]
     assert sorted(upscale.sidecar_subtitles(tmp_path / "ep.cut.mkv").values()) == [
         ".de.srt", ".srt"]
+
+
+def test_an_ffmpeg_failure_is_told_by_its_cause_not_by_what_followed_from_it():
+    stderr = ("[libopus @ 0x55d1a2] Invalid channel layout 5.1(side) for specified mapping "
+              "family -1.\n[aost#0:0/libopus @ 0x55d1b3] [enc:libopus @ 0x55d1c4] Error while "
+              "opening encoder - maybe incorrect parameters\n[out#0/webm @ 0x55d1d5] Nothing "
+              "was written into output file, because at least one of its streams received "
+              "no packets.\n")
+    assert upscale.failure_detail(1, stderr) == \
+        "Invalid channel layout 5.1(side) for specified mapping family -1."
+    assert upscale.failure_detail(1, "just this\n") == "just this"
+    assert upscale.failure_detail(1, "") == "exit status 1"
+    assert "SIGKILL" in upscale.failure_detail(-9, "whatever")

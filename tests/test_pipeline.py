@@ -1,4 +1,5 @@
 """The core pipeline on real clips: frames, size, duration and audio come through."""
+import os
 import subprocess
 from fractions import Fraction
 
@@ -396,6 +397,22 @@ def test_a_different_subtitle_file_already_beside_the_output_is_kept_unless_over
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "film_cubic_x2.srt").read_text() == SUBTITLES
     assert leftovers(tmp_path) == []
+
+
+def test_sound_no_encoder_can_put_into_the_output_fails_before_any_frame_is_upscaled(
+        ffmpeg, tmp_path):
+    src = tmp_path / "studio.mov"                            # 16 channels (9.1.6)
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x48:d=0.4",
+                    "-f", "lavfi", "-i", "anullsrc=cl=hexadecagonal:d=0.4", "-c:v", "libx264",
+                    "-c:a", "pcm_s16le", src], check=True)
+    if subprocess.run([ffmpeg, "-nostdin", "-v", "quiet", "-y", "-i", src, "-map", "0:a",
+                       "-c:a", "aac", "-f", "mp4", os.devnull]).returncode == 0:
+        pytest.skip("this ffmpeg's AAC encoder takes 16 channels")
+    result = run_cli(src, "--model", "cubic", "--scale", "2")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "into MP4" in result.stderr and "--format mkv" in result.stderr
+    assert "->" not in result.stderr                    # no size plan: no work was started
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["studio.mov"]
 
 
 def test_a_matroska_films_fonts_styled_subtitles_and_chapters_stay_in_a_matroska_output(
