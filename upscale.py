@@ -5507,10 +5507,9 @@ def compare_inputs(paths):
         members = sorted(c for c in p.iterdir() if c.is_file() and not c.name.startswith(".")
                          and not COMPARE_NAME_RE.search(c.stem)) if p.is_dir() else [p]
         for c in members:
-            suffix = c.suffix.lower()
-            if suffix in IMAGE_EXTENSIONS:
+            if is_picture(c):
                 found.append((c, "image"))
-            elif suffix in VIDEO_EXTENSIONS or not p.is_dir():
+            elif c.suffix.lower() in VIDEO_EXTENSIONS or not p.is_dir():
                 found.append((c, "video"))
         if p.is_dir() and not found:
             raise UpscaleError(f"{p}: no images or videos inside")

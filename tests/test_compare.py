@@ -107,6 +107,16 @@ def test_folder_of_images_is_compared_image_by_image(tmp_path):
         "a_compare_x2.png", "b_compare_x2.png"]
 
 
+def test_a_still_gif_is_compared_as_a_picture_without_a_grid_video(tmp_path):
+    animation = cv2.Animation()
+    animation.frames, animation.durations = [np.full((48, 64, 3), 90, np.uint8)], [100]
+    ok, data = cv2.imencodeanimation(".gif", animation, [])
+    (tmp_path / "icon.gif").write_bytes(bytes(data))
+    _, rows = report_of(tmp_path, tmp_path / "icon.gif", "--scale", "2", "--methods", "cubic")
+    assert rows[0]["frames"] == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["icon_compare_x2.png"]
+
+
 def test_an_animated_picture_is_compared_over_every_frame(tmp_path):
     animation = cv2.Animation()
     animation.frames = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(4)]
