@@ -2962,19 +2962,28 @@ def run_length(deltas):
     return runs
 
 
+def box_extent(head, left):
+    """(size, header length) of an ISO media box from its first 16 bytes (head), left bytes
+    being what remains of its parent from its start; None when the sizes make no sense."""
+    size, header = struct.unpack(">I", head[:4])[0], 8
+    if size == 1:
+        if len(head) < 16:
+            return None
+        size, header = struct.unpack(">Q", head[8:16])[0], 16
+    elif size == 0:                   # (the box runs to the end)
+        size = left
+    return (size, header) if size >= header else None
+
+
 def isobmff_boxes(data):
     """(type, body) of each box in data, one after the other (ISO media: MP4, AVIF, HEIF)."""
     at = 0
     while at + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[at:at + 8])
-        head = 8
-        if size == 1:
-            size, head = struct.unpack(">Q", data[at + 8:at + 16])[0], 16
-        elif size == 0:
-            size = len(data) - at
-        if size < head:
+        extent = box_extent(data[at:at + 16], len(data) - at)
+        if extent is None:
             return
-        yield kind, data[at + head:at + size]
+        size, header = extent
+        yield data[at + 4:at + 8], data[at + header:at + size]
         at += size
 
 
@@ -3433,19 +3442,17 @@ def creation_seconds(info):
 
 
 def file_boxes(f, start, end):
-    """(type, body start, body end) of each box between two offsets of an open file."""
+    """(type, body start, body end) of each box between two offsets of an open file (a
+    film's boxes are not read into memory, as isobmff_boxes' are)."""
     at = start
     while at + 8 <= end:
         f.seek(at)
-        size, kind = struct.unpack(">I4s", f.read(8))
-        head = 8
-        if size == 1:
-            size, head = struct.unpack(">Q", f.read(8))[0], 16
-        elif size == 0:
-            size = end - at
-        if size < head:
+        head = f.read(16)
+        extent = box_extent(head, end - at)
+        if extent is None:
             return
-        yield kind, at + head, min(at + size, end)
+        size, header = extent
+        yield head[4:8], at + header, min(at + size, end)
         at += size
 
 
