@@ -3569,7 +3569,8 @@ class Job:
     out_path: Path
     picture: object = None     # a picture's Job: its decoded Picture (info is None)
     reader: object = None      # a video's frame reader (frame_reader); OpenCV's if not given
-    refused: frozenset = frozenset()   # streams the output's muxer refuses (refused_streams)
+    # Streams the output's muxer refuses (refused_streams), tried as its work starts.
+    refused: frozenset = frozenset()
 
     def __post_init__(self):
         if self.reader is None and self.picture is None:
@@ -3619,9 +3620,8 @@ def prepare_job(source, settings, ffmpeg):
         plan = plan_frames(settings.size, settings.method, width, height, sar)
     except UpscaleError as exc:
         raise UpscaleError(f"{source}: {exc}") from None
-    out_path = output_path_for(source, settings, plan.label)
-    refused = refused_streams(ffmpeg, source, info, container_of(out_path, settings.format))
-    return Job(source, info, orientation, plan, out_path, reader=reader, refused=refused)
+    return Job(source, info, orientation, plan, output_path_for(source, settings, plan.label),
+               reader=reader)
 
 
 def upscale_file(job, settings, ffmpeg, upscalers):
@@ -3629,6 +3629,9 @@ def upscale_file(job, settings, ffmpeg, upscalers):
     whatever happens; the output appears only complete. upscalers(plan) gives the
     upscaler for the job's plan."""
     source, info, out_path = job.source, job.info, job.out_path
+    # (here, not in prepare_job: a file whose output exists already is skipped untried)
+    job = dataclasses.replace(job, refused=refused_streams(
+        ffmpeg, source, info, container_of(out_path, settings.format)))
     if len(info.video) > 1:
         console.say(f"note: {source} has {len(info.video)} video streams; upscaling the first")
     out_path.parent.mkdir(parents=True, exist_ok=True)
