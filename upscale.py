@@ -3704,7 +3704,7 @@ def upscale_file(job, settings, ffmpeg, upscalers):
         publish(temp_final, out_path, settings.overwrite)
         if work:
             work.remove()
-        report_sidecars(source, out_path, settings.overwrite)
+        carry_sidecars(source, out_path, settings.overwrite)
         return frames
     except OutputTaken:
         if work is not None:        # shared with the run that won, which is done with it
@@ -3722,7 +3722,7 @@ def upscale_file(job, settings, ffmpeg, upscalers):
                 pass
 
 
-def report_sidecars(source, out_path, overwrite):
+def carry_sidecars(source, out_path, overwrite):
     """Copy a finished video's subtitle files beside its output (copy_sidecars) and say
     so; a failure to copy is a warning, the output being done."""
     try:
